@@ -1,0 +1,396 @@
+//! Watch caches of the objects resolution needs: Services, EndpointSlices and
+//! Pods (and Namespaces where they may be listed), kept by kube-runtime
+//! reflectors so that a proxied connection costs no list or get request.
+//!
+//! Scope follows RBAC. When the user may list and watch all three kinds
+//! cluster-wide, one reflector per kind covers the cluster. Otherwise each
+//! namespace a client names is checked (SelfSubjectAccessReview) the first time
+//! it is named, and watched on its own if allowed; a namespace RBAC hides is
+//! remembered with the missing permission, which the refusal then names.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::PostParams;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::Mutex;
+use tokio::task::AbortHandle;
+
+use crate::resolve::ClusterView;
+
+/// How long a first list may take before a namespace is reported as not synced.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("checking RBAC permissions failed: {0}")]
+    AccessReview(#[source] kube::Error),
+    #[error("the watch caches for {scope} did not sync within {SYNC_TIMEOUT:?}; is the API server overloaded?")]
+    SyncTimeout { scope: String },
+}
+
+/// The three reflector stores for one scope (the cluster or one namespace).
+#[derive(Clone)]
+struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+}
+
+/// What is known about one namespace in namespaced mode.
+#[derive(Clone)]
+enum Access {
+    Watched(Stores),
+    /// RBAC hides it; the text names the missing permission.
+    Forbidden(String),
+}
+
+enum Scope {
+    Cluster(Stores),
+    Namespaced(Mutex<HashMap<String, Access>>),
+}
+
+/// The live caches of one engine. Cheap to share behind an `Arc`.
+pub struct ClusterCache {
+    client: Client,
+    scope: Scope,
+    namespaces: Option<Store<Namespace>>,
+    tasks: std::sync::Mutex<Vec<AbortHandle>>,
+}
+
+impl Drop for ClusterCache {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl ClusterCache {
+    /// Starts the caches in the widest scope RBAC allows and waits for the first
+    /// sync, so that the first connection is answered from memory.
+    pub async fn start(client: Client, default_namespace: &str) -> Result<ClusterCache, CacheError> {
+        let tasks = std::sync::Mutex::new(Vec::new());
+        let cluster_wide = missing_permission(&client, None).await?.is_none();
+        let namespaces = if allowed(&client, None, "", "namespaces", "list").await?
+            && allowed(&client, None, "", "namespaces", "watch").await?
+        {
+            let (store, task) = reflect(Api::<Namespace>::all(client.clone()));
+            tasks.lock().unwrap().push(task);
+            Some(store)
+        } else {
+            None
+        };
+        let scope = if cluster_wide {
+            let (stores, handles) = Stores::start(&client, None);
+            tasks.lock().unwrap().extend(handles);
+            Scope::Cluster(stores)
+        } else {
+            Scope::Namespaced(Mutex::new(HashMap::new()))
+        };
+        let cache = ClusterCache { client, scope, namespaces, tasks };
+        match &cache.scope {
+            Scope::Cluster(stores) => stores.wait("the cluster").await?,
+            Scope::Namespaced(_) => cache.ensure_namespace(default_namespace).await?,
+        }
+        if let Some(ns) = &cache.namespaces {
+            wait_ready(ns, "namespaces").await?;
+        }
+        tracing::info!(
+            scope = if cluster_wide { "cluster" } else { "per namespace" },
+            namespaces_listed = cache.namespaces.is_some(),
+            "watch caches synced"
+        );
+        Ok(cache)
+    }
+
+    /// In namespaced mode, starts watching `namespace` the first time it is
+    /// named (if RBAC allows) and waits for its first sync.
+    pub async fn ensure_namespace(&self, namespace: &str) -> Result<(), CacheError> {
+        let Scope::Namespaced(map) = &self.scope else { return Ok(()) };
+        // A namespace that does not exist needs no watch (and `example.com` must
+        // not cost an access review for namespace "com" on every connection).
+        if let Some(ns) = &self.namespaces
+            && ns.get(&reflector::ObjectRef::new(namespace)).is_none()
+        {
+            return Ok(());
+        }
+        // Held across the setup so two first connections to a namespace start one watch.
+        let mut map = map.lock().await;
+        if map.contains_key(namespace) {
+            return Ok(());
+        }
+        let access = match missing_permission(&self.client, Some(namespace)).await? {
+            Some(missing) => {
+                tracing::warn!(namespace, %missing, "RBAC hides this namespace from kubesocks");
+                Access::Forbidden(missing)
+            }
+            None => {
+                let (stores, handles) = Stores::start(&self.client, Some(namespace));
+                self.tasks.lock().unwrap().extend(handles);
+                stores.wait(&format!("namespace {namespace}")).await?;
+                Access::Watched(stores)
+            }
+        };
+        map.insert(namespace.to_string(), access);
+        Ok(())
+    }
+
+    /// A consistent-enough view of the caches for one resolution.
+    pub async fn snapshot(&self) -> Snapshot {
+        let scope = match &self.scope {
+            Scope::Cluster(stores) => SnapshotScope::Cluster(stores.clone()),
+            Scope::Namespaced(map) => SnapshotScope::Namespaced(map.lock().await.clone()),
+        };
+        Snapshot { scope, namespaces: self.namespaces.clone() }
+    }
+}
+
+impl Stores {
+    fn start(client: &Client, namespace: Option<&str>) -> (Stores, Vec<AbortHandle>) {
+        let (services, a) = reflect(api(client, namespace));
+        let (slices, b) = reflect(api(client, namespace));
+        let (pods, c) = reflect(api(client, namespace));
+        (Stores { services, slices, pods }, vec![a, b, c])
+    }
+
+    async fn wait(&self, scope: &str) -> Result<(), CacheError> {
+        let all = futures::future::join3(
+            wait_ready(&self.services, scope),
+            wait_ready(&self.slices, scope),
+            wait_ready(&self.pods, scope),
+        )
+        .await;
+        all.0.and(all.1).and(all.2)
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn wait_ready<K>(store: &Store<K>, scope: &str) -> Result<(), CacheError>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    match tokio::time::timeout(SYNC_TIMEOUT, store.wait_until_ready()).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(CacheError::SyncTimeout { scope: scope.to_string() }),
+    }
+}
+
+/// Runs a reflector for `api` in the background and returns its store.
+fn reflect<K>(api: Api<K>) -> (Store<K>, AbortHandle)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let kind = K::kind(&Default::default()).to_string();
+    let stream = watcher(api, watcher::Config::default())
+        // managedFields are the bulk of most objects and never read here.
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .default_backoff();
+    let task = tokio::spawn(async move {
+        reflector::reflector(writer, stream)
+            .for_each(|event| {
+                if let Err(e) = event {
+                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                }
+                futures::future::ready(())
+            })
+            .await
+    });
+    (store, task.abort_handle())
+}
+
+/// Asks the API server whether this user may `verb` the `resource`.
+async fn allowed(
+    client: &Client,
+    namespace: Option<&str>,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> Result<bool, CacheError> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: namespace.map(str::to_string),
+                group: Some(group.to_string()),
+                resource: Some(resource.to_string()),
+                verb: Some(verb.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let answer = api.create(&PostParams::default(), &review).await.map_err(CacheError::AccessReview)?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// The first list/watch permission that resolution needs and RBAC denies, as
+/// text for the user ("list services in namespace team-b"), or `None`.
+async fn missing_permission(client: &Client, namespace: Option<&str>) -> Result<Option<String>, CacheError> {
+    let needed = [("", "services"), ("discovery.k8s.io", "endpointslices"), ("", "pods")];
+    for (group, resource) in needed {
+        for verb in ["list", "watch"] {
+            if !allowed(client, namespace, group, resource, verb).await? {
+                let qualified = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
+                let place = namespace.map_or("cluster-wide".to_string(), |ns| format!("in namespace {ns}"));
+                return Ok(Some(format!("RBAC does not allow {verb} {qualified} {place}")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[derive(Clone)]
+enum SnapshotScope {
+    Cluster(Stores),
+    Namespaced(HashMap<String, Access>),
+}
+
+/// The caches as [`resolve`](crate::resolve::resolve) reads them.
+pub struct Snapshot {
+    scope: SnapshotScope,
+    namespaces: Option<Store<Namespace>>,
+}
+
+impl Snapshot {
+    /// A Service of `namespace` to show in examples: the first by name that
+    /// has a port, leaving out the API server's own `kubernetes` Service.
+    pub fn example_service(&self, namespace: &str) -> Option<(String, i32)> {
+        let mut found: Vec<(String, i32)> = self
+            .stores(Some(namespace))
+            .into_iter()
+            .flat_map(|s| s.services.state_filter(|svc| in_namespace(svc, namespace)))
+            .filter(|svc| svc.name_any() != "kubernetes")
+            .filter_map(|svc| {
+                let spec = svc.spec.as_ref()?;
+                if spec.type_.as_deref() == Some("ExternalName") {
+                    return None;
+                }
+                Some((svc.name_any(), spec.ports.as_ref()?.first()?.port))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().next()
+    }
+
+    /// The stores that may hold objects of `namespace` (all of them for IP lookups).
+    fn stores(&self, namespace: Option<&str>) -> Vec<&Stores> {
+        match (&self.scope, namespace) {
+            (SnapshotScope::Cluster(s), _) => vec![s],
+            (SnapshotScope::Namespaced(map), Some(ns)) => match map.get(ns) {
+                Some(Access::Watched(s)) => vec![s],
+                _ => vec![],
+            },
+            (SnapshotScope::Namespaced(map), None) => map
+                .values()
+                .filter_map(|a| match a {
+                    Access::Watched(s) => Some(s),
+                    Access::Forbidden(_) => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn in_namespace<K: ResourceExt>(o: &K, namespace: &str) -> bool {
+    o.namespace().as_deref() == Some(namespace)
+}
+
+fn has_ip(ips: impl IntoIterator<Item = impl AsRef<str>>, ip: IpAddr) -> bool {
+    ips.into_iter().any(|s| s.as_ref().parse::<IpAddr>().ok() == Some(ip))
+}
+
+impl ClusterView for Snapshot {
+    fn namespace_exists(&self, namespace: &str) -> Option<bool> {
+        let store = self.namespaces.as_ref()?;
+        Some(store.get(&reflector::ObjectRef::new(namespace)).is_some())
+    }
+
+    fn visible(&self, namespace: &str) -> Result<(), String> {
+        match &self.scope {
+            SnapshotScope::Cluster(_) => Ok(()),
+            SnapshotScope::Namespaced(map) => match map.get(namespace) {
+                Some(Access::Watched(_)) => Ok(()),
+                Some(Access::Forbidden(why)) => Err(why.clone()),
+                // Nothing to hide in a namespace that does not exist.
+                None if self.namespace_exists(namespace) == Some(false) => Ok(()),
+                None => Err(format!("namespace {namespace} is not watched")),
+            },
+        }
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        let key = reflector::ObjectRef::new(name).within(namespace);
+        self.stores(Some(namespace)).into_iter().find_map(|s| s.services.get(&key))
+    }
+
+    fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
+        self.stores(None).into_iter().find_map(|s| {
+            s.services.find(|svc| {
+                let spec = svc.spec.as_ref();
+                let ips = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
+                has_ip(ips, ip)
+            })
+        })
+    }
+
+    fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
+        self.stores(Some(namespace))
+            .into_iter()
+            .flat_map(|s| {
+                s.slices.state_filter(|slice| {
+                    in_namespace(slice, namespace)
+                        && slice.labels().get("kubernetes.io/service-name").map(String::as_str) == Some(service)
+                })
+            })
+            .collect()
+    }
+
+    fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
+        self.stores(None)
+            .into_iter()
+            .flat_map(|s| {
+                s.pods.state_filter(|pod| {
+                    let ips = pod.status.as_ref().and_then(|st| st.pod_ips.clone()).unwrap_or_default();
+                    has_ip(ips.iter().map(|i| i.ip.as_str()), ip)
+                })
+            })
+            .collect()
+    }
+
+    fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
+        self.stores(Some(namespace))
+            .into_iter()
+            .flat_map(|s| {
+                s.pods.state_filter(|pod| {
+                    let spec = pod.spec.as_ref();
+                    in_namespace(pod, namespace)
+                        && spec.and_then(|s| s.hostname.as_deref()) == Some(hostname)
+                        && spec.and_then(|s| s.subdomain.as_deref()) == Some(subdomain)
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,208 @@
+//! From a client's destination to an open upstream stream: resolve the name
+//! against the caches, then port-forward to an endpoint, failing over to the
+//! next one; or, with `--passthrough`, dial outside names from this machine.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kube::Client;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::cache::{CacheError, ClusterCache};
+use crate::portforward::{self, ForwardError, PodStream};
+use crate::resolve::{self, Endpoint, Host, Refusal, RefusalKind, Rules};
+
+/// How long resolving plus port-forwarding may take before the client is told.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a failed dial means to a client, whatever its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// SOCKS 0x02, HTTP 403.
+    NotAllowed,
+    /// SOCKS 0x04, HTTP 502.
+    Unreachable,
+    /// SOCKS 0x05, HTTP 502.
+    Refused,
+    /// SOCKS 0x04, HTTP 504.
+    TimedOut,
+    /// SOCKS 0x01, HTTP 502.
+    General,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{endpoint}: {source}")]
+    Forward {
+        endpoint: Endpoint,
+        tried: usize,
+        #[source]
+        source: ForwardError,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("dialling {target} directly failed: {source}")]
+    Direct {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no answer within {DIAL_TIMEOUT:?}")]
+    TimedOut,
+}
+
+impl DialError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            DialError::Refused(r) => match r.kind() {
+                RefusalKind::NotAllowed => Failure::NotAllowed,
+                RefusalKind::Unreachable => Failure::Unreachable,
+                RefusalKind::Refused => Failure::Refused,
+            },
+            DialError::Forward { source, .. } if source.is_forbidden() => Failure::NotAllowed,
+            DialError::Forward { source, .. } if source.is_refused() => Failure::Refused,
+            DialError::Forward { source, .. } if source.is_not_found() => Failure::Unreachable,
+            DialError::Forward { .. } | DialError::Cache(_) => Failure::General,
+            DialError::Direct { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Failure::Refused
+            }
+            DialError::Direct { .. } => Failure::Unreachable,
+            DialError::TimedOut => Failure::TimedOut,
+        }
+    }
+}
+
+/// An open connection to where the client wanted to go.
+pub enum Upstream {
+    Pod(Box<PodStream>),
+    Direct(TcpStream),
+}
+
+/// A successful dial: the stream and what it reaches, for logs.
+pub struct Dialed {
+    pub upstream: Upstream,
+    pub reached: String,
+}
+
+pub struct Dialer {
+    client: Client,
+    cache: ClusterCache,
+    rules: Rules,
+    passthrough: bool,
+    /// Rotates the first endpoint tried, spreading connections across pods.
+    next: AtomicUsize,
+}
+
+impl Dialer {
+    pub fn new(client: Client, cache: ClusterCache, rules: Rules, passthrough: bool) -> Dialer {
+        Dialer { client, cache, rules, passthrough, next: AtomicUsize::new(0) }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    pub fn cache(&self) -> &ClusterCache {
+        &self.cache
+    }
+
+    /// Resolves and connects, within [`DIAL_TIMEOUT`]. `conn` tags the logs.
+    pub async fn dial(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
+        match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(host, port, conn)).await {
+            Ok(result) => result,
+            Err(_) => Err(DialError::TimedOut),
+        }
+    }
+
+    async fn dial_inner(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
+        if let Some(namespace) = resolve::namespace_hint(host, &self.rules) {
+            self.cache.ensure_namespace(&namespace).await?;
+        }
+        let snapshot = self.cache.snapshot().await;
+        match resolve::resolve(host, port, &self.rules, &snapshot) {
+            Ok(target) => {
+                let upstream = self.forward(&target.endpoints, conn).await?;
+                Ok(Dialed { upstream, reached: target.what })
+            }
+            Err(Refusal::OutsideCluster { .. }) if self.passthrough => self.direct(&host.to_string(), port).await,
+            Err(Refusal::ExternalName { external, .. }) if self.passthrough => self.direct(&external, port).await,
+            Err(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// Tries each endpoint once, starting from the next in rotation.
+    async fn forward(&self, endpoints: &[Endpoint], conn: u64) -> Result<Upstream, DialError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..endpoints.len() {
+            let endpoint = &endpoints[(start + i) % endpoints.len()];
+            let target = endpoint.to_string();
+            let on_late_error = move |message: String| {
+                tracing::warn!(conn, %target, kubelet = %message, "port-forward failed during the connection");
+            };
+            match portforward::open(&self.client, endpoint, on_late_error).await {
+                Ok(stream) => {
+                    tracing::debug!(conn, %endpoint, "port-forward established");
+                    return Ok(Upstream::Pod(Box::new(stream)));
+                }
+                Err(source) => {
+                    tracing::warn!(conn, %endpoint, error = %source, "port-forward failed");
+                    let forbidden = source.is_forbidden();
+                    last = Some(DialError::Forward { endpoint: endpoint.clone(), tried: i + 1, source });
+                    if forbidden {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.expect("a target has at least one endpoint"))
+    }
+
+    async fn direct(&self, host: &str, port: u16) -> Result<Dialed, DialError> {
+        let target = format!("{host}:{port}");
+        let stream = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+            .await
+            .map_err(|source| DialError::Direct { target: target.clone(), source })?;
+        Ok(Dialed { upstream: Upstream::Direct(stream), reached: format!("{target} (direct, --passthrough)") })
+    }
+}
+
+impl Upstream {
+    fn pinned(self: Pin<&mut Self>) -> Pin<&mut (dyn AsyncReadWrite + Unpin)> {
+        match self.get_mut() {
+            Upstream::Pod(s) => Pin::new(s.as_mut()),
+            Upstream::Direct(s) => Pin::new(s),
+        }
+    }
+}
+
+/// Both directions of a byte stream, so the two upstream kinds can be used alike.
+pub trait AsyncReadWrite: AsyncRead + AsyncWrite {}
+impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
+
+impl AsyncRead for Upstream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        self.pinned().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.pinned().poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.pinned().poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.pinned().poll_shutdown(cx)
+    }
+}
+
+/// Shared by the listeners of one engine.
+pub type SharedDialer = Arc<Dialer>;

@@ -1,0 +1,32 @@
+//! kubesocks: a local SOCKS5 / HTTP proxy into a Kubernetes cluster.
+//!
+//! ```text
+//! app ──SOCKS5 / HTTP──▶ listener ([`socks`], [`http`])
+//!     ──name or IP──▶ [`resolve`] against the watch caches ([`cache`])
+//!     ──pods/portforward──▶ [`portforward`] ──▶ the pod's port
+//! ```
+//!
+//! * [`resolve`] holds the rules (service names, per-pod names, ClusterIPs,
+//!   Pod IPs → pod ports) as pure functions over a snapshot of the caches.
+//! * [`cache`] keeps that snapshot current with kube-runtime reflectors, in the
+//!   widest scope RBAC allows.
+//! * [`dial`] turns a destination into an open stream: resolve, port-forward,
+//!   fail over between endpoints (or dial directly with `--passthrough`).
+//! * [`relay`] copies bytes both ways; [`stats`] counts them.
+//! * [`engine`] ties one cluster connection to its listeners; the CLI
+//!   ([`cli`]) and the tray app are thin shells over it.
+
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod dial;
+pub mod engine;
+pub mod http;
+pub mod kubeconfig;
+pub mod logging;
+pub mod portforward;
+pub mod relay;
+pub mod resolve;
+pub mod socks;
+pub mod state;
+pub mod stats;

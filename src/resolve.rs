@@ -1,0 +1,687 @@
+//! Name and target resolution: the rules that turn what a client asked for
+//! (a name or an IP, and a port) into pods to port-forward to.
+//!
+//! Everything here is pure: [`resolve`] reads a [`ClusterView`] (a snapshot of
+//! the watch caches) and returns a [`Target`] or a typed [`Refusal`]. No I/O, no
+//! clock, so every rule has a fast unit test below. The cache layer
+//! ([`crate::cache`]) makes sure the namespace a name points into is being
+//! watched *before* it calls [`resolve`]; [`namespace_hint`] tells it which one.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointSlice};
+
+/// Settings that shape how names are read.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Cluster DNS domain, `cluster.local` unless the user says otherwise.
+    pub cluster_domain: String,
+    /// Namespace for short names: `-n`, else the context's, else `default`.
+    pub default_namespace: String,
+}
+
+impl Rules {
+    pub fn new(cluster_domain: &str, default_namespace: &str) -> Rules {
+        Rules {
+            cluster_domain: normalize(cluster_domain),
+            default_namespace: default_namespace.to_string(),
+        }
+    }
+}
+
+/// What a client asked to connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl Host {
+    /// Reads a host as sent by a client: an IP literal (IPv6 with or without
+    /// brackets) or a DNS name.
+    pub fn parse(s: &str) -> Host {
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Name(s.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// A snapshot of what kubesocks knows about the cluster. Implemented by the
+/// live watch caches and, in tests, by plain lists of objects.
+pub trait ClusterView {
+    /// `Some(true/false)` when namespaces can be listed, `None` when RBAC hides them.
+    fn namespace_exists(&self, namespace: &str) -> Option<bool>;
+    /// `Err(reason)` when the objects of this namespace cannot be seen (RBAC).
+    fn visible(&self, namespace: &str) -> Result<(), String>;
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>>;
+    fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>>;
+    fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>>;
+    /// Every known pod that has (or had) this IP, in any phase.
+    fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>>;
+    fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>>;
+}
+
+/// One pod port to port-forward to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub namespace: String,
+    pub pod: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pod {}/{}:{}", self.namespace, self.pod, self.port)
+    }
+}
+
+/// Where a connection goes: one or more equivalent pod ports, best first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// What the client's address turned out to be, for logs ("service default/web:80").
+    pub what: String,
+    /// Never empty. A Service's ready endpoints in a stable order; the dialer
+    /// rotates through them to spread load and fails over in this order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Why a connection is not forwarded. Each maps to a SOCKS reply and an HTTP
+/// status through [`Refusal::kind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{host} is not a name or address inside the cluster (use --passthrough to dial it from this machine)")]
+    OutsideCluster { host: String },
+    #[error("service {service} is an ExternalName for {external}; kubesocks does not dial outside the cluster without --passthrough")]
+    ExternalName { service: String, external: String },
+    #[error("no service {name} in namespace {namespace}")]
+    UnknownService { namespace: String, name: String },
+    #[error("service {service} does not expose port {port} (it exposes {exposed})")]
+    PortNotExposed { service: String, port: u16, exposed: String },
+    #[error("service {service} has no ready endpoint for port {port}")]
+    NoReadyEndpoints { service: String, port: u16 },
+    #[error("no pod matches {what}")]
+    UnknownPod { what: String },
+    #[error("pod {pod} is not running (phase {phase})")]
+    PodNotRunning { pod: String, phase: String },
+    #[error("cannot see namespace {namespace}: {reason}")]
+    Forbidden { namespace: String, reason: String },
+}
+
+/// The three outcomes a client protocol can express for a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Policy: outside the cluster, or RBAC. SOCKS 0x02, HTTP 403.
+    NotAllowed,
+    /// Nothing to connect to. SOCKS 0x04, HTTP 502.
+    Unreachable,
+    /// Something there, but not that port. SOCKS 0x05, HTTP 502.
+    Refused,
+}
+
+impl Refusal {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Refusal::OutsideCluster { .. } | Refusal::ExternalName { .. } | Refusal::Forbidden { .. } => {
+                RefusalKind::NotAllowed
+            }
+            Refusal::PortNotExposed { .. } => RefusalKind::Refused,
+            Refusal::UnknownService { .. }
+            | Refusal::NoReadyEndpoints { .. }
+            | Refusal::UnknownPod { .. }
+            | Refusal::PodNotRunning { .. } => RefusalKind::Unreachable,
+        }
+    }
+}
+
+/// How a name reads, before looking anything up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Query {
+    Ip(IpAddr),
+    /// `svc`, `svc.ns.svc`, `svc.ns.svc.D`: certainly a Service name.
+    Service { namespace: String, name: String },
+    /// `svc.ns`: a Service only if namespace `ns` exists (`example.com` must stay outside).
+    MaybeService { namespace: String, name: String },
+    /// `host.sub.ns.svc[.D]`: a pod's stable per-pod name.
+    PodHostname { namespace: String, hostname: String, subdomain: String },
+    /// `a-b-c-d.ns.pod[.D]`.
+    PodIp { namespace: String, ip: IpAddr, name: String },
+    /// Has the cluster domain but no form we know, e.g. `x.y.z.cluster.local`.
+    UnknownClusterName(String),
+    Outside(String),
+}
+
+/// Lower-case, no trailing dot: DNS names compare that way.
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn read_name(name: &str, rules: &Rules) -> Query {
+    let name = normalize(name);
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Query::Ip(ip);
+    }
+    let suffix = format!(".{}", rules.cluster_domain);
+    let (rest, had_domain) = match name.strip_suffix(&suffix) {
+        Some(rest) => (rest, true),
+        None => (name.as_str(), false),
+    };
+    let labels: Vec<&str> = rest.split('.').collect();
+    if labels.iter().any(|l| l.is_empty()) {
+        return Query::Outside(name);
+    }
+    let owned = |s: &str| s.to_string();
+    match labels.as_slice() {
+        [svc] if !had_domain => Query::Service { namespace: rules.default_namespace.clone(), name: owned(svc) },
+        [svc, ns] if !had_domain => Query::MaybeService { namespace: owned(ns), name: owned(svc) },
+        [svc, ns, "svc"] => Query::Service { namespace: owned(ns), name: owned(svc) },
+        [host, sub, ns, "svc"] => {
+            Query::PodHostname { namespace: owned(ns), hostname: owned(host), subdomain: owned(sub) }
+        }
+        [dashed, ns, "pod"] => match pod_ip_from_dashes(dashed) {
+            Some(ip) => Query::PodIp { namespace: owned(ns), ip, name: name.clone() },
+            None => Query::UnknownClusterName(name.clone()),
+        },
+        _ if had_domain => Query::UnknownClusterName(name.clone()),
+        _ => Query::Outside(name.clone()),
+    }
+}
+
+/// `10-244-0-5` → 10.244.0.5; `fd00--1` → fd00::1 (cluster DNS writes IPv6 colons as dashes).
+fn pod_ip_from_dashes(label: &str) -> Option<IpAddr> {
+    if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
+        return Some(IpAddr::V4(v4));
+    }
+    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+/// The namespace a name points into, if any: the cache layer starts watching
+/// it (where RBAC only allows namespaced watches) before calling [`resolve`].
+pub fn namespace_hint(host: &Host, rules: &Rules) -> Option<String> {
+    let Host::Name(name) = host else { return None };
+    match read_name(name, rules) {
+        Query::Service { namespace, .. }
+        | Query::MaybeService { namespace, .. }
+        | Query::PodHostname { namespace, .. }
+        | Query::PodIp { namespace, .. } => Some(namespace),
+        _ => None,
+    }
+}
+
+/// Resolves a client's destination against a snapshot of the cluster.
+pub fn resolve(host: &Host, port: u16, rules: &Rules, view: &impl ClusterView) -> Result<Target, Refusal> {
+    let query = match host {
+        Host::Ip(ip) => Query::Ip(*ip),
+        Host::Name(name) => read_name(name, rules),
+    };
+    match query {
+        Query::Ip(ip) => resolve_ip(ip, port, view),
+        Query::Service { namespace, name } => {
+            view.visible(&namespace).map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
+            match view.service(&namespace, &name) {
+                Some(svc) => service_target(&svc, port, view),
+                None => Err(Refusal::UnknownService { namespace, name }),
+            }
+        }
+        Query::MaybeService { namespace, name } => {
+            let outside = || Refusal::OutsideCluster { host: host.to_string() };
+            match view.namespace_exists(&namespace) {
+                Some(false) => Err(outside()),
+                Some(true) => {
+                    view.visible(&namespace)
+                        .map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
+                    match view.service(&namespace, &name) {
+                        Some(svc) => service_target(&svc, port, view),
+                        None => Err(Refusal::UnknownService { namespace, name }),
+                    }
+                }
+                // Namespaces cannot be listed: it is a cluster name only if the Service exists.
+                None => match view.visible(&namespace).ok().and_then(|_| view.service(&namespace, &name)) {
+                    Some(svc) => service_target(&svc, port, view),
+                    None => Err(outside()),
+                },
+            }
+        }
+        Query::PodHostname { namespace, hostname, subdomain } => {
+            view.visible(&namespace).map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
+            let what = format!("{hostname}.{subdomain} in namespace {namespace}");
+            let pods = view.pods_by_hostname(&namespace, &hostname, &subdomain);
+            pod_target(&pods, port, what)
+        }
+        Query::PodIp { namespace, ip, name } => {
+            view.visible(&namespace).map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
+            let pods: Vec<_> =
+                view.pods_by_ip(ip).into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(&namespace)).collect();
+            pod_target(&pods, port, name)
+        }
+        Query::UnknownClusterName(name) => Err(Refusal::UnknownPod { what: name }),
+        Query::Outside(name) => Err(Refusal::OutsideCluster { host: name }),
+    }
+}
+
+fn resolve_ip(ip: IpAddr, port: u16, view: &impl ClusterView) -> Result<Target, Refusal> {
+    if let Some(svc) = view.service_by_ip(ip) {
+        return service_target(&svc, port, view);
+    }
+    let pods = view.pods_by_ip(ip);
+    if pods.is_empty() {
+        return Err(Refusal::OutsideCluster { host: Host::Ip(ip).to_string() });
+    }
+    pod_target(&pods, port, format!("pod IP {ip}"))
+}
+
+fn is_running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// Pods found by IP or per-pod name: the running one wins (a finished pod may
+/// still hold an IP that a new pod reuses).
+fn pod_target(pods: &[Arc<Pod>], port: u16, what: String) -> Result<Target, Refusal> {
+    let Some(first) = pods.first() else { return Err(Refusal::UnknownPod { what }) };
+    let Some(pod) = pods.iter().find(|p| is_running(p)) else {
+        let phase = if first.metadata.deletion_timestamp.is_some() {
+            "Terminating".to_string()
+        } else {
+            first.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".into())
+        };
+        return Err(Refusal::PodNotRunning { pod: full_name(&first.metadata), phase });
+    };
+    let endpoint = Endpoint {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        port,
+    };
+    Ok(Target { what: format!("{} ({what})", full_name(&pod.metadata)), endpoints: vec![endpoint] })
+}
+
+fn full_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
+}
+
+/// Service port → the pod ports behind it, read from its EndpointSlices.
+fn service_target(svc: &Service, port: u16, view: &impl ClusterView) -> Result<Target, Refusal> {
+    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let id = format!("{namespace}/{name}");
+    let spec = svc.spec.clone().unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Err(Refusal::ExternalName { service: id, external: spec.external_name.unwrap_or_default() });
+    }
+    let ports = spec.ports.unwrap_or_default();
+    let Some(svc_port) = ports.iter().find(|p| p.port == i32::from(port)) else {
+        let exposed = ports.iter().map(|p| p.port.to_string()).collect::<Vec<_>>().join(", ");
+        let exposed = if exposed.is_empty() { "no ports".to_string() } else { exposed };
+        return Err(Refusal::PortNotExposed { service: id, port, exposed });
+    };
+    // The slice port with the Service port's name carries the pod's port number
+    // for that slice: that is how a named targetPort resolves per pod.
+    let port_name = svc_port.name.clone().unwrap_or_default();
+
+    let mut ready = Vec::new();
+    let mut serving = Vec::new();
+    for slice in view.endpoint_slices(&namespace, &name) {
+        let Some(pod_port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.clone().unwrap_or_default() == port_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in slice.endpoints.iter().flatten() {
+            let Some(pod) = pod_of(ep) else { continue };
+            let endpoint = Endpoint { namespace: pod.0, pod: pod.1, port: pod_port };
+            let c = ep.conditions.clone().unwrap_or_default();
+            // An unknown `ready` means ready, as the EndpointSlice API asks consumers to read it.
+            if c.ready.unwrap_or(true) {
+                ready.push(endpoint);
+            } else if c.serving == Some(true) && c.terminating != Some(true) {
+                serving.push(endpoint);
+            }
+        }
+    }
+    let mut endpoints = if ready.is_empty() { serving } else { ready };
+    // One pod can appear in two slices while the controller moves it: keep it once.
+    endpoints.sort_by(|a, b| (&a.pod, a.port).cmp(&(&b.pod, b.port)));
+    endpoints.dedup();
+    if endpoints.is_empty() {
+        return Err(Refusal::NoReadyEndpoints { service: id, port });
+    }
+    Ok(Target { what: format!("service {id}:{port}"), endpoints })
+}
+
+/// Only endpoints backed by a Pod can be port-forwarded to.
+fn pod_of(ep: &SliceEndpoint) -> Option<(String, String)> {
+    let r = ep.target_ref.as_ref()?;
+    if r.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    Some((r.namespace.clone()?, r.name.clone()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A snapshot made of plain object lists, the way the caches hold them.
+    #[derive(Default)]
+    struct View {
+        namespaces: Option<Vec<&'static str>>,
+        hidden: Vec<&'static str>,
+        services: Vec<Arc<Service>>,
+        slices: Vec<Arc<EndpointSlice>>,
+        pods: Vec<Arc<Pod>>,
+    }
+
+    fn ns_of<T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(
+        o: &T,
+    ) -> &str {
+        o.metadata().namespace.as_deref().unwrap_or_default()
+    }
+
+    impl ClusterView for View {
+        fn namespace_exists(&self, namespace: &str) -> Option<bool> {
+            self.namespaces.as_ref().map(|n| n.contains(&namespace))
+        }
+        fn visible(&self, namespace: &str) -> Result<(), String> {
+            if self.hidden.contains(&namespace) { Err("RBAC forbids list services".into()) } else { Ok(()) }
+        }
+        fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+            self.services
+                .iter()
+                .find(|s| ns_of(s.as_ref()) == namespace && s.metadata.name.as_deref() == Some(name))
+                .cloned()
+        }
+        fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
+            self.services
+                .iter()
+                .find(|s| {
+                    let spec = s.spec.as_ref().unwrap();
+                    spec.cluster_ips.iter().flatten().any(|c| c.parse::<IpAddr>().ok() == Some(ip))
+                })
+                .cloned()
+        }
+        fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
+            self.slices
+                .iter()
+                .filter(|s| {
+                    ns_of(s.as_ref()) == namespace
+                        && s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(|s| s.as_str())
+                            == Some(service)
+                })
+                .cloned()
+                .collect()
+        }
+        fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
+            self.pods
+                .iter()
+                .filter(|p| {
+                    p.status.as_ref().and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().any(|i| i.ip.parse::<IpAddr>().ok() == Some(ip))
+                })
+                .cloned()
+                .collect()
+        }
+        fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
+            self.pods
+                .iter()
+                .filter(|p| {
+                    let spec = p.spec.as_ref().unwrap();
+                    ns_of(p.as_ref()) == namespace
+                        && spec.hostname.as_deref() == Some(hostname)
+                        && spec.subdomain.as_deref() == Some(subdomain)
+                })
+                .cloned()
+                .collect()
+        }
+    }
+
+    fn service(ns: &str, name: &str, ips: &[&str], ports: serde_json::Value) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": ns, "name": name},
+                "spec": {"clusterIP": ips.first(), "clusterIPs": ips, "ports": ports}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn slice(ns: &str, svc: &str, ports: serde_json::Value, endpoints: serde_json::Value) -> Arc<EndpointSlice> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": ns, "name": format!("{svc}-abc"),
+                             "labels": {"kubernetes.io/service-name": svc}},
+                "addressType": "IPv4", "ports": ports, "endpoints": endpoints
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn ep(ns: &str, pod: &str, ready: bool) -> serde_json::Value {
+        json!({"addresses": ["10.244.0.9"], "conditions": {"ready": ready, "serving": ready, "terminating": false},
+               "targetRef": {"kind": "Pod", "namespace": ns, "name": pod}})
+    }
+
+    fn pod(ns: &str, name: &str, ips: &[&str], phase: &str, host: Option<(&str, &str)>) -> Arc<Pod> {
+        let ips: Vec<_> = ips.iter().map(|i| json!({"ip": i})).collect();
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": ns, "name": name},
+                "spec": {"containers": [], "hostname": host.map(|h| h.0), "subdomain": host.map(|h| h.1)},
+                "status": {"phase": phase, "podIPs": ips}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn rules() -> Rules {
+        Rules::new("cluster.local", "default")
+    }
+
+    /// A cluster with `default/web` (port 80 → pods web-1, web-2 on 8080) and
+    /// `shop/catalog` (named targetPort: pods listen on different numbers).
+    fn cluster() -> View {
+        View {
+            namespaces: Some(vec!["default", "shop"]),
+            services: vec![
+                service("default", "web", &["10.96.0.10", "fd00::10"], json!([{"name": "http", "port": 80}])),
+                service(
+                    "shop",
+                    "catalog",
+                    &["10.96.0.20"],
+                    json!([{"name": "http", "port": 80}, {"name": "metrics", "port": 9090}]),
+                ),
+            ],
+            slices: vec![
+                slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([ep("default", "web-2", true), ep("default", "web-1", true)])),
+                slice("shop", "catalog", json!([{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]), json!([ep("shop", "catalog-a", true)])),
+                slice("shop", "catalog", json!([{"name": "http", "port": 8081}, {"name": "metrics", "port": 9100}]), json!([ep("shop", "catalog-b", true)])),
+            ],
+            pods: vec![
+                pod("default", "web-1", &["10.244.0.1", "fd00::1"], "Running", None),
+                pod("default", "web-2", &["10.244.0.2"], "Running", None),
+                pod("shop", "db-0", &["10.244.1.1"], "Running", Some(("db-0", "db"))),
+                pod("shop", "old", &["10.244.1.9"], "Succeeded", None),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn go(host: &str, port: u16) -> Result<Target, Refusal> {
+        resolve(&Host::parse(host), port, &rules(), &cluster())
+    }
+
+    fn pods_of(t: &Target) -> Vec<String> {
+        t.endpoints.iter().map(|e| format!("{}/{}:{}", e.namespace, e.pod, e.port)).collect()
+    }
+
+    #[test]
+    fn every_service_name_form_reaches_the_service() {
+        for name in ["web", "web.default", "web.default.svc", "web.default.svc.cluster.local", "WEB.Default.SVC.cluster.local."] {
+            let t = go(name, 80).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(pods_of(&t), ["default/web-1:8080", "default/web-2:8080"], "{name}");
+        }
+    }
+
+    #[test]
+    fn short_names_use_the_default_namespace() {
+        let r = Rules::new("cluster.local", "shop");
+        let t = resolve(&Host::parse("catalog"), 80, &r, &cluster()).unwrap();
+        assert_eq!(t.what, "service shop/catalog:80");
+        assert_eq!(resolve(&Host::parse("web"), 80, &r, &cluster()), Err(Refusal::UnknownService { namespace: "shop".into(), name: "web".into() }));
+    }
+
+    #[test]
+    fn named_target_port_resolves_per_pod_from_the_same_slice() {
+        let t = go("catalog.shop", 80).unwrap();
+        assert_eq!(pods_of(&t), ["shop/catalog-a:8080", "shop/catalog-b:8081"]);
+        let t = go("catalog.shop", 9090).unwrap();
+        assert_eq!(pods_of(&t), ["shop/catalog-a:9100", "shop/catalog-b:9100"]);
+    }
+
+    #[test]
+    fn a_custom_cluster_domain_replaces_cluster_local() {
+        let r = Rules::new("corp.example.", "default");
+        assert!(resolve(&Host::parse("web.default.svc.corp.example"), 80, &r, &cluster()).is_ok());
+        // With another domain, `cluster.local` is just an outside name.
+        assert!(matches!(
+            resolve(&Host::parse("web.default.svc.cluster.local"), 80, &r, &cluster()),
+            Err(Refusal::OutsideCluster { .. })
+        ));
+    }
+
+    #[test]
+    fn two_labels_are_a_service_only_when_the_namespace_exists() {
+        assert!(matches!(go("example.com", 80), Err(Refusal::OutsideCluster { .. })));
+        assert!(matches!(go("nothere.shop", 80), Err(Refusal::UnknownService { .. })));
+        // Where namespaces cannot be listed, the Service itself decides.
+        let mut view = cluster();
+        view.namespaces = None;
+        assert!(resolve(&Host::parse("web.default"), 80, &rules(), &view).is_ok());
+        assert!(matches!(resolve(&Host::parse("example.com"), 80, &rules(), &view), Err(Refusal::OutsideCluster { .. })));
+        // A namespace hidden by RBAC reads as outside too, not as forbidden.
+        view.hidden = vec!["com"];
+        assert!(matches!(resolve(&Host::parse("example.com"), 80, &rules(), &view), Err(Refusal::OutsideCluster { .. })));
+    }
+
+    #[test]
+    fn cluster_ips_of_both_families_map_to_the_service() {
+        assert_eq!(go("10.96.0.10", 80).unwrap().what, "service default/web:80");
+        assert_eq!(go("fd00::10", 80).unwrap().what, "service default/web:80");
+        assert_eq!(go("[fd00::10]", 80).unwrap().what, "service default/web:80");
+    }
+
+    #[test]
+    fn pod_ips_reach_running_pods_on_the_asked_port() {
+        assert_eq!(pods_of(&go("10.244.0.2", 8080).unwrap()), ["default/web-2:8080"]);
+        assert_eq!(pods_of(&go("fd00::1", 22).unwrap()), ["default/web-1:22"]);
+        assert!(matches!(go("10.244.1.9", 80), Err(Refusal::PodNotRunning { .. })));
+    }
+
+    #[test]
+    fn a_terminating_pod_is_not_dialled_by_ip() {
+        let mut view = cluster();
+        let mut p = (*view.pods[1]).clone();
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+        view.pods[1] = Arc::new(p);
+        let r = resolve(&Host::parse("10.244.0.2"), 80, &rules(), &view);
+        assert_eq!(r, Err(Refusal::PodNotRunning { pod: "default/web-2".into(), phase: "Terminating".into() }));
+    }
+
+    #[test]
+    fn dashed_pod_names_and_per_pod_hostnames() {
+        assert_eq!(pods_of(&go("10-244-0-1.default.pod.cluster.local", 9000).unwrap()), ["default/web-1:9000"]);
+        assert_eq!(pods_of(&go("fd00--1.default.pod", 9000).unwrap()), ["default/web-1:9000"]);
+        // The right IP in the wrong namespace is not a match.
+        assert!(matches!(go("10-244-0-1.shop.pod.cluster.local", 80), Err(Refusal::UnknownPod { .. })));
+        assert_eq!(pods_of(&go("db-0.db.shop.svc.cluster.local", 5432).unwrap()), ["shop/db-0:5432"]);
+        assert_eq!(pods_of(&go("db-0.db.shop.svc", 5432).unwrap()), ["shop/db-0:5432"]);
+        assert!(matches!(go("db-9.db.shop.svc", 5432), Err(Refusal::UnknownPod { .. })));
+    }
+
+    #[test]
+    fn outside_names_and_addresses_are_refused_as_not_allowed() {
+        for host in ["example.com", "www.example.com", "8.8.8.8", "10.96.99.99", "a..b"] {
+            let r = go(host, 80).unwrap_err();
+            assert_eq!(r.kind(), RefusalKind::NotAllowed, "{host}: {r}");
+        }
+        // Cluster-domain names of an unknown shape are unreachable, not outside.
+        assert_eq!(go("a.b.c.d.e.cluster.local", 80).unwrap_err().kind(), RefusalKind::Unreachable);
+    }
+
+    #[test]
+    fn ports_a_service_does_not_expose_are_refused() {
+        let r = go("web", 81).unwrap_err();
+        assert_eq!(r, Refusal::PortNotExposed { service: "default/web".into(), port: 81, exposed: "80".into() });
+        assert_eq!(r.kind(), RefusalKind::Refused);
+    }
+
+    #[test]
+    fn only_ready_endpoints_unless_none_then_serving_not_terminating() {
+        let mut view = cluster();
+        view.slices[0] = slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([ep("default", "web-1", true), ep("default", "web-2", false)]));
+        assert_eq!(pods_of(&resolve(&Host::parse("web"), 80, &rules(), &view).unwrap()), ["default/web-1:8080"]);
+
+        let serving = |pod: &str, terminating: bool| {
+            json!({"conditions": {"ready": false, "serving": true, "terminating": terminating}, "addresses": ["10.0.0.1"],
+                   "targetRef": {"kind": "Pod", "namespace": "default", "name": pod}})
+        };
+        view.slices[0] = slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([serving("web-1", true), serving("web-2", false)]));
+        assert_eq!(pods_of(&resolve(&Host::parse("web"), 80, &rules(), &view).unwrap()), ["default/web-2:8080"]);
+
+        view.slices[0] = slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([ep("default", "web-1", false)]));
+        assert_eq!(
+            resolve(&Host::parse("web"), 80, &rules(), &view),
+            Err(Refusal::NoReadyEndpoints { service: "default/web".into(), port: 80 })
+        );
+    }
+
+    #[test]
+    fn external_name_services_are_refused_naming_the_external_host() {
+        let mut view = cluster();
+        view.services.push(Arc::new(
+            serde_json::from_value(json!({"metadata": {"namespace": "default", "name": "ext"},
+                "spec": {"type": "ExternalName", "externalName": "db.example.com", "ports": [{"port": 5432}]}}))
+            .unwrap(),
+        ));
+        let r = resolve(&Host::parse("ext"), 5432, &rules(), &view).unwrap_err();
+        assert_eq!(r, Refusal::ExternalName { service: "default/ext".into(), external: "db.example.com".into() });
+        assert!(r.to_string().contains("db.example.com"));
+    }
+
+    #[test]
+    fn hidden_namespaces_are_forbidden_for_certain_cluster_names() {
+        let mut view = cluster();
+        view.hidden = vec!["shop"];
+        let r = resolve(&Host::parse("catalog.shop.svc"), 80, &rules(), &view).unwrap_err();
+        assert_eq!(r.kind(), RefusalKind::NotAllowed);
+        assert!(r.to_string().contains("RBAC"), "{r}");
+    }
+
+    #[test]
+    fn namespace_hint_names_the_namespace_a_name_points_into() {
+        let hint = |h: &str| namespace_hint(&Host::parse(h), &rules());
+        assert_eq!(hint("web").as_deref(), Some("default"));
+        assert_eq!(hint("catalog.shop").as_deref(), Some("shop"));
+        assert_eq!(hint("db-0.db.shop.svc.cluster.local").as_deref(), Some("shop"));
+        assert_eq!(hint("10-1-2-3.team.pod.cluster.local").as_deref(), Some("team"));
+        assert_eq!(hint("10.1.2.3"), None);
+        assert_eq!(hint("www.example.com"), None);
+    }
+}

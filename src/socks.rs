@@ -1,0 +1,97 @@
+//! The SOCKS5 listener (RFC 1928, with RFC 1929 user/password auth), on
+//! fast-socks5's server protocol state machine.
+//!
+//! fast-socks5 reads the handshake straight from the socket, without a
+//! buffer, so bytes a client sends right after its CONNECT request are still
+//! in the socket when the relay starts: nothing sent early is lost.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fast_socks5::server::{
+    AuthMethodSuccessState, NoAuthentication, PasswordAuthentication, Socks5ServerProtocol, SocksServerError,
+};
+use fast_socks5::util::target_addr::TargetAddr;
+use fast_socks5::{ReplyError, Socks5Command};
+use tokio::net::TcpStream;
+
+use crate::dial::Failure;
+use crate::engine::Shared;
+use crate::relay::relay;
+use crate::resolve::Host;
+
+type Authenticated = Socks5ServerProtocol<TcpStream, fast_socks5::server::states::Authenticated>;
+
+/// Serves one client connection to its end.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let conn = shared.next_conn_id();
+    let _active = shared.stats.connection();
+    let handshake = async {
+        let proto = authenticate(stream, &shared).await?;
+        proto.read_command().await
+    };
+    let (proto, command, target) = match tokio::time::timeout(shared.handshake_timeout, handshake).await {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(e)) => {
+            // fast-socks5 has already sent the matching reply (0xFF, 0x07, 0x08...).
+            tracing::info!(conn, %peer, error = %e, "SOCKS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(conn, %peer, "SOCKS handshake stalled; closing");
+            return;
+        }
+    };
+    if command != Socks5Command::TCPConnect {
+        tracing::info!(conn, %peer, ?command, "only CONNECT is supported");
+        let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
+        return;
+    }
+    let (host, port) = match &target {
+        TargetAddr::Ip(addr) => (Host::Ip(addr.ip()), addr.port()),
+        TargetAddr::Domain(name, port) => (Host::parse(name), *port),
+    };
+    let dialed = match shared.dialer.dial(&host, port, conn).await {
+        Ok(dialed) => dialed,
+        Err(e) => {
+            let reply = match e.failure() {
+                Failure::NotAllowed => ReplyError::ConnectionNotAllowed,
+                Failure::Unreachable | Failure::TimedOut => ReplyError::HostUnreachable,
+                Failure::Refused => ReplyError::ConnectionRefused,
+                Failure::General => ReplyError::GeneralFailure,
+            };
+            shared.refused(conn, &format!("{host}:{port}"), &e);
+            let _ = proto.reply_error(&reply).await;
+            return;
+        }
+    };
+    tracing::info!(conn, %peer, target = %format!("{host}:{port}"), reached = %dialed.reached, "SOCKS CONNECT");
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let client = match proto.reply_success(unspecified).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::info!(conn, error = %e, "client left before the reply");
+            return;
+        }
+    };
+    if let Err(e) = relay(client, dialed.upstream, &shared.stats).await {
+        tracing::debug!(conn, error = %e, "relay ended with an error");
+    }
+    tracing::debug!(conn, "closed");
+}
+
+async fn authenticate(stream: TcpStream, shared: &Shared) -> Result<Authenticated, SocksServerError> {
+    let start = Socks5ServerProtocol::start(stream);
+    let Some(credentials) = &shared.auth else {
+        return Ok(start.negotiate_auth(&[NoAuthentication]).await?.finish_auth());
+    };
+    let (user, password, auth) = start.negotiate_auth(&[PasswordAuthentication]).await?.read_username_password().await?;
+    if credentials.matches(&user, &password) {
+        Ok(auth.accept().await?.finish_auth())
+    } else {
+        // The user name is safe to log; the password never is.
+        tracing::warn!(user, "SOCKS authentication failed");
+        auth.reject().await?;
+        Err(SocksServerError::AuthenticationRejected)
+    }
+}
