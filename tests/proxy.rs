@@ -1,0 +1,363 @@
+//! `kubesocks proxy-out` against the real test cluster, with real clients:
+//! curl (SOCKS5 with remote names, HTTP CONNECT, plain HTTP proxy) and a raw
+//! SOCKS5 client that checks reply bytes.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::json;
+use support::{Backend, CurlOutput, PodSpec, Proxy, RawSocks, TestNamespace, cluster, curl, curl_env};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CONNECT: u8 = 1;
+const BIND: u8 = 2;
+const UDP_ASSOCIATE: u8 = 3;
+
+async fn via_socks(proxy: &Proxy, url: &str) -> CurlOutput {
+    curl(&["--proxy", &proxy.socks_url(), url]).await
+}
+
+fn assert_answer(out: &CurlOutput, who: &str) {
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    assert!(out.stdout.contains(&format!("hello from {who} ")), "expected an answer from {who}, got {:?}", out.stdout);
+}
+
+/// A namespace with a one-pod Service `web` (port 80 → named port `http` = 8080)
+/// on `node`, a multi-port Service `multi` whose named targetPort differs per
+/// pod, and a headless Service `db` with a StatefulSet-style pod.
+struct Workload {
+    ns: TestNamespace,
+    _backends: Vec<Backend>,
+    web_pod_ip: IpAddr,
+    web_cluster_ip: IpAddr,
+}
+
+async fn workload(prefix: &str, node: &'static str) -> Workload {
+    let ns = TestNamespace::new(prefix).await;
+    let web = Backend::start("web-0", &[8080]).await;
+    let m1 = Backend::start("multi-1", &[8080, 9100]).await;
+    let m2 = Backend::start("multi-2", &[8081, 9100]).await;
+    let db = Backend::start("db-0", &[5432]).await;
+
+    let mut spec = PodSpec::new("web-0", &web, &[("http", 8080)]);
+    (spec.labels, spec.node) = (json!({"app": "web"}), node);
+    let web_pod = ns.pod(spec).await;
+    for (name, backend, port) in [("multi-1", &m1, 8080), ("multi-2", &m2, 8081)] {
+        let mut spec = PodSpec::new(name, backend, &[("web", port), ("metrics", 9100)]);
+        (spec.labels, spec.node) = (json!({"app": "multi"}), node);
+        ns.pod(spec).await;
+    }
+    let mut spec = PodSpec::new("db-0", &db, &[("pg", 5432)]);
+    (spec.labels, spec.node, spec.hostname) = (json!({"app": "db"}), node, Some(("db-0", "db")));
+    ns.pod(spec).await;
+
+    let svc = ns
+        .service("web", json!({"selector": {"app": "web"}, "ports": [{"name": "h", "port": 80, "targetPort": "http"}]}))
+        .await;
+    ns.service(
+        "multi",
+        json!({"selector": {"app": "multi"}, "ports": [
+            {"name": "http", "port": 80, "targetPort": "web"},
+            {"name": "metrics", "port": 9090, "targetPort": 9100}]}),
+    )
+    .await;
+    ns.service("db", json!({"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]})).await;
+    ns.ready_endpoints("web", 1).await;
+    ns.ready_endpoints("multi", 2).await;
+    ns.ready_endpoints("db", 1).await;
+
+    let web_pod_ip = web_pod.status.unwrap().pod_ip.unwrap().parse().unwrap();
+    let web_cluster_ip = svc.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
+    Workload { ns, _backends: vec![web, m1, m2, db], web_pod_ip, web_cluster_ip }
+}
+
+/// Every name form of SPEC §3 through socks5h, on pods of one node.
+async fn every_name_form_reaches_the_right_pod(node: &'static str) {
+    let w = workload("names", node).await;
+    let ns = &w.ns.name;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &["-n", ns]).await;
+
+    for host in [
+        "web".to_string(),
+        format!("web.{ns}"),
+        format!("web.{ns}.svc"),
+        format!("web.{ns}.svc.cluster.local"),
+        format!("WEB.{}.SVC.Cluster.Local.", ns.to_uppercase()),
+        w.web_cluster_ip.to_string(),
+    ] {
+        let out = via_socks(&proxy, &format!("http://{host}/")).await;
+        assert_answer(&out, "web-0");
+        assert!(out.stdout.contains("on port 8080"), "{host}: {}", out.stdout);
+    }
+
+    // Pod IP and its dashed DNS form go straight to the pod's port.
+    let ip = w.web_pod_ip.to_string();
+    assert_answer(&via_socks(&proxy, &format!("http://{ip}:8080/")).await, "web-0");
+    let dashed = ip.replace('.', "-");
+    assert_answer(&via_socks(&proxy, &format!("http://{dashed}.{ns}.pod.cluster.local:8080/")).await, "web-0");
+
+    // A named targetPort resolves per pod: each pod answers on its own number.
+    let mut ports = BTreeMap::new();
+    for _ in 0..6 {
+        let out = via_socks(&proxy, &format!("http://multi.{ns}:80/")).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let who = if out.stdout.contains("multi-1 on port 8080") {
+            "multi-1:8080"
+        } else if out.stdout.contains("multi-2 on port 8081") {
+            "multi-2:8081"
+        } else {
+            panic!("unexpected answer {:?}", out.stdout)
+        };
+        *ports.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(ports.len(), 2, "both pods answered on their own port: {ports:?}");
+    assert!(via_socks(&proxy, &format!("http://multi.{ns}:9090/")).await.stdout.contains("on port 9100"));
+
+    // The per-pod name of a headless Service.
+    assert_answer(&via_socks(&proxy, &format!("http://db-0.db.{ns}.svc.cluster.local:5432/")).await, "db-0");
+    assert_answer(&via_socks(&proxy, &format!("http://db.{ns}:5432/")).await, "db-0");
+}
+
+#[tokio::test]
+async fn name_forms_on_a_node_the_apiserver_translates_for() {
+    every_name_form_reaches_the_right_pod("node-spdy").await;
+}
+
+#[tokio::test]
+async fn name_forms_on_a_node_that_takes_websockets() {
+    every_name_form_reaches_the_right_pod("node-ws").await;
+}
+
+#[tokio::test]
+async fn http_connect_and_plain_http_proxy_requests() {
+    let w = workload("http", "node-spdy").await;
+    let ns = &w.ns.name;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+
+    let tunnel = curl(&["-p", "-x", &proxy.http_url(), &format!("http://web.{ns}/tunnelled")]).await;
+    assert_answer(&tunnel, "web-0");
+    assert!(tunnel.stdout.contains("path /tunnelled"), "{}", tunnel.stdout);
+
+    let url = format!("http://web.{ns}.svc.cluster.local/plain?q=1");
+    let plain = curl_env(&[&url], &[("http_proxy", &proxy.http_url())]).await;
+    assert_answer(&plain, "web-0");
+    assert!(plain.stdout.contains("path /plain?q=1"), "the pod sees the origin-form path: {}", plain.stdout);
+
+    // Errors come back as HTTP statuses with a one-line reason.
+    let status = |args: Vec<String>| async move {
+        let mut all = vec!["-o".to_string(), "/dev/stderr".into(), "-w".into(), "%{http_code}".into()];
+        all.extend(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        curl(&refs).await
+    };
+    let outside = status(vec!["-x".into(), proxy.http_url(), "http://example.com/".into()]).await;
+    assert_eq!(outside.stdout, "403", "outside names are forbidden: {}", outside.stderr);
+    assert!(outside.stderr.contains("not a name or address inside the cluster"), "{}", outside.stderr);
+    let unknown = status(vec!["-x".into(), proxy.http_url(), format!("http://nothere.{ns}.svc/")]).await;
+    assert_eq!(unknown.stdout, "502", "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("no service nothere"), "{}", unknown.stderr);
+    let origin = status(vec![format!("{}/not-a-proxy-request", proxy.http_url())]).await;
+    assert_eq!(origin.stdout, "400", "{}", origin.stderr);
+}
+
+#[tokio::test]
+async fn connections_spread_skip_unready_pods_and_fail_over() {
+    let ns = TestNamespace::new("spread").await;
+    let a = Backend::start("pod-a", &[8080]).await;
+    let b = Backend::start("pod-b", &[8080]).await;
+    let c = Backend::start("pod-unready", &[8080]).await;
+    for (name, backend, ready) in [("pod-a", &a, true), ("pod-b", &b, true), ("pod-unready", &c, false)] {
+        let mut spec = PodSpec::new(name, backend, &[("http", 8080)]);
+        (spec.labels, spec.ready) = (json!({"app": "spread"}), ready);
+        ns.pod(spec).await;
+    }
+    ns.service("spread", json!({"selector": {"app": "spread"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.ready_endpoints("spread", 2).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let url = format!("http://spread.{}/", ns.name);
+
+    let mut seen = BTreeMap::new();
+    for _ in 0..50 {
+        let out = via_socks(&proxy, &url).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let who = out.stdout.split_whitespace().nth(2).unwrap_or_default().to_string();
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert!(!seen.contains_key("pod-unready"), "a not-ready pod got traffic: {seen:?}");
+    assert!(seen.get("pod-a") > Some(&0) && seen.get("pod-b") > Some(&0), "50 connections reach both pods: {seen:?}");
+
+    // pod-b's server goes away; the pod still looks ready, so kubesocks must fail over.
+    drop(b);
+    for i in 0..10 {
+        let out = via_socks(&proxy, &url).await;
+        assert_answer(&out, "pod-a");
+        assert!(out.code == 0, "connection {i} failed: {}", out.stderr);
+    }
+    assert!(proxy.log().contains("connection refused"), "the kubelet's refusal is logged:\n{}", proxy.log());
+}
+
+#[tokio::test]
+async fn socks_reply_codes_for_every_refusal() {
+    let ns = TestNamespace::new("codes").await;
+    let backend = Backend::start("lonely", &[8080]).await;
+    let mut spec = PodSpec::new("lonely", &backend, &[("http", 8080)]);
+    (spec.labels, spec.ready) = (json!({"app": "lonely"}), false);
+    let pod = ns.pod(spec).await;
+    ns.service("unready", json!({"selector": {"app": "lonely"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let n = &ns.name;
+    let pod_ip = pod.status.unwrap().pod_ip.unwrap();
+
+    let code = |host: String, port: u16, command: u8| {
+        let proxy = proxy.socks;
+        async move {
+            let mut s = RawSocks::connect(proxy).await;
+            assert_eq!(s.greet(&[0]).await, 0, "no-auth accepted");
+            s.request_domain(command, &host, port).await
+        }
+    };
+    assert_eq!(code(format!("nothere.{n}.svc"), 80, CONNECT).await, 0x04, "unknown Service");
+    assert_eq!(code(format!("unready.{n}"), 80, CONNECT).await, 0x04, "no ready endpoint");
+    assert_eq!(code("example.com".into(), 80, CONNECT).await, 0x02, "outside name");
+    assert_eq!(code("8.8.8.8".into(), 53, CONNECT).await, 0x02, "outside address");
+    assert_eq!(code(format!("unready.{n}"), 81, CONNECT).await, 0x05, "port the Service does not expose");
+    assert_eq!(code(pod_ip.clone(), 9999, CONNECT).await, 0x05, "the pod's port refuses");
+    assert_eq!(code(format!("unready.{n}"), 80, BIND).await, 0x07, "BIND");
+    assert_eq!(code(format!("unready.{n}"), 80, UDP_ASSOCIATE).await, 0x07, "UDP ASSOCIATE");
+
+    // Address type 0x05 does not exist.
+    let mut s = RawSocks::connect(proxy.socks).await;
+    assert_eq!(s.greet(&[0]).await, 0);
+    s.stream.write_all(&[5, CONNECT, 0, 5, 1, 2, 3, 4, 0, 80]).await.unwrap();
+    assert_eq!(s.read_reply().await, 0x08, "unknown address type");
+
+    // Only GSSAPI (0x01) offered: no acceptable method.
+    let mut s = RawSocks::connect(proxy.socks).await;
+    assert_eq!(s.greet(&[1]).await, 0xFF, "no acceptable auth method");
+
+    let log = proxy.log();
+    assert!(log.contains("connection refused"), "the kubelet's own message is logged:\n{log}");
+    assert!(log.contains(&format!("nothere.{n}.svc:80")), "the target is logged:\n{log}");
+}
+
+#[tokio::test]
+async fn restricted_user_is_told_what_rbac_forbids() {
+    // team-a is the only namespace the restricted user may read and port-forward in.
+    let admin = support::admin().await;
+    let team: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(admin.clone(), "team-a");
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(admin.clone(), "team-a");
+    let name = format!("rbac-{}", std::process::id());
+    let backend = Backend::start(&name, &[8080]).await;
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}, "annotations": {"kubesocks.test/backend": backend.ip.to_string()}},
+        "spec": {"nodeName": "node-spdy", "containers": [{"name": "main", "image": "x", "ports": [{"containerPort": 8080}]}]}
+    }))
+    .unwrap();
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    team.create(&Default::default(), &svc).await.unwrap();
+    let cleanup = || async {
+        let _ = pods.delete(&name, &Default::default()).await;
+        let _ = team.delete(&name, &Default::default()).await;
+    };
+
+    let proxy = Proxy::start(&cluster().restricted_kubeconfig(), &[]).await;
+    // Its own namespace works, through namespace-scoped caches.
+    let ok = support::wait_for("the restricted user's service to answer", || async {
+        let out = via_socks(&proxy, &format!("http://{name}.team-a.svc/")).await;
+        (out.code == 0).then_some(out)
+    })
+    .await;
+    assert_answer(&ok, &name);
+
+    let mut s = RawSocks::connect(proxy.socks).await;
+    s.greet(&[0]).await;
+    let reply = s.request_domain(CONNECT, "kubernetes.default.svc.cluster.local", 443).await;
+    cleanup().await;
+    assert_eq!(reply, 0x02, "a namespace RBAC hides is not allowed");
+    let log = proxy.log();
+    assert!(log.contains("RBAC does not allow list services in namespace default"), "the missing permission is named:\n{log}");
+}
+
+#[tokio::test]
+async fn early_data_and_half_close_still_get_the_full_answer() {
+    let w = workload("early", "node-spdy").await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let host = format!("web.{}", w.ns.name);
+
+    // Greeting, CONNECT and the HTTP request in one write, then FIN.
+    let mut all = vec![5, 1, 0, 5, CONNECT, 0, 3, host.len() as u8];
+    all.extend_from_slice(host.as_bytes());
+    all.extend_from_slice(&80u16.to_be_bytes());
+    all.extend_from_slice(b"GET /early HTTP/1.1\r\nHost: web\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(proxy.socks).await.unwrap();
+    stream.write_all(&all).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("the answer arrives and the connection closes")
+        .unwrap();
+    assert_eq!(&answer[..2], &[5, 0], "no-auth chosen");
+    assert_eq!(&answer[2..4], &[5, 0], "CONNECT succeeded");
+    let http = String::from_utf8_lossy(&answer[12..]);
+    assert!(http.starts_with("HTTP/1.1 200 OK"), "{http}");
+    assert!(http.contains("hello from web-0 on port 8080") && http.contains("path /early"), "{http}");
+}
+
+#[tokio::test]
+async fn credentials_guard_the_proxy_and_never_reach_the_log() {
+    let w = workload("auth", "node-spdy").await;
+    let kubeconfig = &cluster().admin_kubeconfig;
+
+    let open = Proxy::try_start(kubeconfig, &["--listen-http", "0.0.0.0:0"]).await;
+    let err = open.err().expect("a non-loopback listener without --auth is refused");
+    assert!(err.contains("set --auth USER:PASSWORD"), "{err}");
+
+    let proxy = Proxy::start(kubeconfig, &["--auth", "alice:wonder-land"]).await;
+    let url = format!("http://web.{}/", w.ns.name);
+    let good = format!("socks5h://alice:wonder-land@{}", proxy.socks);
+    assert_answer(&curl(&["--proxy", &good, &url]).await, "web-0");
+    let bad = format!("socks5h://alice:nope@{}", proxy.socks);
+    assert_ne!(curl(&["--proxy", &bad, &url]).await.code, 0, "a wrong password is rejected");
+    assert_ne!(via_socks(&proxy, &url).await.code, 0, "no credentials, no proxy");
+    let http = proxy.http.unwrap();
+    assert_answer(&curl(&["-x", &format!("http://alice:wonder-land@{http}"), &url]).await, "web-0");
+    let denied = curl(&["-w", "%{http_code}", "-o", "/dev/null", "-x", &format!("http://{http}"), &url]).await;
+    assert_eq!(denied.stdout, "407");
+    assert!(!proxy.log().contains("wonder-land"), "the password never appears in the log");
+}
+
+#[tokio::test]
+async fn start_up_errors_say_what_went_wrong() {
+    let kubeconfig = &cluster().admin_kubeconfig;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().to_string();
+    let err = Proxy::try_start(kubeconfig, &["--listen-http", &port]).await.err().expect("port in use");
+    assert!(err.contains(&format!("cannot listen on {port}")) && err.contains("another program uses this port"), "{err}");
+
+    let err = Proxy::try_start(kubeconfig, &["--context", "no-such-context"]).await.err().expect("unknown context");
+    assert!(err.contains("no context \"no-such-context\"") && err.contains("kubesocks-test"), "{err}");
+
+    // A kubeconfig whose server is not listening.
+    let dead = std::env::temp_dir().join(format!("dead-{}.kubeconfig", std::process::id()));
+    let text = std::fs::read_to_string(kubeconfig).unwrap().replace(cluster().get("KUBESOCKS_APISERVER"), "https://127.0.0.1:1");
+    std::fs::write(&dead, text).unwrap();
+    let err = Proxy::try_start(&dead, &[]).await.err().expect("dead API server");
+    let _ = std::fs::remove_file(&dead);
+    assert!(err.contains("cannot reach the API server at https://127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_the_proxy_cleanly() {
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let addr = proxy.socks;
+    let status = proxy.interrupt().await;
+    assert!(status.success(), "exit status after Ctrl-C: {status}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is closed after exit");
+}

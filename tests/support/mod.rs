@@ -1,0 +1,481 @@
+//! Test support: the real local control plane (`tests/cluster/up`), namespaces
+//! and pods made for one test, loopback backends that play the pods' servers,
+//! and a `kubesocks proxy-out` process to talk through.
+//!
+//! The cluster is started once per test binary (or reused if already up). If
+//! it cannot start, every test fails with the reason; nothing is skipped.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The running test cluster, as `tests/cluster/up` described it.
+pub struct Cluster {
+    pub admin_kubeconfig: PathBuf,
+    pub env: HashMap<String, String>,
+}
+
+impl Cluster {
+    pub fn get(&self, key: &str) -> &str {
+        self.env.get(key).unwrap_or_else(|| panic!("cluster.env has no {key}: {:?}", self.env.keys()))
+    }
+
+    pub fn restricted_kubeconfig(&self) -> PathBuf {
+        self.admin_kubeconfig.with_file_name("restricted.kubeconfig")
+    }
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the cluster (or finds it running) once per test binary.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let up = repo_root().join("tests/cluster/up");
+        let out = std::process::Command::new(&up)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", up.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "tests/cluster/up failed ({}); its output is above. stdout: {stdout}", out.status);
+        let path = PathBuf::from(stdout.lines().last().expect("tests/cluster/up printed no kubeconfig path").trim());
+        let env_file = path.with_file_name("cluster.env");
+        let env = std::fs::read_to_string(&env_file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", env_file.display()))
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
+            .collect();
+        Cluster { admin_kubeconfig: path, env }
+    })
+}
+
+/// A client for a kubeconfig. Make one per test: a client belongs to the
+/// runtime it was made on, and each test has its own.
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("readable kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("usable kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+pub async fn admin() -> Client {
+    client_for(&cluster().admin_kubeconfig).await
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A namespace for one test, deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> TestNamespace {
+        let client = admin().await;
+        let name = unique(prefix);
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+        // Pods need the namespace's default ServiceAccount, made by its controller.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for(&format!("ServiceAccount default in {name}"), || async { sa.get_opt("default").await.ok().flatten() })
+            .await;
+        TestNamespace { name, client }
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn slices(&self) -> Api<EndpointSlice> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates a pod on `node` whose ports are served by `backend`, and waits
+    /// until the kubelet stub reports it Running with an IP.
+    pub async fn pod(&self, spec: PodSpec<'_>) -> Pod {
+        let ports: Vec<_> = spec.ports.iter().map(|(name, port)| json!({"name": name, "containerPort": port})).collect();
+        let mut annotations = json!({"kubesocks.test/backend": spec.backend.to_string()});
+        if !spec.ready {
+            annotations["kubesocks.test/ready"] = json!("false");
+        }
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": spec.name, "labels": spec.labels, "annotations": annotations},
+            "spec": {
+                "nodeName": spec.node,
+                "hostname": spec.hostname.map(|h| h.0),
+                "subdomain": spec.hostname.map(|h| h.1),
+                "containers": [{"name": "main", "image": "kubesocks.test/backend", "ports": ports}]
+            }
+        }))
+        .unwrap();
+        self.pods().create(&PostParams::default(), &pod).await.expect("create pod");
+        let api = self.pods();
+        wait_for(&format!("pod {} Running with an IP", spec.name), || async {
+            let pod = api.get(spec.name).await.ok()?;
+            let status = pod.status.as_ref()?;
+            (status.phase.as_deref() == Some("Running") && status.pod_ip.is_some()).then_some(pod)
+        })
+        .await
+    }
+
+    pub async fn service(&self, name: &str, spec: serde_json::Value) -> Service {
+        let svc: Service = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        self.services().create(&PostParams::default(), &svc).await.expect("create service")
+    }
+
+    /// Waits until the Service's EndpointSlices list `pods` ready endpoints.
+    pub async fn ready_endpoints(&self, service: &str, pods: usize) -> Vec<EndpointSlice> {
+        let api = self.slices();
+        let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+        wait_for(&format!("{pods} ready endpoints of service {service}"), || async {
+            let slices = api.list(&lp).await.ok()?.items;
+            let ready = slices
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .count();
+            (ready == pods).then_some(slices)
+        })
+        .await
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Synchronous on purpose: Drop cannot await, and the runtime may be gone.
+        let _ = std::process::Command::new("kubectl")
+            .args(["--kubeconfig"])
+            .arg(&cluster().admin_kubeconfig)
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub struct PodSpec<'a> {
+    pub name: &'a str,
+    pub labels: serde_json::Value,
+    pub node: &'a str,
+    pub backend: IpAddr,
+    pub ports: Vec<(&'a str, u16)>,
+    pub ready: bool,
+    pub hostname: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> PodSpec<'a> {
+    pub fn new(name: &'a str, backend: &Backend, ports: &[(&'a str, u16)]) -> PodSpec<'a> {
+        PodSpec {
+            name,
+            labels: json!({}),
+            node: "node-spdy",
+            backend: backend.ip,
+            ports: ports.to_vec(),
+            ready: true,
+            hostname: None,
+        }
+    }
+}
+
+/// Polls `probe` until it yields, for up to 30 s; then fails naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A pod's server: HTTP on every given port of one loopback IP of its own,
+/// answering `hello from <name> on port <port>`. Stops when dropped.
+pub struct Backend {
+    pub ip: IpAddr,
+    pub name: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Loopback IPs for backends: 127.<per process>.<n>, so parallel tests and
+/// test binaries do not collide.
+fn next_loopback() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let p = (std::process::id() % 200) as u8 + 20;
+    Ipv4Addr::new(127, p, (n / 250) as u8, (n % 250) as u8 + 2)
+}
+
+impl Backend {
+    pub async fn start(name: &str, ports: &[u16]) -> Backend {
+        'ip: loop {
+            let ip = IpAddr::V4(next_loopback());
+            let mut tasks = Vec::new();
+            for &port in ports {
+                let listener = match TcpListener::bind((ip, port)).await {
+                    Ok(l) => l,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        tasks.iter().for_each(|t: &tokio::task::JoinHandle<()>| t.abort());
+                        continue 'ip;
+                    }
+                    Err(e) => panic!("cannot bind a backend on {ip}:{port}: {e}"),
+                };
+                let body = format!("hello from {name} on port {port}\n");
+                tasks.push(tokio::spawn(serve_http(listener, body)));
+            }
+            return Backend { ip, name: name.to_string(), tasks };
+        }
+    }
+}
+
+/// Answers each request with `body` and closes: enough HTTP for curl and
+/// for raw clients that send one request and read to the end.
+async fn serve_http(listener: TcpListener, body: String) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let body = body.clone();
+        tokio::spawn(async move {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let path = String::from_utf8_lossy(&request).split_whitespace().nth(1).unwrap_or("/").to_string();
+            let body = format!("{}path {path}\n", body);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// A `kubesocks proxy-out` process on ephemeral ports. Killed when dropped.
+pub struct Proxy {
+    pub socks: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    child: tokio::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Proxy {
+    pub async fn start(kubeconfig: &Path, extra: &[&str]) -> Proxy {
+        Proxy::try_start(kubeconfig, extra).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `kubesocks proxy-out`; `Err` carries everything it printed if it
+    /// did not come up.
+    pub async fn try_start(kubeconfig: &Path, extra: &[&str]) -> Result<Proxy, String> {
+        let state_dir = std::env::temp_dir().join(unique("kubesocks-state"));
+        // Ephemeral ports unless the test picks its own.
+        let mut defaults = Vec::new();
+        for flag in ["--listen-socks", "--listen-http"] {
+            if !extra.contains(&flag) {
+                defaults.extend([flag, "127.0.0.1:0"]);
+            }
+        }
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("proxy-out")
+            .args(defaults)
+            .args(extra)
+            .env("KUBESOCKS_STATE_DIR", &state_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn kubesocks");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out_lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut socks, mut http, mut stdout) = (None, None, String::new());
+        let started = async {
+            while let Ok(Some(line)) = out_lines.next_line().await {
+                stdout.push_str(&line);
+                stdout.push('\n');
+                if let Some(url) = line.strip_prefix("SOCKS5 proxy: socks5h://") {
+                    socks = Some(url.rsplit('@').next().unwrap().parse::<SocketAddr>().unwrap());
+                }
+                if let Some(url) = line.trim().strip_prefix("HTTP proxy:") {
+                    let addr = url.trim().trim_start_matches("http://");
+                    http = Some(addr.rsplit('@').next().unwrap().parse::<SocketAddr>().unwrap());
+                }
+                if line.starts_with("Ctrl-C") {
+                    return true;
+                }
+            }
+            false
+        };
+        let ok = tokio::time::timeout(Duration::from_secs(60), started).await.unwrap_or(false);
+        if !ok {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let status = child.try_wait().ok().flatten();
+            return Err(format!(
+                "kubesocks proxy-out did not start (exit: {status:?})\nstdout:\n{stdout}\nstderr:\n{}",
+                stderr.lock().unwrap()
+            ));
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = out_lines.next_line().await {} });
+        Ok(Proxy { socks: socks.expect("a SOCKS URL"), http, state_dir, child, stderr })
+    }
+
+    pub fn socks_url(&self) -> String {
+        format!("socks5h://{}", self.socks)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http.expect("an HTTP listener"))
+    }
+
+    /// Everything the proxy logged to stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the exit status.
+    pub async fn interrupt(mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill").args(["-INT", &self.pid().to_string()]).status();
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("exits after Ctrl-C").unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// Output of a finished curl.
+pub struct CurlOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real curl with a short timeout.
+pub async fn curl(args: &[&str]) -> CurlOutput {
+    curl_env(args, &[]).await
+}
+
+pub async fn curl_env(args: &[&str], env: &[(&str, &str)]) -> CurlOutput {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("curl is installed");
+    CurlOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A raw SOCKS5 client step by step, to check reply bytes exactly.
+pub struct RawSocks {
+    pub stream: TcpStream,
+}
+
+impl RawSocks {
+    pub async fn connect(proxy: SocketAddr) -> RawSocks {
+        RawSocks { stream: TcpStream::connect(proxy).await.expect("proxy accepts") }
+    }
+
+    /// Offers `methods`; returns the method the server chose (0xFF: none).
+    pub async fn greet(&mut self, methods: &[u8]) -> u8 {
+        let mut hello = vec![5, methods.len() as u8];
+        hello.extend_from_slice(methods);
+        self.stream.write_all(&hello).await.unwrap();
+        let mut reply = [0u8; 2];
+        self.stream.read_exact(&mut reply).await.expect("a method reply");
+        assert_eq!(reply[0], 5, "SOCKS version in the method reply");
+        reply[1]
+    }
+
+    /// A request for a domain name; returns the reply code.
+    pub async fn request_domain(&mut self, command: u8, host: &str, port: u16) -> u8 {
+        let mut req = vec![5, command, 0, 3, host.len() as u8];
+        req.extend_from_slice(host.as_bytes());
+        req.extend_from_slice(&port.to_be_bytes());
+        self.stream.write_all(&req).await.unwrap();
+        self.read_reply().await
+    }
+
+    /// Reads a full reply (any address type) and returns its code.
+    pub async fn read_reply(&mut self) -> u8 {
+        let mut head = [0u8; 4];
+        self.stream.read_exact(&mut head).await.expect("a SOCKS reply");
+        assert_eq!(head[0], 5, "SOCKS version in the reply");
+        let rest = match head[3] {
+            1 => 4 + 2,
+            4 => 16 + 2,
+            3 => {
+                let mut len = [0u8; 1];
+                self.stream.read_exact(&mut len).await.unwrap();
+                len[0] as usize + 2
+            }
+            other => panic!("reply with address type {other}"),
+        };
+        let mut skip = vec![0u8; rest];
+        self.stream.read_exact(&mut skip).await.unwrap();
+        head[1]
+    }
+}
