@@ -109,7 +109,11 @@ pub enum Output {
 
 impl Cli {
     fn kube(&self) -> KubeSettings {
-        KubeSettings { kubeconfig: self.kubeconfig.clone(), context: self.context.clone(), namespace: self.namespace.clone() }
+        KubeSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+        }
     }
 }
 
@@ -121,7 +125,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::ProxyOut(args) => proxy_out(&cli, args).await,
         Command::Contexts(out) => contexts(&cli, out.output),
         Command::Connect(_) | Command::Disconnect(_) | Command::Quit | Command::Status(_) => {
-            bail!("managed mode (connect, disconnect, quit, status) is not available in this build yet; run `kubesocks proxy-out` in a terminal instead")
+            bail!(
+                "managed mode (connect, disconnect, quit, status) is not available in this build yet; run `kubesocks proxy-out` in a terminal instead"
+            )
         }
     }
 }

@@ -65,7 +65,9 @@ pub enum EngineError {
 
 fn bind_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
-        std::io::ErrorKind::AddrInUse => " (another program uses this port: pick another with --listen-socks / --listen-http)",
+        std::io::ErrorKind::AddrInUse => {
+            " (another program uses this port: pick another with --listen-socks / --listen-http)"
+        }
         std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address)",
         std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges: pick a higher one)",
         _ => "",

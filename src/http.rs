@@ -43,15 +43,12 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -
         let given = req.headers().get(header::PROXY_AUTHORIZATION).and_then(|v| v.to_str().ok());
         if !given.is_some_and(|h| credentials.matches_basic(h)) {
             let mut resp = text(StatusCode::PROXY_AUTHENTICATION_REQUIRED, "proxy authentication required");
-            resp.headers_mut().insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"kubesocks\""));
+            resp.headers_mut()
+                .insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"kubesocks\""));
             return resp;
         }
     }
-    if req.method() == Method::CONNECT {
-        connect(req, peer, shared).await
-    } else {
-        forward(req, peer, shared).await
-    }
+    if req.method() == Method::CONNECT { connect(req, peer, shared).await } else { forward(req, peer, shared).await }
 }
 
 /// `CONNECT host:port`: answer 200 once the pod is reached, then relay bytes.

@@ -15,7 +15,8 @@ pub fn init(verbose: u8, log_dir: Option<&Path>, file_name: &str) -> Option<Work
         1 => "debug",
         _ => "trace",
     };
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,kubesocks={level}")));
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,kubesocks={level}")));
     let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
     let (file, guard) = match log_dir {
         Some(dir) => {

@@ -24,10 +24,7 @@ pub struct Rules {
 
 impl Rules {
     pub fn new(cluster_domain: &str, default_namespace: &str) -> Rules {
-        Rules {
-            cluster_domain: normalize(cluster_domain),
-            default_namespace: default_namespace.to_string(),
-        }
+        Rules { cluster_domain: normalize(cluster_domain), default_namespace: default_namespace.to_string() }
     }
 }
 
@@ -105,7 +102,9 @@ pub struct Target {
 pub enum Refusal {
     #[error("{host} is not a name or address inside the cluster (use --passthrough to dial it from this machine)")]
     OutsideCluster { host: String },
-    #[error("service {service} is an ExternalName for {external}; kubesocks does not dial outside the cluster without --passthrough")]
+    #[error(
+        "service {service} is an ExternalName for {external}; kubesocks does not dial outside the cluster without --passthrough"
+    )]
     ExternalName { service: String, external: String },
     #[error("no service {name} in namespace {namespace}")]
     UnknownService { namespace: String, name: String },
@@ -152,13 +151,27 @@ impl Refusal {
 enum Query {
     Ip(IpAddr),
     /// `svc`, `svc.ns.svc`, `svc.ns.svc.D`: certainly a Service name.
-    Service { namespace: String, name: String },
+    Service {
+        namespace: String,
+        name: String,
+    },
     /// `svc.ns`: a Service only if namespace `ns` exists (`example.com` must stay outside).
-    MaybeService { namespace: String, name: String },
+    MaybeService {
+        namespace: String,
+        name: String,
+    },
     /// `host.sub.ns.svc[.D]`: a pod's stable per-pod name.
-    PodHostname { namespace: String, hostname: String, subdomain: String },
+    PodHostname {
+        namespace: String,
+        hostname: String,
+        subdomain: String,
+    },
     /// `a-b-c-d.ns.pod[.D]`.
-    PodIp { namespace: String, ip: IpAddr, name: String },
+    PodIp {
+        namespace: String,
+        ip: IpAddr,
+        name: String,
+    },
     /// Has the cluster domain but no form we know, e.g. `x.y.z.cluster.local`.
     UnknownClusterName(String),
     Outside(String),
@@ -263,8 +276,11 @@ pub fn resolve(host: &Host, port: u16, rules: &Rules, view: &impl ClusterView) -
         }
         Query::PodIp { namespace, ip, name } => {
             view.visible(&namespace).map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
-            let pods: Vec<_> =
-                view.pods_by_ip(ip).into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(&namespace)).collect();
+            let pods: Vec<_> = view
+                .pods_by_ip(ip)
+                .into_iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(&namespace))
+                .collect();
             pod_target(&pods, port, name)
         }
         Query::UnknownClusterName(name) => Err(Refusal::UnknownPod { what: name }),
@@ -284,8 +300,7 @@ fn resolve_ip(ip: IpAddr, port: u16, view: &impl ClusterView) -> Result<Target, 
 }
 
 fn is_running(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    pod.metadata.deletion_timestamp.is_none() && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
 /// Pods found by IP or per-pod name: the running one wins (a finished pod may
@@ -390,9 +405,7 @@ mod tests {
         pods: Vec<Arc<Pod>>,
     }
 
-    fn ns_of<T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(
-        o: &T,
-    ) -> &str {
+    fn ns_of<T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(o: &T) -> &str {
         o.metadata().namespace.as_deref().unwrap_or_default()
     }
 
@@ -423,7 +436,11 @@ mod tests {
                 .iter()
                 .filter(|s| {
                     ns_of(s.as_ref()) == namespace
-                        && s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(|s| s.as_str())
+                        && s.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("kubernetes.io/service-name"))
+                            .map(|s| s.as_str())
                             == Some(service)
                 })
                 .cloned()
@@ -433,7 +450,12 @@ mod tests {
             self.pods
                 .iter()
                 .filter(|p| {
-                    p.status.as_ref().and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().any(|i| i.ip.parse::<IpAddr>().ok() == Some(ip))
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.pod_ips.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .any(|i| i.ip.parse::<IpAddr>().ok() == Some(ip))
                 })
                 .cloned()
                 .collect()
@@ -509,9 +531,24 @@ mod tests {
                 ),
             ],
             slices: vec![
-                slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([ep("default", "web-2", true), ep("default", "web-1", true)])),
-                slice("shop", "catalog", json!([{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]), json!([ep("shop", "catalog-a", true)])),
-                slice("shop", "catalog", json!([{"name": "http", "port": 8081}, {"name": "metrics", "port": 9100}]), json!([ep("shop", "catalog-b", true)])),
+                slice(
+                    "default",
+                    "web",
+                    json!([{"name": "http", "port": 8080}]),
+                    json!([ep("default", "web-2", true), ep("default", "web-1", true)]),
+                ),
+                slice(
+                    "shop",
+                    "catalog",
+                    json!([{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]),
+                    json!([ep("shop", "catalog-a", true)]),
+                ),
+                slice(
+                    "shop",
+                    "catalog",
+                    json!([{"name": "http", "port": 8081}, {"name": "metrics", "port": 9100}]),
+                    json!([ep("shop", "catalog-b", true)]),
+                ),
             ],
             pods: vec![
                 pod("default", "web-1", &["10.244.0.1", "fd00::1"], "Running", None),
@@ -533,7 +570,9 @@ mod tests {
 
     #[test]
     fn every_service_name_form_reaches_the_service() {
-        for name in ["web", "web.default", "web.default.svc", "web.default.svc.cluster.local", "WEB.Default.SVC.cluster.local."] {
+        for name in
+            ["web", "web.default", "web.default.svc", "web.default.svc.cluster.local", "WEB.Default.SVC.cluster.local."]
+        {
             let t = go(name, 80).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(pods_of(&t), ["default/web-1:8080", "default/web-2:8080"], "{name}");
         }
@@ -544,7 +583,10 @@ mod tests {
         let r = Rules::new("cluster.local", "shop");
         let t = resolve(&Host::parse("catalog"), 80, &r, &cluster()).unwrap();
         assert_eq!(t.what, "service shop/catalog:80");
-        assert_eq!(resolve(&Host::parse("web"), 80, &r, &cluster()), Err(Refusal::UnknownService { namespace: "shop".into(), name: "web".into() }));
+        assert_eq!(
+            resolve(&Host::parse("web"), 80, &r, &cluster()),
+            Err(Refusal::UnknownService { namespace: "shop".into(), name: "web".into() })
+        );
     }
 
     #[test]
@@ -574,10 +616,16 @@ mod tests {
         let mut view = cluster();
         view.namespaces = None;
         assert!(resolve(&Host::parse("web.default"), 80, &rules(), &view).is_ok());
-        assert!(matches!(resolve(&Host::parse("example.com"), 80, &rules(), &view), Err(Refusal::OutsideCluster { .. })));
+        assert!(matches!(
+            resolve(&Host::parse("example.com"), 80, &rules(), &view),
+            Err(Refusal::OutsideCluster { .. })
+        ));
         // A namespace hidden by RBAC reads as outside too, not as forbidden.
         view.hidden = vec!["com"];
-        assert!(matches!(resolve(&Host::parse("example.com"), 80, &rules(), &view), Err(Refusal::OutsideCluster { .. })));
+        assert!(matches!(
+            resolve(&Host::parse("example.com"), 80, &rules(), &view),
+            Err(Refusal::OutsideCluster { .. })
+        ));
     }
 
     #[test]
@@ -635,17 +683,28 @@ mod tests {
     #[test]
     fn only_ready_endpoints_unless_none_then_serving_not_terminating() {
         let mut view = cluster();
-        view.slices[0] = slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([ep("default", "web-1", true), ep("default", "web-2", false)]));
+        view.slices[0] = slice(
+            "default",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([ep("default", "web-1", true), ep("default", "web-2", false)]),
+        );
         assert_eq!(pods_of(&resolve(&Host::parse("web"), 80, &rules(), &view).unwrap()), ["default/web-1:8080"]);
 
         let serving = |pod: &str, terminating: bool| {
             json!({"conditions": {"ready": false, "serving": true, "terminating": terminating}, "addresses": ["10.0.0.1"],
                    "targetRef": {"kind": "Pod", "namespace": "default", "name": pod}})
         };
-        view.slices[0] = slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([serving("web-1", true), serving("web-2", false)]));
+        view.slices[0] = slice(
+            "default",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([serving("web-1", true), serving("web-2", false)]),
+        );
         assert_eq!(pods_of(&resolve(&Host::parse("web"), 80, &rules(), &view).unwrap()), ["default/web-2:8080"]);
 
-        view.slices[0] = slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([ep("default", "web-1", false)]));
+        view.slices[0] =
+            slice("default", "web", json!([{"name": "http", "port": 8080}]), json!([ep("default", "web-1", false)]));
         assert_eq!(
             resolve(&Host::parse("web"), 80, &rules(), &view),
             Err(Refusal::NoReadyEndpoints { service: "default/web".into(), port: 80 })

@@ -85,7 +85,8 @@ async fn authenticate(stream: TcpStream, shared: &Shared) -> Result<Authenticate
     let Some(credentials) = &shared.auth else {
         return Ok(start.negotiate_auth(&[NoAuthentication]).await?.finish_auth());
     };
-    let (user, password, auth) = start.negotiate_auth(&[PasswordAuthentication]).await?.read_username_password().await?;
+    let (user, password, auth) =
+        start.negotiate_auth(&[PasswordAuthentication]).await?.read_username_password().await?;
     if credentials.matches(&user, &password) {
         Ok(auth.accept().await?.finish_auth())
     } else {

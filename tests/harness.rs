@@ -19,8 +19,11 @@ async fn endpoint_slices_resolve_a_named_target_port_per_pod() {
         spec.labels = json!({"app": "web"});
         ns.pod(spec).await;
     }
-    ns.service("web", json!({"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}))
-        .await;
+    ns.service(
+        "web",
+        json!({"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}),
+    )
+    .await;
 
     let slices = ns.ready_endpoints("web", 2).await;
     let mut seen: Vec<(String, i32)> = Vec::new();

@@ -281,7 +281,10 @@ async fn restricted_user_is_told_what_rbac_forbids() {
     cleanup().await;
     assert_eq!(reply, 0x02, "a namespace RBAC hides is not allowed");
     let log = proxy.log();
-    assert!(log.contains("RBAC does not allow list services in namespace default"), "the missing permission is named:\n{log}");
+    assert!(
+        log.contains("RBAC does not allow list services in namespace default"),
+        "the missing permission is named:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -339,14 +342,19 @@ async fn start_up_errors_say_what_went_wrong() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().to_string();
     let err = Proxy::try_start(kubeconfig, &["--listen-http", &port]).await.err().expect("port in use");
-    assert!(err.contains(&format!("cannot listen on {port}")) && err.contains("another program uses this port"), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {port}")) && err.contains("another program uses this port"),
+        "{err}"
+    );
 
     let err = Proxy::try_start(kubeconfig, &["--context", "no-such-context"]).await.err().expect("unknown context");
     assert!(err.contains("no context \"no-such-context\"") && err.contains("kubesocks-test"), "{err}");
 
     // A kubeconfig whose server is not listening.
     let dead = std::env::temp_dir().join(format!("dead-{}.kubeconfig", std::process::id()));
-    let text = std::fs::read_to_string(kubeconfig).unwrap().replace(cluster().get("KUBESOCKS_APISERVER"), "https://127.0.0.1:1");
+    let text = std::fs::read_to_string(kubeconfig)
+        .unwrap()
+        .replace(cluster().get("KUBESOCKS_APISERVER"), "https://127.0.0.1:1");
     std::fs::write(&dead, text).unwrap();
     let err = Proxy::try_start(&dead, &[]).await.err().expect("dead API server");
     let _ = std::fs::remove_file(&dead);

@@ -54,7 +54,11 @@ pub fn cluster() -> &'static Cluster {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", up.display()));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "tests/cluster/up failed ({}); its output is above. stdout: {stdout}", out.status);
+        assert!(
+            out.status.success(),
+            "tests/cluster/up failed ({}); its output is above. stdout: {stdout}",
+            out.status
+        );
         let path = PathBuf::from(stdout.lines().last().expect("tests/cluster/up printed no kubeconfig path").trim());
         let env_file = path.with_file_name("cluster.env");
         let env = std::fs::read_to_string(&env_file)
@@ -119,7 +123,8 @@ impl TestNamespace {
     /// Creates a pod on `node` whose ports are served by `backend`, and waits
     /// until the kubelet stub reports it Running with an IP.
     pub async fn pod(&self, spec: PodSpec<'_>) -> Pod {
-        let ports: Vec<_> = spec.ports.iter().map(|(name, port)| json!({"name": name, "containerPort": port})).collect();
+        let ports: Vec<_> =
+            spec.ports.iter().map(|(name, port)| json!({"name": name, "containerPort": port})).collect();
         let mut annotations = json!({"kubesocks.test/backend": spec.backend.to_string()});
         if !spec.ready {
             annotations["kubesocks.test/ready"] = json!("false");
