@@ -3,7 +3,6 @@
 //! next one; or, with `--passthrough`, dial outside names from this machine.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -203,6 +202,3 @@ impl AsyncWrite for Upstream {
         self.pinned().poll_shutdown(cx)
     }
 }
-
-/// Shared by the listeners of one engine.
-pub type SharedDialer = Arc<Dialer>;

@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::stats::Stats;
 
@@ -18,16 +18,16 @@ const BUF: usize = 64 * 1024;
 pub async fn relay<C, U>(client: C, upstream: U, stats: &Arc<Stats>) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite,
-    U: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut client_rx, mut client_tx) = tokio::io::split(client);
-    let (mut up_rx, mut up_tx) = tokio::io::split(upstream);
+    let (client_rx, mut client_tx) = tokio::io::split(client);
+    let (up_rx, mut up_tx) = tokio::io::split(Counted::new(upstream, stats.clone()));
     let to_upstream = async {
-        copy(&mut client_rx, &mut up_tx, |n| stats.add_up(n)).await?;
+        tokio::io::copy_buf(&mut BufReader::with_capacity(BUF, client_rx), &mut up_tx).await?;
         up_tx.shutdown().await
     };
     let to_client = async {
-        copy(&mut up_rx, &mut client_tx, |n| stats.add_down(n)).await?;
+        tokio::io::copy_buf(&mut BufReader::with_capacity(BUF, up_rx), &mut client_tx).await?;
         client_tx.shutdown().await
     };
     tokio::pin!(to_upstream);
@@ -38,24 +38,8 @@ where
     }
 }
 
-async fn copy<R, W>(rx: &mut R, tx: &mut W, count: impl Fn(u64)) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; BUF];
-    loop {
-        let n = rx.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        tx.write_all(&buf[..n]).await?;
-        count(n as u64);
-    }
-}
-
-/// A stream that counts the bytes through it, for paths that hand the stream
-/// to another library (the HTTP client) instead of [`relay`].
+/// An upstream stream that counts the bytes through it: reads are bytes
+/// down to the client, writes are bytes up to the cluster.
 pub struct Counted<T> {
     inner: T,
     stats: Arc<Stats>,
