@@ -83,6 +83,22 @@ pub enum Upstream {
     Direct(TcpStream),
 }
 
+/// How long a pod may stay silent after its client has closed its side
+/// before the session ends (the pod cannot be told of the close; see
+/// [`crate::relay::relay`]).
+pub const POD_LINGER: Duration = Duration::from_secs(2);
+
+impl Upstream {
+    /// The relay's linger for this kind of upstream: a direct TCP connection
+    /// carries the FIN itself and needs none.
+    pub fn linger(&self) -> Option<Duration> {
+        match self {
+            Upstream::Pod(_) => Some(POD_LINGER),
+            Upstream::Direct(_) => None,
+        }
+    }
+}
+
 /// A successful dial: the stream and what it reaches, for logs.
 pub struct Dialed {
     pub upstream: Upstream,

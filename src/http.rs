@@ -67,7 +67,8 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
         let _active = shared.stats.connection();
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                if let Err(e) = relay(TokioIo::new(upgraded), dialed.upstream, &shared.stats).await {
+                let linger = dialed.upstream.linger();
+                if let Err(e) = relay(TokioIo::new(upgraded), dialed.upstream, &shared.stats, linger).await {
                     tracing::debug!(conn, error = %e, "relay ended with an error");
                 }
             }

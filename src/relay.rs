@@ -3,7 +3,10 @@
 use std::io;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
 
 use crate::stats::Stats;
 
@@ -11,23 +14,51 @@ const BUF: usize = 64 * 1024;
 
 /// Relays until the upstream has finished sending and the client has it all.
 ///
-/// A client's FIN is passed on with `shutdown` (which a pod stream holds, see
-/// [`crate::portforward::PodStream`]); the upstream's FIN is passed to the
-/// client. The relay ends when the upstream's side is done: nothing can answer
-/// the client after that, whatever it still sends.
-pub async fn relay<C, U>(client: C, upstream: U, stats: &Arc<Stats>) -> io::Result<()>
+/// The client's FIN is passed on with `shutdown` and the upstream's FIN is
+/// passed to the client. The relay ends when the upstream's side is done:
+/// nothing can answer the client after that, whatever it still sends.
+///
+/// `linger`: for upstreams that cannot carry a FIN (a pod stream, see
+/// [`crate::portforward::PodStream`]) the pod never learns that the client
+/// left, and a keep-alive server would hold the session open for ever. So
+/// once the client has closed its side, the relay ends after the upstream has
+/// been silent for `linger` (an answer still on its way keeps it going).
+pub async fn relay<C, U>(client: C, upstream: U, stats: &Arc<Stats>, linger: Option<Duration>) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let (client_rx, mut client_tx) = tokio::io::split(client);
-    let (up_rx, mut up_tx) = tokio::io::split(Counted::new(upstream, stats.clone()));
+    let (mut up_rx, mut up_tx) = tokio::io::split(Counted::new(upstream, stats.clone()));
+    let (client_done, mut client_done_rx) = tokio::sync::watch::channel(false);
     let to_upstream = async {
         tokio::io::copy_buf(&mut BufReader::with_capacity(BUF, client_rx), &mut up_tx).await?;
-        up_tx.shutdown().await
+        up_tx.shutdown().await?;
+        let _ = client_done.send(true);
+        Ok::<_, io::Error>(())
     };
     let to_client = async {
-        tokio::io::copy_buf(&mut BufReader::with_capacity(BUF, up_rx), &mut client_tx).await?;
+        let mut buf = vec![0u8; BUF];
+        // Set once the client has closed its side (and only with `linger`).
+        let mut deadline: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                read = up_rx.read(&mut buf) => {
+                    let n = read?;
+                    if n == 0 {
+                        break;
+                    }
+                    client_tx.write_all(&buf[..n]).await?;
+                    if let (Some(d), Some(linger)) = (deadline.as_mut(), linger) {
+                        *d = Instant::now() + linger;
+                    }
+                }
+                _ = client_done_rx.changed(), if deadline.is_none() && linger.is_some() => {
+                    deadline = linger.map(|l| Instant::now() + l);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
+            }
+        }
         client_tx.shutdown().await
     };
     tokio::pin!(to_upstream);

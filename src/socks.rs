@@ -74,7 +74,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             return;
         }
     };
-    if let Err(e) = relay(client, dialed.upstream, &shared.stats).await {
+    let linger = dialed.upstream.linger();
+    if let Err(e) = relay(client, dialed.upstream, &shared.stats, linger).await {
         tracing::debug!(conn, error = %e, "relay ended with an error");
     }
     tracing::debug!(conn, "closed");

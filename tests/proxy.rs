@@ -369,3 +369,23 @@ async fn ctrl_c_stops_the_proxy_cleanly() {
     assert!(status.success(), "exit status after Ctrl-C: {status}");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is closed after exit");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_does_not_keep_its_pod_session_open() {
+    let ns = TestNamespace::new("linger").await;
+    let backend = Backend::start_keep_alive("kept", &[8080]).await;
+    let mut spec = PodSpec::new("kept", &backend, &[("http", 8080)]);
+    spec.labels = json!({"app": "kept"});
+    ns.pod(spec).await;
+    ns.service("kept", json!({"selector": {"app": "kept"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.ready_endpoints("kept", 1).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+
+    // curl reads the answer and closes; the keep-alive server would wait for ever.
+    assert_answer(&via_socks(&proxy, &format!("http://kept.{}/", ns.name)).await, "kept");
+    let closed = backend.closed_by_peer.clone();
+    support::wait_for("the pod's server to see its client go", || async {
+        (closed.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+}

@@ -229,6 +229,8 @@ where
 pub struct Backend {
     pub ip: IpAddr,
     pub name: String,
+    /// Connections the client side closed (seen as EOF by the server).
+    pub closed_by_peer: std::sync::Arc<AtomicU32>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -251,6 +253,17 @@ fn next_loopback() -> Ipv4Addr {
 
 impl Backend {
     pub async fn start(name: &str, ports: &[u16]) -> Backend {
+        Backend::start_with(name, ports, false).await
+    }
+
+    /// Like [`Backend::start`], but keeps each connection open after answering
+    /// (HTTP keep-alive) until the client side closes it.
+    pub async fn start_keep_alive(name: &str, ports: &[u16]) -> Backend {
+        Backend::start_with(name, ports, true).await
+    }
+
+    async fn start_with(name: &str, ports: &[u16], keep_alive: bool) -> Backend {
+        let closed_by_peer = std::sync::Arc::new(AtomicU32::new(0));
         'ip: loop {
             let ip = IpAddr::V4(next_loopback());
             let mut tasks = Vec::new();
@@ -264,19 +277,20 @@ impl Backend {
                     Err(e) => panic!("cannot bind a backend on {ip}:{port}: {e}"),
                 };
                 let body = format!("hello from {name} on port {port}\n");
-                tasks.push(tokio::spawn(serve_http(listener, body)));
+                tasks.push(tokio::spawn(serve_http(listener, body, keep_alive, closed_by_peer.clone())));
             }
-            return Backend { ip, name: name.to_string(), tasks };
+            return Backend { ip, name: name.to_string(), closed_by_peer, tasks };
         }
     }
 }
 
 /// Answers each request with `body` and closes: enough HTTP for curl and
 /// for raw clients that send one request and read to the end.
-async fn serve_http(listener: TcpListener, body: String) {
+async fn serve_http(listener: TcpListener, body: String, keep_alive: bool, closed: std::sync::Arc<AtomicU32>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { return };
         let body = body.clone();
+        let closed = closed.clone();
         tokio::spawn(async move {
             let mut request = Vec::new();
             let mut buf = [0u8; 4096];
@@ -288,10 +302,21 @@ async fn serve_http(listener: TcpListener, body: String) {
             }
             let path = String::from_utf8_lossy(&request).split_whitespace().nth(1).unwrap_or("/").to_string();
             let body = format!("{}path {path}\n", body);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let connection = if keep_alive { "keep-alive" } else { "close" };
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n", body.len());
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            if keep_alive {
+                // Wait for the client to go away, as a keep-alive server does.
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        closed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            } else {
+                let _ = stream.shutdown().await;
+            }
         });
     }
 }
