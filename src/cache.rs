@@ -349,8 +349,7 @@ impl ClusterView for Snapshot {
     fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
         self.stores(None).into_iter().find_map(|s| {
             s.services.find(|svc| {
-                let spec = svc.spec.as_ref();
-                let ips = spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
+                let ips = svc.spec.as_ref().and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default();
                 has_ip(ips, ip)
             })
         })
@@ -373,7 +372,7 @@ impl ClusterView for Snapshot {
             .into_iter()
             .flat_map(|s| {
                 s.pods.state_filter(|pod| {
-                    let ips = pod.status.as_ref().and_then(|st| st.pod_ips.clone()).unwrap_or_default();
+                    let ips = pod.status.as_ref().and_then(|st| st.pod_ips.as_deref()).unwrap_or_default();
                     has_ip(ips.iter().map(|i| i.ip.as_str()), ip)
                 })
             })

@@ -243,39 +243,29 @@ pub fn resolve(host: &Host, port: u16, rules: &Rules, view: &impl ClusterView) -
     match query {
         Query::Ip(ip) => resolve_ip(ip, port, view),
         Query::Service { namespace, name } => {
-            view.visible(&namespace).map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
-            match view.service(&namespace, &name) {
+            must_see(view, &namespace)?;
+            named_service(view, namespace, name, port)
+        }
+        Query::MaybeService { namespace, name } => match view.namespace_exists(&namespace) {
+            Some(true) => {
+                must_see(view, &namespace)?;
+                named_service(view, namespace, name, port)
+            }
+            // No such namespace, or namespaces cannot be listed and the Service
+            // is not to be seen: an outside name like `example.com`.
+            _ => match view.visible(&namespace).ok().and_then(|_| view.service(&namespace, &name)) {
                 Some(svc) => service_target(&svc, port, view),
-                None => Err(Refusal::UnknownService { namespace, name }),
-            }
-        }
-        Query::MaybeService { namespace, name } => {
-            let outside = || Refusal::OutsideCluster { host: host.to_string() };
-            match view.namespace_exists(&namespace) {
-                Some(false) => Err(outside()),
-                Some(true) => {
-                    view.visible(&namespace)
-                        .map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
-                    match view.service(&namespace, &name) {
-                        Some(svc) => service_target(&svc, port, view),
-                        None => Err(Refusal::UnknownService { namespace, name }),
-                    }
-                }
-                // Namespaces cannot be listed: it is a cluster name only if the Service exists.
-                None => match view.visible(&namespace).ok().and_then(|_| view.service(&namespace, &name)) {
-                    Some(svc) => service_target(&svc, port, view),
-                    None => Err(outside()),
-                },
-            }
-        }
+                None => Err(Refusal::OutsideCluster { host: host.to_string() }),
+            },
+        },
         Query::PodHostname { namespace, hostname, subdomain } => {
-            view.visible(&namespace).map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
+            must_see(view, &namespace)?;
             let what = format!("{hostname}.{subdomain} in namespace {namespace}");
             let pods = view.pods_by_hostname(&namespace, &hostname, &subdomain);
             pod_target(&pods, port, what)
         }
         Query::PodIp { namespace, ip, name } => {
-            view.visible(&namespace).map_err(|reason| Refusal::Forbidden { namespace: namespace.clone(), reason })?;
+            must_see(view, &namespace)?;
             let pods: Vec<_> = view
                 .pods_by_ip(ip)
                 .into_iter()
@@ -285,6 +275,18 @@ pub fn resolve(host: &Host, port: u16, rules: &Rules, view: &impl ClusterView) -
         }
         Query::UnknownClusterName(name) => Err(Refusal::UnknownPod { what: name }),
         Query::Outside(name) => Err(Refusal::OutsideCluster { host: name }),
+    }
+}
+
+/// RBAC hiding a namespace that a name certainly points into is a refusal.
+fn must_see(view: &impl ClusterView, namespace: &str) -> Result<(), Refusal> {
+    view.visible(namespace).map_err(|reason| Refusal::Forbidden { namespace: namespace.to_string(), reason })
+}
+
+fn named_service(view: &impl ClusterView, namespace: String, name: String, port: u16) -> Result<Target, Refusal> {
+    match view.service(&namespace, &name) {
+        Some(svc) => service_target(&svc, port, view),
+        None => Err(Refusal::UnknownService { namespace, name }),
     }
 }
 
@@ -332,11 +334,12 @@ fn service_target(svc: &Service, port: u16, view: &impl ClusterView) -> Result<T
     let namespace = svc.metadata.namespace.clone().unwrap_or_default();
     let name = svc.metadata.name.clone().unwrap_or_default();
     let id = format!("{namespace}/{name}");
-    let spec = svc.spec.clone().unwrap_or_default();
-    if spec.type_.as_deref() == Some("ExternalName") {
-        return Err(Refusal::ExternalName { service: id, external: spec.external_name.unwrap_or_default() });
+    let spec = svc.spec.as_ref();
+    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        let external = spec.and_then(|s| s.external_name.clone()).unwrap_or_default();
+        return Err(Refusal::ExternalName { service: id, external });
     }
-    let ports = spec.ports.unwrap_or_default();
+    let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
     let Some(svc_port) = ports.iter().find(|p| p.port == i32::from(port)) else {
         let exposed = ports.iter().map(|p| p.port.to_string()).collect::<Vec<_>>().join(", ");
         let exposed = if exposed.is_empty() { "no ports".to_string() } else { exposed };
@@ -362,11 +365,11 @@ fn service_target(svc: &Service, port: u16, view: &impl ClusterView) -> Result<T
         for ep in slice.endpoints.iter().flatten() {
             let Some(pod) = pod_of(ep) else { continue };
             let endpoint = Endpoint { namespace: pod.0, pod: pod.1, port: pod_port };
-            let c = ep.conditions.clone().unwrap_or_default();
+            let c = ep.conditions.as_ref();
             // An unknown `ready` means ready, as the EndpointSlice API asks consumers to read it.
-            if c.ready.unwrap_or(true) {
+            if c.and_then(|c| c.ready).unwrap_or(true) {
                 ready.push(endpoint);
-            } else if c.serving == Some(true) && c.terminating != Some(true) {
+            } else if c.and_then(|c| c.serving) == Some(true) && c.and_then(|c| c.terminating) != Some(true) {
                 serving.push(endpoint);
             }
         }
