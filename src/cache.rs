@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
@@ -207,16 +208,13 @@ where
         // managedFields are the bulk of most objects and never read here.
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .default_backoff();
-    let task = tokio::spawn(async move {
-        reflector::reflector(writer, stream)
-            .for_each(|event| {
-                if let Err(e) = event {
-                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
-                }
-                futures::future::ready(())
-            })
-            .await
+    let watch = reflector::reflector(writer, stream).for_each(move |event| {
+        if let Err(e) = event {
+            tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+        }
+        futures::future::ready(())
     });
+    let task = tokio::spawn(watch.in_current_span());
     (store, task.abort_handle())
 }
 

@@ -5,12 +5,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::auth::Credentials;
-use crate::engine::{Engine, ProxyConfig};
+use crate::engine::{Engine, Listen, ProxyConfig};
 use crate::kubeconfig::{self, KubeSettings};
+
+/// `println!` for command output that ends the command quietly when stdout
+/// is closed (`kubesocks status | head -1`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*)
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            std::process::exit(0);
+        }
+    }};
+}
+pub(crate) use say;
 
 /// Reach Kubernetes Services and Pods from this machine through a local
 /// SOCKS5 / HTTP proxy. Every connection is forwarded through the Kubernetes
@@ -39,14 +53,18 @@ pub struct Cli {
 pub enum Command {
     /// Run a proxy in the foreground until Ctrl-C.
     ProxyOut(ProxyOutArgs),
-    /// Start a background proxy for a context in the kubesocks daemon.
+    /// Start a background proxy for a context in the kubesocks daemon
+    /// (starting the daemon if none runs) and print its ID and URL.
     Connect(ConnectArgs),
     /// Stop background proxies.
     Disconnect(DisconnectArgs),
     /// Stop every background proxy and the daemon.
     Quit,
-    /// Show the background proxies.
+    /// Show the background proxies and their live figures.
     Status(OutputArgs),
+    /// Run the daemon that hosts background proxies, in the foreground
+    /// (`connect` starts one when none runs).
+    Daemon,
     /// List the kubeconfig's contexts.
     Contexts(OutputArgs),
 }
@@ -72,18 +90,34 @@ pub struct ProxyOutArgs {
     /// How long open connections may run on after Ctrl-C.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub drain_seconds: u64,
+    /// Drop clients that have not finished their SOCKS handshake or HTTP
+    /// request head by then.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub handshake_timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
-    /// Serve SOCKS5.
+    /// Serve SOCKS5 (the default when neither --socks nor --http is given).
     #[arg(long)]
     pub socks: bool,
-    /// Also serve an HTTP proxy.
+    /// Serve an HTTP proxy (CONNECT and plain http:// requests).
     #[arg(long)]
     pub http: bool,
+    /// SOCKS5 listen address (default: 127.0.0.1:1080, or the next free port).
     #[arg(long, value_name = "ADDR")]
     pub listen_socks: Option<SocketAddr>,
+    /// HTTP listen address (default: 127.0.0.1:3128, or the next free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_http: Option<SocketAddr>,
+    /// The cluster's DNS domain.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Dial names and addresses outside the cluster directly from this machine.
+    #[arg(long)]
+    pub passthrough: bool,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,7 +142,7 @@ pub enum Output {
 }
 
 impl Cli {
-    fn kube(&self) -> KubeSettings {
+    pub fn kube(&self) -> KubeSettings {
         KubeSettings {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
@@ -119,16 +153,26 @@ impl Cli {
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> Result<()> {
-    let log_dir = crate::state::logs_dir().ok();
-    let _guard = crate::logging::init(cli.verbose, log_dir.as_deref(), "proxy-out.log");
+    // Long-running commands log to a file too; the others only to stderr.
+    let log_file = match cli.command {
+        Command::ProxyOut(_) => Some("proxy-out.log"),
+        Command::Daemon => Some("daemon.log"),
+        _ => None,
+    };
+    let state = || crate::state::StateDir::locate().context("cannot use kubesocks' state directory");
+    let log_dir = match log_file {
+        Some(_) => Some(state()?.logs()),
+        None => None,
+    };
+    let _guard = crate::logging::init(cli.verbose, true, log_dir.as_deref(), log_file.unwrap_or_default());
     match &cli.command {
         Command::ProxyOut(args) => proxy_out(&cli, args).await,
         Command::Contexts(out) => contexts(&cli, out.output),
-        Command::Connect(_) | Command::Disconnect(_) | Command::Quit | Command::Status(_) => {
-            bail!(
-                "managed mode (connect, disconnect, quit, status) is not available in this build yet; run `kubesocks proxy-out` in a terminal instead"
-            )
-        }
+        Command::Connect(args) => crate::manage::connect(&state()?, &cli.kube(), args).await,
+        Command::Disconnect(args) => crate::manage::disconnect(&state()?, args).await,
+        Command::Quit => crate::manage::quit(&state()?).await,
+        Command::Status(out) => crate::manage::status(&state()?, out.output).await,
+        Command::Daemon => crate::manage::daemon(state()?).await,
     }
 }
 
@@ -136,11 +180,12 @@ async fn proxy_out(cli: &Cli, args: &ProxyOutArgs) -> Result<()> {
     let cluster = kubeconfig::connect(&cli.kube()).await?;
     let (context, server, namespace) = (cluster.context.clone(), cluster.server.clone(), cluster.namespace.clone());
     let config = ProxyConfig {
-        socks: Some(args.listen_socks),
-        http: args.listen_http,
+        socks: Some(Listen::exact(args.listen_socks)),
+        http: args.listen_http.map(Listen::exact),
         cluster_domain: args.cluster_domain.clone(),
         passthrough: args.passthrough,
         auth: args.auth.clone(),
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
         ..ProxyConfig::default()
     };
     let engine = Engine::start(cluster, config).await.context("cannot start the proxy")?;
@@ -148,15 +193,15 @@ async fn proxy_out(cli: &Cli, args: &ProxyOutArgs) -> Result<()> {
     let socks = engine.socks_addr().expect("proxy-out always listens for SOCKS");
     let user = args.auth.as_ref().map(|c| format!("{}:<password>@", c.user)).unwrap_or_default();
     let socks_url = format!("socks5h://{user}{socks}");
-    println!("kubesocks proxy-out: context {context} ({server}), namespace {namespace}");
-    println!("SOCKS5 proxy: {socks_url}");
+    say!("kubesocks proxy-out: context {context} ({server}), namespace {namespace}");
+    say!("SOCKS5 proxy: {socks_url}");
     if let Some(http) = engine.http_addr() {
-        println!("HTTP proxy:   http://{user}{http}");
+        say!("HTTP proxy:   http://{user}{http}");
     }
-    let example = example_url(&engine, &namespace, &args.cluster_domain).await;
-    println!("Try:          curl --proxy {socks_url} {example}");
-    println!("Or for a whole shell: export ALL_PROXY={socks_url}");
-    println!("Ctrl-C stops the proxy.");
+    let example = engine.example_url(&namespace, &args.cluster_domain).await;
+    say!("Try:          curl --proxy {socks_url} {example}");
+    say!("Or for a whole shell: export ALL_PROXY={socks_url}");
+    say!("Ctrl-C stops the proxy.");
 
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
     eprintln!("stopping: open connections get {}s to finish", args.drain_seconds);
@@ -164,24 +209,15 @@ async fn proxy_out(cli: &Cli, args: &ProxyOutArgs) -> Result<()> {
     Ok(())
 }
 
-/// A URL of a real Service in the default namespace, for the start-up example.
-async fn example_url(engine: &Engine, namespace: &str, domain: &str) -> String {
-    let snapshot = engine.dialer().cache().snapshot().await;
-    match snapshot.example_service(namespace) {
-        Some((name, port)) => format!("http://{name}.{namespace}.svc.{domain}:{port}/"),
-        None => format!("http://SERVICE.{namespace}.svc.{domain}:PORT/"),
-    }
-}
-
 fn contexts(cli: &Cli, output: Output) -> Result<()> {
     let contexts = kubeconfig::contexts(&cli.kube())?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&contexts)?),
+        Output::Json => say!("{}", serde_json::to_string_pretty(&contexts)?),
         Output::Table => {
-            println!("{:<2}{:<32} {:<24} {:<16} SERVER", "", "NAME", "CLUSTER", "NAMESPACE");
+            say!("{:<2}{:<32} {:<24} {:<16} SERVER", "", "NAME", "CLUSTER", "NAMESPACE");
             for c in contexts {
                 let mark = if c.current { "*" } else { "" };
-                println!("{:<2}{:<32} {:<24} {:<16} {}", mark, c.name, c.cluster, c.namespace, c.server);
+                say!("{:<2}{:<32} {:<24} {:<16} {}", mark, c.name, c.cluster, c.namespace, c.server);
             }
         }
     }

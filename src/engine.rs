@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::auth::Credentials;
 use crate::cache::{CacheError, ClusterCache};
@@ -18,11 +20,53 @@ use crate::kubeconfig::Cluster;
 use crate::resolve::Rules;
 use crate::stats::{Stats, StatsSnapshot};
 
+/// Where a listener binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// When the port is taken, take the next free one above it.
+    #[serde(default)]
+    pub or_next_free: bool,
+}
+
+impl Listen {
+    /// Exactly this address: a port in use is an error.
+    pub fn exact(addr: SocketAddr) -> Listen {
+        Listen { addr, or_next_free: false }
+    }
+
+    /// This address, or the first free port above it on the same IP.
+    pub fn or_next_free(addr: SocketAddr) -> Listen {
+        Listen { addr, or_next_free: true }
+    }
+
+    async fn bind(self) -> Result<TcpListener, EngineError> {
+        let mut addr = self.addr;
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => return Ok(listener),
+                Err(e)
+                    if self.or_next_free
+                        && e.kind() == std::io::ErrorKind::AddrInUse
+                        && addr.port() != 0
+                        && addr.port() < self.addr.port().saturating_add(PORT_SEARCH) =>
+                {
+                    addr.set_port(addr.port() + 1);
+                }
+                Err(source) => return Err(EngineError::Bind { addr, source }),
+            }
+        }
+    }
+}
+
+/// How many ports above the asked one [`Listen::or_next_free`] tries.
+const PORT_SEARCH: u16 = 100;
+
 /// How a proxy should listen and resolve.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    pub socks: Option<SocketAddr>,
-    pub http: Option<SocketAddr>,
+    pub socks: Option<Listen>,
+    pub http: Option<Listen>,
     pub cluster_domain: String,
     /// Dial names outside the cluster from this machine instead of refusing them.
     pub passthrough: bool,
@@ -35,7 +79,7 @@ pub struct ProxyConfig {
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
-            socks: Some(SocketAddr::from(([127, 0, 0, 1], 1080))),
+            socks: Some(Listen::exact(SocketAddr::from(([127, 0, 0, 1], 1080)))),
             http: None,
             cluster_domain: "cluster.local".into(),
             passthrough: false,
@@ -81,9 +125,29 @@ pub struct Shared {
     pub(crate) auth: Option<Credentials>,
     pub(crate) handshake_timeout: Duration,
     ids: AtomicU64,
+    /// Every client connection and every CONNECT tunnel, so a drain waits for them.
+    tasks: TaskTracker,
+    /// Cuts whatever is still open when a drain ends.
+    cut: CancellationToken,
 }
 
 impl Shared {
+    /// Runs one client's work as part of this engine: drains wait for it, and
+    /// it is cut when a drain ends. It logs in the caller's span (the
+    /// connection's log file, under the daemon).
+    pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let cut = self.cut.clone();
+        self.tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = work => {}
+                    _ = cut.cancelled() => {}
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -112,15 +176,14 @@ pub struct Engine {
     http: Option<SocketAddr>,
     /// Stops the accept loops.
     accepting: CancellationToken,
-    /// Cuts the open connections.
-    connections: CancellationToken,
-    tracker: TaskTracker,
+    /// The accept loops, each owning its listener.
+    listeners: TaskTracker,
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
         self.accepting.cancel();
-        self.connections.cancel();
+        self.shared.cut.cancel();
     }
 }
 
@@ -131,20 +194,17 @@ impl Engine {
         if config.socks.is_none() && config.http.is_none() {
             return Err(EngineError::NoListener);
         }
-        for addr in config.socks.iter().chain(config.http.iter()) {
-            if !addr.ip().is_loopback() && config.auth.is_none() {
-                return Err(EngineError::OpenListener { addr: *addr });
+        for listen in config.socks.iter().chain(config.http.iter()) {
+            if !listen.addr.ip().is_loopback() && config.auth.is_none() {
+                return Err(EngineError::OpenListener { addr: listen.addr });
             }
         }
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| EngineError::Bind { addr, source })
-        };
         let socks = match config.socks {
-            Some(addr) => Some(bind(addr).await?),
+            Some(listen) => Some(listen.bind().await?),
             None => None,
         };
         let http = match config.http {
-            Some(addr) => Some(bind(addr).await?),
+            Some(listen) => Some(listen.bind().await?),
             None => None,
         };
 
@@ -156,14 +216,15 @@ impl Engine {
             auth: config.auth,
             handshake_timeout: config.handshake_timeout,
             ids: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
+            cut: CancellationToken::new(),
         });
         let mut engine = Engine {
             shared,
             socks: None,
             http: None,
             accepting: CancellationToken::new(),
-            connections: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            listeners: TaskTracker::new(),
         };
         if let Some(listener) = socks {
             engine.socks = Some(listener.local_addr().expect("a bound listener has an address"));
@@ -179,9 +240,7 @@ impl Engine {
     fn spawn_accept(&self, listener: TcpListener, protocol: Protocol) {
         let shared = self.shared.clone();
         let accepting = self.accepting.clone();
-        let connections = self.connections.clone();
-        let tracker = self.tracker.clone();
-        tokio::spawn(async move {
+        let accept_loop = async move {
             loop {
                 let (stream, peer) = tokio::select! {
                     _ = accepting.cancelled() => return,
@@ -196,23 +255,16 @@ impl Engine {
                     },
                 };
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let cut = connections.clone();
-                tracker.spawn(async move {
-                    let serve = async {
-                        match protocol {
-                            Protocol::Socks => crate::socks::serve(stream, peer, shared).await,
-                            Protocol::Http => crate::http::serve(stream, peer, shared).await,
-                        }
-                    };
-                    // Connections still open when a drain ends are cut here.
-                    tokio::select! {
-                        _ = serve => {}
-                        _ = cut.cancelled() => {}
+                let for_task = shared.clone();
+                shared.spawn_tracked(async move {
+                    match protocol {
+                        Protocol::Socks => crate::socks::serve(stream, peer, for_task).await,
+                        Protocol::Http => crate::http::serve(stream, peer, for_task).await,
                     }
                 });
             }
-        });
+        };
+        self.listeners.spawn(accept_loop.in_current_span());
     }
 
     pub fn socks_addr(&self) -> Option<SocketAddr> {
@@ -232,16 +284,36 @@ impl Engine {
         &self.shared.dialer
     }
 
-    /// Stops accepting, lets open connections run for up to `grace`, then cuts them.
-    pub async fn shutdown(self, grace: Duration) {
+    /// A URL of a real Service in `namespace` (else a template), for a first try.
+    pub async fn example_url(&self, namespace: &str, domain: &str) -> String {
+        let snapshot = self.shared.dialer.cache().snapshot().await;
+        match snapshot.example_service(namespace) {
+            Some((name, port)) => format!("http://{name}.{namespace}.svc.{domain}:{port}/"),
+            None => format!("http://SERVICE.{namespace}.svc.{domain}:PORT/"),
+        }
+    }
+
+    /// Closes the listeners: once this returns their ports are free.
+    /// Open connections go on.
+    pub async fn stop_listening(&self) {
         self.accepting.cancel();
-        self.tracker.close();
+        self.listeners.close();
+        self.listeners.wait().await;
+    }
+
+    /// Closes the listeners, lets open connections run for up to `grace`,
+    /// then cuts them.
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop_listening().await;
+        let tasks = &self.shared.tasks;
+        tasks.close();
         let open = self.shared.stats.snapshot().active_connections;
         if open > 0 {
             tracing::info!(open, "waiting up to {grace:?} for open connections to finish");
         }
-        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
-        self.connections.cancel();
+        let _ = tokio::time::timeout(grace, tasks.wait()).await;
+        self.shared.cut.cancel();
+        tasks.wait().await;
     }
 }
 

@@ -13,8 +13,9 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 
 use crate::dial::{DialError, Failure};
 use crate::engine::Shared;
@@ -25,12 +26,16 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Serves one client connection (possibly many requests) to its end.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let shared_timeout = shared.handshake_timeout;
     let service = service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(req, peer, shared).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
-        .header_read_timeout(None)
+        // A client that stalls before finishing its request head is dropped,
+        // like a SOCKS client that stalls in its handshake.
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -63,7 +68,9 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
         Err(e) => return refusal(&shared, conn, &target, &e),
     };
     tracing::info!(conn, %peer, %target, reached = %dialed.reached, "HTTP CONNECT");
-    tokio::spawn(async move {
+    let for_task = shared.clone();
+    shared.spawn_tracked(async move {
+        let shared = for_task;
         let _active = shared.stats.connection();
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
@@ -110,11 +117,14 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
         Ok(parts) => parts,
         Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("talking HTTP to {target} failed: {e}")),
     };
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(conn, error = %e, "upstream HTTP connection ended with an error");
+    tokio::spawn(
+        async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(conn, error = %e, "upstream HTTP connection ended with an error");
+            }
         }
-    });
+        .in_current_span(),
+    );
 
     // Origin form toward the pod; hop-by-hop and proxy headers stay here.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());

@@ -2,8 +2,10 @@
 //! way kubectl reads them, and a first request that proves the API server is
 //! reachable and accepts the credentials.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use base64::Engine as _;
 
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
@@ -31,6 +33,15 @@ pub struct Cluster {
 pub enum KubeError {
     #[error("cannot read the kubeconfig: {0}")]
     Read(#[source] KubeconfigError),
+    #[error("no kubeconfig: set --kubeconfig or KUBECONFIG, or create ~/.kube/config")]
+    NoKubeconfig,
+    #[error("cannot read {}, named by context {context}: {source}", path.display())]
+    Flatten {
+        context: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the kubeconfig has no context {name:?}; it has: {available}")]
     UnknownContext { name: String, available: String },
     #[error("the kubeconfig has no current context; pass --context (it has: {available})")]
@@ -71,12 +82,108 @@ pub struct ContextInfo {
     pub current: bool,
 }
 
-fn read(settings: &KubeSettings) -> Result<Kubeconfig, KubeError> {
-    match &settings.kubeconfig {
-        Some(path) => Kubeconfig::read_from(path),
-        None => Kubeconfig::read(),
+impl KubeSettings {
+    /// The kubeconfig files these settings name, absolute, the way kubectl
+    /// finds them: `--kubeconfig`, else every file in `$KUBECONFIG`, else
+    /// `~/.kube/config`.
+    pub fn sources(&self) -> Result<Vec<PathBuf>, KubeError> {
+        let paths: Vec<PathBuf> = match (&self.kubeconfig, std::env::var_os("KUBECONFIG")) {
+            (Some(path), _) => vec![path.clone()],
+            (None, Some(list)) if std::env::split_paths(&list).any(|p| !p.as_os_str().is_empty()) => {
+                std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect()
+            }
+            _ => vec![std::env::home_dir().ok_or(KubeError::NoKubeconfig)?.join(".kube").join("config")],
+        };
+        Ok(paths.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect())
     }
-    .map_err(KubeError::Read)
+}
+
+/// Reads and merges kubeconfig files, first file wins (kubectl's rules).
+pub fn read_files(paths: &[PathBuf]) -> Result<Kubeconfig, KubeError> {
+    if paths.is_empty() {
+        return Err(KubeError::NoKubeconfig);
+    }
+    paths
+        .iter()
+        .try_fold(Kubeconfig::default(), |merged, path| Kubeconfig::read_from(path).and_then(|kc| merged.merge(kc)))
+        .map_err(KubeError::Read)
+}
+
+fn read(settings: &KubeSettings) -> Result<Kubeconfig, KubeError> {
+    read_files(&settings.sources()?)
+}
+
+/// The context to use: the one asked for, else the kubeconfig's current one.
+pub fn choose_context(kc: &Kubeconfig, asked: Option<&str>) -> Result<String, KubeError> {
+    let available = || kc.contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+    match (asked, &kc.current_context) {
+        (Some(name), _) if !kc.contexts.iter().any(|c| c.name == name) => {
+            Err(KubeError::UnknownContext { name: name.to_string(), available: available() })
+        }
+        (Some(name), _) => Ok(name.to_string()),
+        (None, Some(name)) if !name.is_empty() => Ok(name.clone()),
+        (None, _) => Err(KubeError::NoContext { available: available() }),
+    }
+}
+
+/// A kubeconfig holding only `context`, its cluster and its user, with the
+/// certificate and key files they name copied in (`kubectl config view
+/// --minify --flatten`), so it stands on its own. Token files and exec
+/// plugins stay references: they are meant to be re-read.
+pub fn standalone(kc: &Kubeconfig, context: &str) -> Result<Kubeconfig, KubeError> {
+    let named = kc.contexts.iter().find(|c| c.name == context).ok_or_else(|| KubeError::UnknownContext {
+        name: context.to_string(),
+        available: kc.contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+    })?;
+    let ctx = named.context.clone().unwrap_or_default();
+    let inline = |path: &Option<String>| -> Result<Option<String>, KubeError> {
+        let Some(path) = path else { return Ok(None) };
+        let bytes = std::fs::read(path).map_err(|source| KubeError::Flatten {
+            context: context.to_string(),
+            path: PathBuf::from(path),
+            source,
+        })?;
+        Ok(Some(base64::engine::general_purpose::STANDARD.encode(bytes)))
+    };
+    let mut clusters: Vec<_> = kc.clusters.iter().filter(|c| c.name == ctx.cluster).cloned().collect();
+    for named in &mut clusters {
+        if let Some(cluster) = &mut named.cluster
+            && let Some(data) = inline(&cluster.certificate_authority.take())?
+        {
+            cluster.certificate_authority_data = Some(data);
+        }
+    }
+    let user = ctx.user.clone().unwrap_or_default();
+    let mut users: Vec<_> = kc.auth_infos.iter().filter(|u| u.name == user).cloned().collect();
+    for named in &mut users {
+        if let Some(auth) = &mut named.auth_info {
+            if let Some(data) = inline(&auth.client_certificate.take())? {
+                auth.client_certificate_data = Some(data);
+            }
+            if let Some(data) = inline(&auth.client_key.take())? {
+                auth.client_key_data = Some(data.into());
+            }
+        }
+    }
+    Ok(Kubeconfig {
+        clusters,
+        auth_infos: users,
+        contexts: vec![named.clone()],
+        current_context: Some(context.to_string()),
+        kind: Some("Config".into()),
+        api_version: Some("v1".into()),
+        ..Default::default()
+    })
+}
+
+/// Writes a kubeconfig as text kubectl reads (JSON, which is YAML).
+pub fn to_text(kc: &Kubeconfig) -> String {
+    serde_json::to_string_pretty(kc).expect("a kubeconfig serializes")
+}
+
+/// Reads one kubeconfig file.
+pub fn read_file(path: &Path) -> Result<Kubeconfig, KubeError> {
+    Kubeconfig::read_from(path).map_err(KubeError::Read)
 }
 
 /// Every context the kubeconfig offers.
@@ -109,21 +216,21 @@ pub fn contexts(settings: &KubeSettings) -> Result<Vec<ContextInfo>, KubeError> 
 /// Builds a client for the chosen context and checks that the API server answers.
 pub async fn connect(settings: &KubeSettings) -> Result<Cluster, KubeError> {
     let kc = read(settings)?;
-    let available = kc.contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-    let context = match (&settings.context, &kc.current_context) {
-        (Some(name), _) if !kc.contexts.iter().any(|c| &c.name == name) => {
-            return Err(KubeError::UnknownContext { name: name.clone(), available });
-        }
-        (Some(name), _) | (None, Some(name)) => name.clone(),
-        (None, None) => return Err(KubeError::NoContext { available }),
-    };
+    let context = choose_context(&kc, settings.context.as_deref())?;
+    connect_to(kc, &context, settings.namespace.as_deref()).await
+}
+
+/// Builds a client for `context` of `kc` and checks that the API server
+/// answers. `namespace` overrides the context's default namespace.
+pub async fn connect_to(kc: Kubeconfig, context: &str, namespace: Option<&str>) -> Result<Cluster, KubeError> {
+    let context = context.to_string();
     let options = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
     let mut config = Config::from_custom_kubeconfig(kc, &options)
         .await
         .map_err(|source| KubeError::Config { context: context.clone(), source })?;
     let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
-    if let Some(ns) = &settings.namespace {
-        config.default_namespace = ns.clone();
+    if let Some(ns) = namespace {
+        config.default_namespace = ns.to_string();
     }
     let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(|source| KubeError::Client { server: server.clone(), source })?;

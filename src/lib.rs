@@ -15,15 +15,21 @@
 //! * [`relay`] copies bytes both ways; [`stats`] counts them.
 //! * [`engine`] ties one cluster connection to its listeners; the CLI
 //!   ([`cli`]) and the tray app are thin shells over it.
+//! * [`daemon`] hosts many engines (managed connections, one per context)
+//!   in one process and serves the [`control`] socket the CLI talks to;
+//!   [`state`] holds their records, kubeconfigs and logs on disk.
 
 pub mod auth;
 pub mod cache;
 pub mod cli;
+pub mod control;
+pub mod daemon;
 pub mod dial;
 pub mod engine;
 pub mod http;
 pub mod kubeconfig;
 pub mod logging;
+pub mod manage;
 pub mod portforward;
 pub mod relay;
 pub mod resolve;

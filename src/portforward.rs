@@ -11,6 +11,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -83,11 +84,14 @@ pub async fn open(
             }
         }
         _ = tokio::time::sleep(settle) => {
-            tokio::spawn(async move {
-                if let Some(message) = error.await {
-                    on_late_error(message);
+            tokio::spawn(
+                async move {
+                    if let Some(message) = error.await {
+                        on_late_error(message);
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
     }
     Ok(PodStream { stream, forwarder })

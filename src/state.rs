@@ -1,37 +1,268 @@
-//! Where kubesocks keeps its files: the state directory (from `directories`,
-//! or `KUBESOCKS_STATE_DIR`), created owner-only.
+//! Where kubesocks keeps its files, and the files themselves.
+//!
+//! ```text
+//! <state dir>/                 0700 (`directories`, or KUBESOCKS_STATE_DIR)
+//!   control.sock               the daemon's control socket, 0600
+//!   daemon.lock                held (flock) by the running daemon; holds its pid
+//!   connections/<id>.json      one record per managed connection
+//!   kubeconfig/<id>.yaml       the connection's own kubeconfig, 0600, deleted on stop
+//!   logs/daemon.log            the daemon's log
+//!   logs/<id>.log              one per connection, kept after it stops
+//!   logs/proxy-out.log         foreground proxies
+//! ```
+//!
+//! The lock, not the pid in a record, tells whether a daemon is alive: the
+//! kernel releases it when the process dies, however it dies.
 
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 
-/// The state directory, created with mode 0700 if missing.
-pub fn state_dir() -> std::io::Result<PathBuf> {
-    let dir = match std::env::var_os("KUBESOCKS_STATE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let dirs = directories::ProjectDirs::from("", "", "kubesocks").ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no home directory; set KUBESOCKS_STATE_DIR")
-            })?;
-            // macOS and Windows have no separate state dir: the local data dir serves.
-            dirs.state_dir().unwrap_or(dirs.data_local_dir()).to_path_buf()
-        }
-    };
-    create_private(&dir)?;
-    Ok(dir)
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Listen;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot find a home directory for kubesocks' state; set KUBESOCKS_STATE_DIR")]
+    NoHome,
+    #[error("cannot use {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is owned by uid {owner}, not by you (uid {me}); refusing to use it", path.display())]
+    NotOwner { path: PathBuf, owner: u32, me: u32 },
 }
 
-/// The log directory inside the state directory.
-pub fn logs_dir() -> std::io::Result<PathBuf> {
-    let dir = state_dir()?.join("logs");
-    create_private(&dir)?;
-    Ok(dir)
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_path_buf(), source }
 }
 
-fn create_private(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+/// The state directory and the paths inside it.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// `KUBESOCKS_STATE_DIR`, else the platform's state directory for kubesocks;
+    /// created owner-only, with its subdirectories.
+    pub fn locate() -> Result<StateDir, StateError> {
+        let root = match std::env::var_os("KUBESOCKS_STATE_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let dirs = directories::ProjectDirs::from("", "", "kubesocks").ok_or(StateError::NoHome)?;
+                // macOS and Windows have no separate state dir: the local data dir serves.
+                dirs.state_dir().unwrap_or(dirs.data_local_dir()).to_path_buf()
+            }
+        };
+        StateDir::at(root)
     }
-    Ok(())
+
+    /// The state directory at `root`, created owner-only.
+    pub fn at(root: PathBuf) -> Result<StateDir, StateError> {
+        let dir = StateDir { root };
+        for path in [dir.root.clone(), dir.connections(), dir.kubeconfigs(), dir.logs()] {
+            create_private(&path)?;
+        }
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("control.sock")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
+
+    pub fn connections(&self) -> PathBuf {
+        self.root.join("connections")
+    }
+
+    pub fn kubeconfigs(&self) -> PathBuf {
+        self.root.join("kubeconfig")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn record_path(&self, id: &str) -> PathBuf {
+        self.connections().join(format!("{id}.json"))
+    }
+
+    pub fn kubeconfig_path(&self, id: &str) -> PathBuf {
+        self.kubeconfigs().join(format!("{id}.yaml"))
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.logs().join(format!("{id}.log"))
+    }
+
+    /// Writes `contents` readable by the owner only, replacing the file
+    /// atomically so a reader never sees half of it.
+    pub fn write_private(&self, path: &Path, contents: &[u8]) -> Result<(), StateError> {
+        let tmp = path.with_extension("tmp");
+        let mut file =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+        // `mode` applies only when the file is created; an old temp file keeps its own.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
+        file.write_all(contents).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    pub fn write_record(&self, record: &ConnectionRecord) -> Result<(), StateError> {
+        let json = serde_json::to_vec_pretty(record).expect("a record serializes");
+        self.write_private(&self.record_path(&record.id), &json)
+    }
+
+    /// Every record on disk; unreadable ones are skipped with a warning.
+    pub fn records(&self) -> Vec<ConnectionRecord> {
+        let Ok(entries) = std::fs::read_dir(self.connections()) else { return Vec::new() };
+        let mut records: Vec<ConnectionRecord> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| {
+                let text = std::fs::read(e.path()).ok()?;
+                match serde_json::from_slice(&text) {
+                    Ok(record) => Some(record),
+                    Err(err) => {
+                        tracing::warn!(path = %e.path().display(), error = %err, "ignoring an unreadable connection record");
+                        None
+                    }
+                }
+            })
+            .collect();
+        records.sort_by_key(|r| r.started_at);
+        records
+    }
+
+    /// Deletes a connection's record and kubeconfig; its log stays.
+    pub fn remove_connection(&self, id: &str) {
+        for path in [self.record_path(id), self.kubeconfig_path(id)] {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete");
+            }
+        }
+    }
+
+    /// Deletes every record and kubeconfig left behind, returning the records.
+    /// Only call it while no daemon can be running (see [`DaemonLock`]).
+    pub fn remove_stale(&self) -> Vec<ConnectionRecord> {
+        let records = self.records();
+        for record in &records {
+            self.remove_connection(&record.id);
+        }
+        // Kubeconfigs whose record was unreadable or never written.
+        if let Ok(entries) = std::fs::read_dir(self.kubeconfigs()) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        records
+    }
+
+    /// Fails unless the control socket, if present, belongs to this user:
+    /// a socket planted by someone else must never be sent kubeconfigs.
+    pub fn check_socket_owner(&self) -> Result<(), StateError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = self.socket();
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.uid() != current_uid() => {
+                Err(StateError::NotOwner { path, owner: meta.uid(), me: current_uid() })
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StateError::Io { path, source: e }),
+        }
+    }
+}
+
+pub fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+fn create_private(dir: &Path) -> Result<(), StateError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))
+}
+
+/// What `connections/<id>.json` holds: enough to find and explain a
+/// connection without asking the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionRecord {
+    pub id: String,
+    pub context: String,
+    pub server: String,
+    pub namespace: String,
+    /// The connection's own kubeconfig (`kubeconfig/<id>.yaml`).
+    pub kubeconfig: PathBuf,
+    /// The kubeconfig files it was made from.
+    pub source_kubeconfigs: Vec<PathBuf>,
+    pub socks: Option<std::net::SocketAddr>,
+    pub http: Option<std::net::SocketAddr>,
+    /// What was asked for, so the same request can be told from a different one.
+    pub requested_socks: Option<Listen>,
+    pub requested_http: Option<Listen>,
+    /// The process hosting the connection (the daemon or the tray app).
+    pub pid: u32,
+    pub log: PathBuf,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+}
+
+/// The daemon's exclusive lock on `daemon.lock`. Whoever holds it is the
+/// daemon; released by the kernel when the holder exits or dies.
+#[derive(Debug)]
+pub struct DaemonLock {
+    file: File,
+}
+
+impl DaemonLock {
+    /// Takes the lock if no daemon holds it; `Ok(None)` when one does.
+    pub fn try_acquire(state: &StateDir) -> Result<Option<DaemonLock>, StateError> {
+        let path = state.lock_file();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(Some(DaemonLock { file }));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock { Ok(None) } else { Err(StateError::Io { path, source: err }) }
+    }
+
+    /// Records the holder's pid in the lock file, for messages.
+    pub fn write_pid(&mut self) -> Result<(), StateError> {
+        let pid = std::process::id().to_string();
+        let result =
+            self.file.set_len(0).and_then(|()| self.file.rewind()).and_then(|()| self.file.write_all(pid.as_bytes()));
+        result.map_err(|source| StateError::Io { path: PathBuf::from("daemon.lock"), source })
+    }
+
+    /// The pid the current or last holder wrote, if any.
+    pub fn holder_pid(state: &StateDir) -> Option<u32> {
+        let mut text = String::new();
+        File::open(state.lock_file()).ok()?.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
+    }
 }

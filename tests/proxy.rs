@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde_json::json;
 use support::{Backend, CurlOutput, PodSpec, Proxy, RawSocks, TestNamespace, cluster, curl, curl_env};
@@ -388,4 +388,20 @@ async fn a_client_that_leaves_does_not_keep_its_pod_session_open() {
         (closed.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn clients_that_stall_in_their_handshake_are_dropped() {
+    let proxy =
+        Proxy::start(&cluster().admin_kubeconfig, &["--listen-http", "127.0.0.1:0", "--handshake-timeout", "1"]).await;
+    // Half a SOCKS greeting; half an HTTP request head.
+    let stalls: [(SocketAddr, &[u8]); 2] =
+        [(proxy.socks, &[5, 2]), (proxy.http.unwrap(), b"GET http://web.default/ HTTP/1.1\r\nHost: w")];
+    for (addr, partial) in stalls {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(partial).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(15), stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "{addr}: a stalled client is dropped after the handshake timeout");
+    }
 }

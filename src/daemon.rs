@@ -1,0 +1,569 @@
+//! The daemon: hosts any number of managed connections (one [`Engine`] per
+//! kube context, each with its own listeners, ID, kubeconfig and log file)
+//! in one process, and serves the control socket ([`crate::control`]).
+//!
+//! `kubesocks daemon` runs it headless; the tray app runs the very same
+//! [`Daemon`] in-process, so a connection started from either side shows in
+//! both. In-process hosts call its methods directly and follow
+//! [`Daemon::watch`] for changes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::control::{
+    ConnectRequest, ConnectionStatus, DaemonInfo, ErrorKind, ErrorReport, Request, Response, is_valid_id,
+};
+use crate::engine::{Engine, EngineError, Listen, ProxyConfig};
+use crate::kubeconfig::{self, KubeError, KubeSettings};
+use crate::state::{ConnectionRecord, DaemonLock, StateDir, StateError};
+
+/// How long open client connections may finish after their proxy stops.
+const DRAIN: Duration = Duration::from_secs(3);
+/// How often live figures are pushed to watchers while they change.
+const TICK: Duration = Duration::from_secs(1);
+/// A control client must send its request within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("a kubesocks daemon is already running{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    AlreadyRunning { pid: Option<u32> },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot serve the control socket {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{id:?} is not a connection ID (they are 8 hex digits, as `kubesocks status` shows)")]
+    MalformedId { id: String },
+    #[error("no connection {id}; `kubesocks status` lists them")]
+    UnknownConnection { id: String },
+    #[error("context {context} is being connected by another request; try again in a moment")]
+    Busy { context: String },
+    #[error(
+        "context {context} is already connected as {id} ({listeners}); `kubesocks disconnect {id}` first to change its listeners"
+    )]
+    Mismatch { context: String, id: String, listeners: String },
+    #[error("nothing to serve: ask for --socks and/or --http")]
+    NoListener,
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error("cannot start the proxy for context {context}: {source}")]
+    Engine {
+        context: String,
+        #[source]
+        source: EngineError,
+    },
+    #[error("cannot open the connection's log {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            DaemonError::MalformedId { .. } | DaemonError::NoListener => ErrorKind::BadRequest,
+            DaemonError::UnknownConnection { .. } => ErrorKind::UnknownConnection,
+            DaemonError::Busy { .. } => ErrorKind::Busy,
+            DaemonError::Mismatch { .. } => ErrorKind::AlreadyConnected,
+            DaemonError::Kube(_) => ErrorKind::Kube,
+            DaemonError::Engine { source: EngineError::Cache(_), .. } => ErrorKind::Kube,
+            DaemonError::Engine { .. } => ErrorKind::Listen,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    fn response(&self) -> Response {
+        Response::Error { kind: self.kind(), message: error_chain(self) }
+    }
+}
+
+/// An error and its sources, in one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// What a `connect` produced.
+#[derive(Debug, Clone)]
+pub struct ConnectOutcome {
+    pub connection: ConnectionStatus,
+    /// The context was already connected; this is that connection.
+    pub existing: bool,
+    /// A URL of a real Service, for a first try.
+    pub example: Option<String>,
+}
+
+/// A running daemon. Cheap to clone; every clone is the same daemon.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: StateDir,
+    info: DaemonInfo,
+    connections: Mutex<BTreeMap<String, Managed>>,
+    next_seq: std::sync::atomic::AtomicU64,
+    /// Contexts whose `connect` is under way.
+    connecting: Mutex<HashSet<String>>,
+    updates: watch::Sender<Vec<ConnectionStatus>>,
+    /// Cancelled when a client asks the daemon to quit.
+    quit: CancellationToken,
+    /// Ends the control socket's accept loop and the ticker.
+    stopping: CancellationToken,
+    /// Proxies draining after a disconnect, and the background loops.
+    tasks: TaskTracker,
+    lock: Mutex<Option<DaemonLock>>,
+}
+
+struct Managed {
+    /// Order of creation, for listings.
+    seq: u64,
+    record: ConnectionRecord,
+    engine: Engine,
+}
+
+impl Daemon {
+    /// Becomes the daemon of `state`: takes the daemon lock, clears what a
+    /// dead daemon left, and serves the control socket. `host` names the
+    /// hosting program in `status` (e.g. `kubesocks daemon`).
+    pub async fn start(state: StateDir, host: &str) -> Result<Daemon, DaemonError> {
+        // A daemon spawned a moment ago may still be releasing the lock after `quit`.
+        let mut lock = None;
+        for _ in 0..20 {
+            lock = DaemonLock::try_acquire(&state)?;
+            if lock.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let Some(mut lock) = lock else {
+            return Err(DaemonError::AlreadyRunning { pid: DaemonLock::holder_pid(&state) });
+        };
+        lock.write_pid()?;
+        for stale in state.remove_stale() {
+            tracing::warn!(
+                id = stale.id,
+                context = stale.context,
+                pid = stale.pid,
+                "removed a connection record left by a daemon that stopped"
+            );
+        }
+
+        state.check_socket_owner()?;
+        let path = state.socket();
+        let socket_error = |source| DaemonError::Socket { path: path.clone(), source };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(socket_error(e)),
+            _ => {}
+        }
+        let listener = UnixListener::bind(&path).map_err(socket_error)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(socket_error)?;
+
+        let daemon = Daemon {
+            inner: Arc::new(Inner {
+                state,
+                info: DaemonInfo {
+                    pid: std::process::id(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    host: host.to_string(),
+                },
+                connections: Mutex::default(),
+                next_seq: Default::default(),
+                connecting: Mutex::default(),
+                updates: watch::Sender::new(Vec::new()),
+                quit: CancellationToken::new(),
+                stopping: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                lock: Mutex::new(Some(lock)),
+            }),
+        };
+        daemon.inner.tasks.spawn(daemon.clone().serve(listener).in_current_span());
+        daemon.inner.tasks.spawn(daemon.clone().tick().in_current_span());
+        tracing::info!(socket = %path.display(), pid = std::process::id(), "kubesocks daemon ready");
+        Ok(daemon)
+    }
+
+    pub fn info(&self) -> &DaemonInfo {
+        &self.inner.info
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.inner.state
+    }
+
+    /// Starts a connection, or returns the one the context already has.
+    /// Returns once the listeners are up and the caches are synced.
+    pub async fn connect(&self, request: ConnectRequest) -> Result<ConnectOutcome, DaemonError> {
+        if request.socks.is_none() && request.http.is_none() {
+            return Err(DaemonError::NoListener);
+        }
+        let sources = match request.kubeconfigs.is_empty() {
+            true => KubeSettings::default().sources()?,
+            false => request.kubeconfigs.clone(),
+        };
+        let kc = kubeconfig::read_files(&sources)?;
+        let context = kubeconfig::choose_context(&kc, request.context.as_deref())?;
+
+        let _claim = Claim::new(&self.inner, &context)?;
+        if let Some(existing) = self.existing(&context, &request)? {
+            return Ok(ConnectOutcome { connection: existing, existing: true, example: None });
+        }
+
+        let state = &self.inner.state;
+        let id = self.new_id();
+        let kubeconfig_path = state.kubeconfig_path(&id);
+        let log = state.log_path(&id);
+        let span = crate::logging::connection_span(&id, &log)
+            .map_err(|source| DaemonError::Log { path: log.clone(), source })?;
+        let started = async {
+            let own = kubeconfig::standalone(&kc, &context)?;
+            state.write_private(&kubeconfig_path, kubeconfig::to_text(&own).as_bytes())?;
+            tracing::info!(context, kubeconfig = %kubeconfig_path.display(), "connecting");
+            let cluster = kubeconfig::connect_to(own, &context, request.namespace.as_deref()).await?;
+            let record = ConnectionRecord {
+                id: id.clone(),
+                context: context.clone(),
+                server: cluster.server.clone(),
+                namespace: cluster.namespace.clone(),
+                kubeconfig: kubeconfig_path.clone(),
+                source_kubeconfigs: sources.clone(),
+                socks: None,
+                http: None,
+                requested_socks: request.socks,
+                requested_http: request.http,
+                pid: std::process::id(),
+                log: log.clone(),
+                started_at: unix_now(),
+            };
+            let config = ProxyConfig {
+                socks: request.socks,
+                http: request.http,
+                cluster_domain: request.cluster_domain.clone(),
+                passthrough: request.passthrough,
+                ..ProxyConfig::default()
+            };
+            let engine = Engine::start(cluster, config)
+                .await
+                .map_err(|source| DaemonError::Engine { context: context.clone(), source })?;
+            let example = engine.example_url(&record.namespace, &request.cluster_domain).await;
+            let record = ConnectionRecord { socks: engine.socks_addr(), http: engine.http_addr(), ..record };
+            state.write_record(&record)?;
+            tracing::info!(socks = ?record.socks, http = ?record.http, "proxy ready");
+            let seq = self.inner.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, DaemonError>((Managed { seq, record, engine }, Some(example)))
+        }
+        .instrument(span)
+        .await;
+
+        match started {
+            Ok((managed, example)) => {
+                let connection = status_of(&managed);
+                self.inner.connections.lock().unwrap().insert(id, managed);
+                self.publish();
+                Ok(ConnectOutcome { connection, existing: false, example })
+            }
+            Err(e) => {
+                tracing::warn!(id, context, error = %error_chain(&e), "connect failed");
+                state.remove_connection(&id);
+                crate::logging::close_connection_log(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The context's connection if it has one that serves what `request` asks;
+    /// an error if it has one that listens elsewhere.
+    fn existing(&self, context: &str, request: &ConnectRequest) -> Result<Option<ConnectionStatus>, DaemonError> {
+        let connections = self.inner.connections.lock().unwrap();
+        let Some(managed) = connections.values().find(|m| m.record.context == context) else { return Ok(None) };
+        let fits = |asked: Option<Listen>, has: Option<std::net::SocketAddr>| match (asked, has) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(listen), Some(addr)) => listen.or_next_free || listen.addr == addr,
+        };
+        let record = &managed.record;
+        if fits(request.socks, record.socks) && fits(request.http, record.http) {
+            Ok(Some(status_of(managed)))
+        } else {
+            Err(DaemonError::Mismatch {
+                context: context.to_string(),
+                id: record.id.clone(),
+                listeners: listeners_text(record.socks, record.http),
+            })
+        }
+    }
+
+    /// Stops a connection: its listeners are closed (ports free) when this
+    /// returns, and its record and kubeconfig are gone; open client
+    /// connections get a moment to finish.
+    pub async fn disconnect(&self, id: &str) -> Result<ConnectionStatus, DaemonError> {
+        if !is_valid_id(id) {
+            return Err(DaemonError::MalformedId { id: id.to_string() });
+        }
+        let managed = self.inner.connections.lock().unwrap().remove(id);
+        let Some(managed) = managed else { return Err(DaemonError::UnknownConnection { id: id.to_string() }) };
+        Ok(self.stop(managed).await)
+    }
+
+    /// Stops every connection.
+    pub async fn disconnect_all(&self) -> Vec<ConnectionStatus> {
+        let mut all: Vec<Managed> =
+            std::mem::take(&mut *self.inner.connections.lock().unwrap()).into_values().collect();
+        all.sort_by_key(|m| m.seq);
+        let mut stopped = Vec::new();
+        for managed in all {
+            stopped.push(self.stop(managed).await);
+        }
+        stopped
+    }
+
+    async fn stop(&self, managed: Managed) -> ConnectionStatus {
+        let status = status_of(&managed);
+        let Managed { record, engine, .. } = managed;
+        engine.stop_listening().await;
+        self.inner.state.remove_connection(&record.id);
+        self.publish();
+        let id = record.id.clone();
+        self.inner.tasks.spawn(
+            async move {
+                engine.shutdown(DRAIN).await;
+                tracing::info!("stopped");
+                crate::logging::close_connection_log(&id);
+            }
+            .instrument(tracing::info_span!("connection", id = record.id)),
+        );
+        tracing::info!(id = record.id, context = record.context, "disconnected");
+        status
+    }
+
+    /// Every connection with its live figures, oldest first.
+    pub fn status(&self) -> Vec<ConnectionStatus> {
+        let connections = self.inner.connections.lock().unwrap();
+        let mut all: Vec<_> = connections.values().collect();
+        all.sort_by_key(|m| m.seq);
+        all.into_iter().map(status_of).collect()
+    }
+
+    /// The connections, re-sent on every connect and disconnect and, while
+    /// figures change, about once a second.
+    pub fn watch(&self) -> watch::Receiver<Vec<ConnectionStatus>> {
+        self.inner.updates.subscribe()
+    }
+
+    /// Asks whoever hosts the daemon to stop it (as a client's `quit` does).
+    pub fn request_quit(&self) {
+        self.inner.quit.cancel();
+    }
+
+    /// Resolves once a client (or [`Daemon::request_quit`]) asked the daemon to quit.
+    pub async fn quit_requested(&self) {
+        self.inner.quit.cancelled().await;
+    }
+
+    /// Stops every connection (letting open client connections drain
+    /// briefly), closes the control socket and releases the daemon lock.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.cancel();
+        self.disconnect_all().await;
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        let _ = std::fs::remove_file(self.inner.state.socket());
+        self.inner.lock.lock().unwrap().take();
+        tracing::info!("kubesocks daemon stopped");
+    }
+
+    /// Answers one control request.
+    pub async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Connect(req) => match self.connect(req).await {
+                Ok(o) => Response::Connected { connection: o.connection, existing: o.existing, example: o.example },
+                Err(e) => e.response(),
+            },
+            Request::Disconnect { id } => match self.disconnect(&id).await {
+                Ok(status) => Response::Disconnected { connections: vec![status] },
+                Err(e) => e.response(),
+            },
+            Request::DisconnectAll => Response::Disconnected { connections: self.disconnect_all().await },
+            Request::Status => Response::Status { daemon: self.inner.info.clone(), connections: self.status() },
+            Request::Quit => {
+                self.request_quit();
+                Response::Quitting { connections: self.status() }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let now = self.status();
+        self.inner.updates.send_if_modified(|current| {
+            let changed = *current != now;
+            *current = now;
+            changed
+        });
+    }
+
+    /// Pushes changed figures to watchers.
+    async fn tick(self) {
+        let mut interval = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = self.inner.stopping.cancelled() => return,
+                _ = interval.tick() => self.publish(),
+            }
+        }
+    }
+
+    async fn serve(self, listener: UnixListener) {
+        loop {
+            let stream = tokio::select! {
+                _ = self.inner.stopping.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::error!(error = %e, "control socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let daemon = self.clone();
+            self.inner.tasks.spawn(daemon.answer(stream).in_current_span());
+        }
+    }
+
+    /// Reads one request from a control client and writes the answer.
+    async fn answer(self, stream: UnixStream) {
+        let me = crate::state::current_uid();
+        let peer = stream.peer_cred().map(|c| c.uid());
+        let (read, mut write) = stream.into_split();
+        let response = match peer {
+            Ok(uid) if uid != me => {
+                tracing::warn!(uid, "refused a control client of another user");
+                Response::Error {
+                    kind: ErrorKind::Forbidden,
+                    message: format!("this daemon serves uid {me} only, not uid {uid}"),
+                }
+            }
+            _ => match tokio::time::timeout(REQUEST_TIMEOUT, crate::control::read_message(read)).await {
+                Err(_) => bad_request(format!("no request within {REQUEST_TIMEOUT:?}")),
+                Ok(Err(e)) => bad_request(format!("unreadable request: {e}")),
+                Ok(Ok(line)) => match serde_json::from_str::<Request>(&line) {
+                    Ok(request) => {
+                        tracing::debug!(?request, "control request");
+                        self.handle(request).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "malformed control request");
+                        bad_request(format!(
+                            "malformed request ({e}); the control socket takes one JSON request per line, e.g. {{\"op\":\"status\"}}"
+                        ))
+                    }
+                },
+            },
+        };
+        let mut line = serde_json::to_string(&response).expect("a response serializes");
+        line.push('\n');
+        let _ = write.write_all(line.as_bytes()).await;
+    }
+
+    /// A fresh connection ID, unique among this daemon's connections and
+    /// the logs on disk (so a new connection never appends to an old log).
+    fn new_id(&self) -> String {
+        loop {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
+            let id = format!("{:08x}", hasher.finish() as u32);
+            if !self.inner.connections.lock().unwrap().contains_key(&id) && !self.inner.state.log_path(&id).exists() {
+                return id;
+            }
+        }
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    Response::Error { kind: ErrorKind::BadRequest, message }
+}
+
+/// Marks a context as being connected until dropped, so two `connect`s of
+/// one context cannot both start a proxy.
+struct Claim<'a> {
+    inner: &'a Inner,
+    context: String,
+}
+
+impl<'a> Claim<'a> {
+    fn new(inner: &'a Inner, context: &str) -> Result<Claim<'a>, DaemonError> {
+        if !inner.connecting.lock().unwrap().insert(context.to_string()) {
+            return Err(DaemonError::Busy { context: context.to_string() });
+        }
+        Ok(Claim { inner, context: context.to_string() })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.inner.connecting.lock().unwrap().remove(&self.context);
+    }
+}
+
+fn status_of(managed: &Managed) -> ConnectionStatus {
+    let record = &managed.record;
+    let stats = managed.engine.stats();
+    ConnectionStatus {
+        id: record.id.clone(),
+        context: record.context.clone(),
+        server: record.server.clone(),
+        namespace: record.namespace.clone(),
+        socks: record.socks,
+        http: record.http,
+        socks_url: record.socks.map(|a| format!("socks5h://{a}")),
+        http_url: record.http.map(|a| format!("http://{a}")),
+        pid: record.pid,
+        started_at: record.started_at,
+        log: record.log.clone(),
+        kubeconfig: record.kubeconfig.clone(),
+        active_connections: stats.active_connections,
+        total_connections: stats.total_connections,
+        bytes_up: stats.bytes_up,
+        bytes_down: stats.bytes_down,
+        last_error: stats.last_error.map(|e| ErrorReport {
+            message: e.message,
+            at: e.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+        }),
+    }
+}
+
+fn listeners_text(socks: Option<std::net::SocketAddr>, http: Option<std::net::SocketAddr>) -> String {
+    let parts: Vec<String> =
+        socks.map(|a| format!("SOCKS {a}")).into_iter().chain(http.map(|a| format!("HTTP {a}"))).collect();
+    parts.join(", ")
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}

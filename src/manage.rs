@@ -1,0 +1,354 @@
+//! The managed-mode commands of the CLI: `connect`, `disconnect`, `quit`,
+//! `status` talk to the daemon over the control socket (starting a headless
+//! `kubesocks daemon` when none answers); `daemon` is that daemon.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::cli::{ConnectArgs, DisconnectArgs, Output, say};
+use crate::control::{
+    self, ConnectRequest, ConnectionStatus, ControlError, DEFAULT_HTTP_PORT, DEFAULT_SOCKS_PORT, Request, Response,
+};
+use crate::daemon::{Daemon, unix_now};
+use crate::engine::Listen;
+use crate::kubeconfig::KubeSettings;
+use crate::state::{DaemonLock, StateDir};
+
+/// Quick requests (status, disconnect) get this long.
+const QUICK: Duration = Duration::from_secs(15);
+/// `connect` waits for the API server and the first sync of the caches.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a freshly spawned daemon may take to answer.
+const DAEMON_START: Duration = Duration::from_secs(15);
+
+/// `kubesocks daemon`: serves until `quit`, Ctrl-C or SIGTERM.
+pub async fn daemon(state: StateDir) -> Result<()> {
+    let daemon = Daemon::start(state, "kubesocks daemon").await?;
+    eprintln!("kubesocks daemon (pid {}) serving {}", std::process::id(), daemon.state().socket().display());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::select! {
+        _ = daemon.quit_requested() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    daemon.shutdown().await;
+    Ok(())
+}
+
+pub async fn connect(state: &StateDir, kube: &KubeSettings, args: &ConnectArgs) -> Result<()> {
+    // --listen-* imply their protocol; neither protocol named means SOCKS.
+    let want_http = args.http || args.listen_http.is_some();
+    let want_socks = args.socks || args.listen_socks.is_some() || !want_http;
+    let listen = |want: bool, asked: Option<std::net::SocketAddr>, default_port: u16| {
+        want.then(|| match asked {
+            Some(addr) => Listen::exact(addr),
+            None => Listen::or_next_free(control::loopback(default_port)),
+        })
+    };
+    let request = ConnectRequest {
+        kubeconfigs: kube.sources()?,
+        context: kube.context.clone(),
+        namespace: kube.namespace.clone(),
+        socks: listen(want_socks, args.listen_socks, DEFAULT_SOCKS_PORT),
+        http: listen(want_http, args.listen_http, DEFAULT_HTTP_PORT),
+        cluster_domain: args.cluster_domain.clone(),
+        passthrough: args.passthrough,
+    };
+    ensure_daemon(state).await?;
+    let (connection, existing, example) =
+        match control::call(state, &Request::Connect(request), CONNECT_TIMEOUT).await? {
+            Response::Connected { connection, existing, example } => (connection, existing, example),
+            other => return Err(refusal(other)),
+        };
+    if existing {
+        eprintln!("kubesocks: context {} is already connected; this is its connection", connection.context);
+    }
+    match args.output {
+        Output::Json => say!("{}", serde_json::to_string_pretty(&connection)?),
+        Output::Table => {
+            say!(
+                "Connected {} ({}), namespace {}: connection {}",
+                connection.context,
+                connection.server,
+                connection.namespace,
+                connection.id
+            );
+            if let Some(url) = &connection.socks_url {
+                say!("SOCKS5 proxy: {url}");
+            }
+            if let Some(url) = &connection.http_url {
+                say!("HTTP proxy:   {url}");
+            }
+            if let (Some(url), Some(example)) = (&connection.socks_url, example) {
+                say!("Try:          curl --proxy {url} {example}");
+            }
+            say!("Stop it with: kubesocks disconnect {}", connection.id);
+        }
+    }
+    Ok(())
+}
+
+pub async fn disconnect(state: &StateDir, args: &DisconnectArgs) -> Result<()> {
+    let request = match (&args.id, args.all) {
+        (_, true) => Request::DisconnectAll,
+        (Some(id), false) if control::is_valid_id(id) => Request::Disconnect { id: id.clone() },
+        (Some(id), false) => {
+            bail!("{id:?} is not a connection ID (they are 8 hex digits, as `kubesocks status` shows)")
+        }
+        (None, false) => bail!("which connection? give its ID (see `kubesocks status`) or --all"),
+    };
+    let Some(response) = call_running(state, &request).await? else {
+        return match request {
+            Request::Disconnect { id } => Err(anyhow!("no connection {id}: no kubesocks daemon is running")),
+            _ => {
+                say!("no connections: no kubesocks daemon is running");
+                Ok(())
+            }
+        };
+    };
+    match response {
+        Response::Disconnected { connections } if connections.is_empty() => say!("no connections to stop"),
+        Response::Disconnected { connections } => {
+            for c in connections {
+                say!("disconnected {} ({}); its log stays at {}", c.id, c.context, c.log.display());
+            }
+        }
+        other => return Err(refusal(other)),
+    }
+    Ok(())
+}
+
+pub async fn quit(state: &StateDir) -> Result<()> {
+    let Some(response) = call_running(state, &Request::Quit).await? else {
+        say!("no kubesocks daemon is running");
+        return Ok(());
+    };
+    let connections = match response {
+        Response::Quitting { connections } => connections,
+        other => return Err(refusal(other)),
+    };
+    // The daemon is gone when its lock is free.
+    let deadline = tokio::time::Instant::now() + QUICK;
+    loop {
+        if DaemonLock::try_acquire(state)?.is_some() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the daemon was asked to quit but is still running after {QUICK:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in &connections {
+        say!("disconnected {} ({})", c.id, c.context);
+    }
+    say!("kubesocks daemon stopped");
+    Ok(())
+}
+
+pub async fn status(state: &StateDir, output: Output) -> Result<()> {
+    let (daemon, connections) = match call_running(state, &Request::Status).await? {
+        Some(Response::Status { daemon, connections }) => (Some(daemon), connections),
+        Some(other) => return Err(refusal(other)),
+        None => (None, Vec::new()),
+    };
+    match output {
+        Output::Json => {
+            let json = serde_json::json!({ "daemon": daemon, "connections": connections });
+            say!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Output::Table if daemon.is_none() => say!("no connections (no kubesocks daemon is running)"),
+        Output::Table if connections.is_empty() => say!("no connections; start one with `kubesocks connect`"),
+        Output::Table => print_table(&connections),
+    }
+    Ok(())
+}
+
+fn print_table(connections: &[ConnectionStatus]) {
+    let dash = |a: Option<std::net::SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
+    say!(
+        "{:<9} {:<24} {:<16} {:<16} {:>6} {:>6} {:>9} {:>9} {:>8}  LAST ERROR",
+        "ID",
+        "CONTEXT",
+        "SOCKS",
+        "HTTP",
+        "ACTIVE",
+        "TOTAL",
+        "UP",
+        "DOWN",
+        "UPTIME"
+    );
+    let now = unix_now();
+    for c in connections {
+        let error = c
+            .last_error
+            .as_ref()
+            .map_or("-".to_string(), |e| format!("{} ago: {}", human_duration(now.saturating_sub(e.at)), e.message));
+        say!(
+            "{:<9} {:<24} {:<16} {:<16} {:>6} {:>6} {:>9} {:>9} {:>8}  {}",
+            c.id,
+            c.context,
+            dash(c.socks),
+            dash(c.http),
+            c.active_connections,
+            c.total_connections,
+            human_bytes(c.bytes_up),
+            human_bytes(c.bytes_down),
+            human_duration(now.saturating_sub(c.started_at)),
+            error
+        );
+    }
+}
+
+/// Sends a request to the running daemon. `None` when no daemon runs; if one
+/// died, what it left behind is cleaned up and reported first.
+async fn call_running(state: &StateDir, request: &Request) -> Result<Option<Response>> {
+    let deadline = tokio::time::Instant::now() + DAEMON_START;
+    loop {
+        match control::call(state, request, QUICK).await {
+            Ok(response) => return Ok(Some(response)),
+            Err(ControlError::NotRunning { .. }) => {
+                if clean_stale(state)? {
+                    return Ok(None);
+                }
+                // A daemon holds the lock but does not answer: it is starting or dying.
+                if tokio::time::Instant::now() > deadline {
+                    let pid = DaemonLock::holder_pid(state).map_or("?".to_string(), |p| p.to_string());
+                    bail!(
+                        "the kubesocks daemon (pid {pid}) does not answer on {}; if it hangs, stop it with `kill {pid}`",
+                        state.socket().display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// When no daemon is alive, removes the records, kubeconfigs and socket a
+/// dead one left, saying so once per connection. Returns false when a
+/// daemon is alive (it holds the lock).
+fn clean_stale(state: &StateDir) -> Result<bool> {
+    let Some(_lock) = DaemonLock::try_acquire(state)? else { return Ok(false) };
+    for r in state.remove_stale() {
+        let listeners: Vec<String> = r.socks.iter().chain(r.http.iter()).map(|a| a.to_string()).collect();
+        eprintln!(
+            "kubesocks: connection {} (context {}, {}) was left by a daemon that is no longer running (pid {}); removed its record and kubeconfig, its log stays at {}",
+            r.id,
+            r.context,
+            listeners.join(", "),
+            r.pid,
+            r.log.display()
+        );
+    }
+    match std::fs::remove_file(state.socket()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove the dead daemon's socket {}", state.socket().display()))
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Makes sure a daemon answers on the control socket, starting one if none
+/// is alive (and waiting for one that another client is starting).
+async fn ensure_daemon(state: &StateDir) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + DAEMON_START;
+    let mut child = None;
+    loop {
+        match control::call(state, &Request::Status, QUICK).await {
+            Ok(_) => return Ok(()),
+            Err(ControlError::NotRunning { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let log = state.logs().join("daemon.log");
+        match &mut child {
+            None if clean_stale(state)? => child = Some(spawn_daemon()?),
+            None => {}
+            Some(c) => {
+                if let Some(status) = c.try_wait().ok().flatten() {
+                    bail!("the kubesocks daemon exited at start ({status}); see {}", log.display());
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "no kubesocks daemon answered on {} within {DAEMON_START:?}; see {}",
+                state.socket().display(),
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Starts `kubesocks daemon` detached from this terminal: its own session,
+/// no standard streams (it logs to `logs/daemon.log`).
+fn spawn_daemon() -> Result<std::process::Child> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().context("cannot find the kubesocks executable to start the daemon")?;
+    let mut command = std::process::Command::new(&exe);
+    command
+        .arg("daemon")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    command.spawn().with_context(|| format!("cannot start `{} daemon`", exe.display()))
+}
+
+/// An error or unexpected answer from the daemon, as an error.
+fn refusal(response: Response) -> anyhow::Error {
+    match response {
+        Response::Error { message, .. } => anyhow!(message),
+        other => anyhow!("the daemon gave an unexpected answer: {other:?}"),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_well() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(61), "1m01s");
+        assert_eq!(human_duration(3 * 3600 + 120), "3h02m");
+        assert_eq!(human_duration(2 * 86400 + 3600), "2d01h");
+    }
+}

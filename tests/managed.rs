@@ -1,0 +1,402 @@
+//! Managed mode against the real test cluster, through real processes:
+//! `kubesocks connect / status / disconnect / quit` and the `kubesocks daemon`
+//! they start, each test in a state directory of its own.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Backend, TestNamespace, cluster, curl};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// One user's kubesocks: a state directory and the kubeconfig files of both
+/// test contexts (`kubesocks-test`: admin, `kubesocks-test-restricted`: team-a).
+/// Dropping it stops its daemon.
+struct Managed {
+    state: PathBuf,
+    kubeconfig: String,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Managed {
+    fn new(name: &str) -> Managed {
+        let state = std::env::temp_dir().join(format!("kubesocks-managed-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let admin = &cluster().admin_kubeconfig;
+        let kubeconfig = format!("{}:{}", admin.display(), cluster().restricted_kubeconfig().display());
+        Managed { state, kubeconfig }
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+            .args(args)
+            .env("KUBESOCKS_STATE_DIR", &self.state)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(120), out)
+            .await
+            .unwrap_or_else(|_| panic!("kubesocks {args:?} did not finish"))
+            .expect("run kubesocks");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed.
+    async fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args).await;
+        assert_eq!(run.code, 0, "kubesocks {args:?} failed:\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+        run
+    }
+
+    /// `connect -o json` with extra arguments; the connection as JSON.
+    async fn connect(&self, args: &[&str]) -> Value {
+        let mut all = vec!["connect", "-o", "json"];
+        all.extend(args);
+        let run = self.ok(&all).await;
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("connect printed no JSON ({e}): {}", run.stdout))
+    }
+
+    async fn status(&self) -> Value {
+        let run = self.ok(&["status", "-o", "json"]).await;
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("status printed no JSON ({e}): {}", run.stdout))
+    }
+
+    fn daemon_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.state.join("daemon.lock")).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+            .arg("quit")
+            .env("KUBESOCKS_STATE_DIR", &self.state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(pid) = self.daemon_pid().filter(|&pid| alive(pid)) {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Whether a process runs (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn addr(connection: &Value, key: &str) -> SocketAddr {
+    connection[key].as_str().unwrap_or_else(|| panic!("no {key} in {connection}")).parse().unwrap()
+}
+
+fn port_is_free(addr: SocketAddr) -> bool {
+    std::net::TcpListener::bind(addr).is_ok()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+/// A Service `name` (port 80 → 8080) with one pod served by a backend called `who`, in `namespace`.
+async fn service_in(namespace: &str, name: &str, who: &str) -> (Backend, impl AsyncFnOnce()) {
+    let client = support::admin().await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), namespace);
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(client, namespace);
+    let backend = Backend::start(who, &[8080]).await;
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}, "annotations": {"kubesocks.test/backend": backend.ip.to_string()}},
+        "spec": {"nodeName": "node-ws", "containers": [{"name": "main", "image": "x", "ports": [{"containerPort": 8080}]}]}
+    }))
+    .unwrap();
+    let svc = serde_json::from_value(json!({
+        "metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.expect("create pod");
+    services.create(&Default::default(), &svc).await.expect("create service");
+    let name = name.to_string();
+    let cleanup = async move || {
+        let _ = pods.delete(&name, &Default::default()).await;
+        let _ = services.delete(&name, &Default::default()).await;
+    };
+    (backend, cleanup)
+}
+
+/// curl through a SOCKS URL until it answers (new pods take a moment to get endpoints).
+async fn answer_via(socks_url: &str, url: &str) -> String {
+    support::wait_for(&format!("{url} through {socks_url}"), || async {
+        let out = curl(&["--proxy", socks_url, url]).await;
+        (out.code == 0).then_some(out.stdout)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn two_contexts_get_their_own_ids_ports_and_namespaces() {
+    let m = Managed::new("two");
+    // The same short name in each context's own namespace, served by different backends.
+    let ns = TestNamespace::new("managed").await;
+    let name = format!("mg-{}", std::process::id());
+    let (_a, cleanup_a) = service_in(&ns.name, &name, "admin-side").await;
+    let (_b, cleanup_b) = service_in("team-a", &name, "team-side").await;
+
+    let admin = m.connect(&["--context", "kubesocks-test", "-n", &ns.name, "--listen-socks", "127.0.0.1:0"]).await;
+    let team = m.connect(&["--context", "kubesocks-test-restricted", "--listen-socks", "127.0.0.1:0"]).await;
+    assert_ne!(admin["id"], team["id"], "each connection has its own ID");
+    assert_ne!(addr(&admin, "socks"), addr(&team, "socks"), "each connection has its own port");
+    assert_eq!(team["namespace"], "team-a");
+
+    let via_admin = answer_via(admin["socks_url"].as_str().unwrap(), &format!("http://{name}/")).await;
+    let via_team = answer_via(team["socks_url"].as_str().unwrap(), &format!("http://{name}/")).await;
+    cleanup_a().await;
+    cleanup_b().await;
+    assert!(via_admin.contains("hello from admin-side"), "admin context reaches its namespace: {via_admin}");
+    assert!(via_team.contains("hello from team-side"), "restricted context reaches team-a: {via_team}");
+
+    let status = m.status().await;
+    let ids: Vec<&Value> = status["connections"].as_array().unwrap().iter().map(|c| &c["id"]).collect();
+    assert_eq!(ids, [&admin["id"], &team["id"]], "status lists both, oldest first");
+}
+
+#[tokio::test]
+async fn files_are_private_while_up_and_disconnect_keeps_only_the_log() {
+    let m = Managed::new("files");
+    let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    let id = conn["id"].as_str().unwrap();
+    let kubeconfig = PathBuf::from(conn["kubeconfig"].as_str().unwrap());
+    let record = m.state.join("connections").join(format!("{id}.json"));
+    let log = PathBuf::from(conn["log"].as_str().unwrap());
+
+    assert_eq!(mode(&m.state), 0o700, "the state dir is owner-only");
+    assert_eq!(mode(&kubeconfig), 0o600, "the connection's kubeconfig is owner-only");
+    assert_eq!(mode(&m.state.join("control.sock")), 0o600, "the control socket is owner-only");
+    assert_eq!(kubeconfig, m.state.join("kubeconfig").join(format!("{id}.yaml")));
+    assert!(record.exists(), "a record exists while the connection is up");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(saved["context"], "kubesocks-test");
+    assert_eq!(saved["pid"], conn["pid"]);
+    // The kubeconfig stands on its own: one context, certificates inlined, usable by kubectl.
+    let out = std::process::Command::new("kubectl")
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "namespace", "default", "-o", "name"])
+        .output()
+        .expect("kubectl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "namespace/default", "{out:?}");
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(!text.contains("kubesocks-test-restricted"), "only its own context is kept");
+
+    answer_via(conn["socks_url"].as_str().unwrap(), "http://productpage.default:9080/").await;
+    let run = m.ok(&["disconnect", id]).await;
+    assert!(run.stdout.contains(&format!("disconnected {id}")), "{}", run.stdout);
+    assert!(!record.exists(), "the record is deleted");
+    assert!(!kubeconfig.exists(), "the kubeconfig is deleted");
+    assert!(port_is_free(addr(&conn, "socks")), "the port is free");
+    let logged = std::fs::read_to_string(&log).expect("the log stays after disconnect");
+    assert!(logged.contains("productpage.default:9080"), "the connection's log holds its traffic:\n{logged}");
+    assert!(m.status().await["connections"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn disconnect_all_and_quit_free_every_port_and_quit_ends_the_daemon() {
+    let m = Managed::new("quit");
+    let args = |ctx| ["--context", ctx, "--listen-socks", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"];
+    let a = m.connect(&args("kubesocks-test")).await;
+    let b = m.connect(&args("kubesocks-test-restricted")).await;
+    let ports = |c: &Value| [addr(c, "socks"), addr(c, "http")];
+    let all: Vec<SocketAddr> = ports(&a).into_iter().chain(ports(&b)).collect();
+    assert!(all.iter().all(|&p| !port_is_free(p)), "every listener is up");
+
+    let run = m.ok(&["disconnect", "--all"]).await;
+    assert!(run.stdout.contains(a["id"].as_str().unwrap()) && run.stdout.contains(b["id"].as_str().unwrap()));
+    for p in &all {
+        assert!(port_is_free(*p), "{p} is free after disconnect --all");
+    }
+
+    let a = m.connect(&args("kubesocks-test")).await;
+    let b = m.connect(&args("kubesocks-test-restricted")).await;
+    let pid = m.daemon_pid().expect("the daemon wrote its pid");
+    assert!(alive(pid));
+    let run = m.ok(&["quit"]).await;
+    assert!(run.stdout.contains("daemon stopped"), "{}", run.stdout);
+    for p in ports(&a).into_iter().chain(ports(&b)) {
+        assert!(port_is_free(p), "{p} is free after quit");
+    }
+    support::wait_for("the daemon process to end", || async { (!alive(pid)).then_some(()) }).await;
+    assert!(!m.state.join("control.sock").exists(), "the socket is removed");
+    let run = m.ok(&["status"]).await;
+    assert!(run.stdout.contains("no kubesocks daemon is running"), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn a_killed_daemon_is_reported_once_and_cleaned_up() {
+    let m = Managed::new("killed");
+    let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    let id = conn["id"].as_str().unwrap();
+    let pid = m.daemon_pid().unwrap();
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    support::wait_for("the daemon to die", || async { (!alive(pid)).then_some(()) }).await;
+
+    let first = m.ok(&["status"]).await;
+    assert!(
+        first.stderr.contains(id) && first.stderr.contains("no longer running"),
+        "the stale connection is reported: {}",
+        first.stderr
+    );
+    assert!(first.stdout.contains("no kubesocks daemon is running"), "{}", first.stdout);
+    assert!(!m.state.join("connections").join(format!("{id}.json")).exists(), "the record is cleaned");
+    assert!(!m.state.join("kubeconfig").join(format!("{id}.yaml")).exists(), "the kubeconfig is cleaned");
+    assert!(!m.state.join("control.sock").exists(), "the dead socket is cleaned");
+
+    let second = m.ok(&["status"]).await;
+    assert!(!second.stderr.contains(id), "reported only once: {}", second.stderr);
+    // And managed mode works again.
+    let again = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    assert_ne!(again["id"], conn["id"]);
+}
+
+#[tokio::test]
+async fn connect_takes_the_next_free_port_when_1080_is_taken() {
+    let m = Managed::new("port");
+    // Another program holds 1080 (if something else already does, it is taken all the same).
+    let _holder = std::net::TcpListener::bind("127.0.0.1:1080");
+    assert!(!port_is_free("127.0.0.1:1080".parse().unwrap()));
+
+    let run = m.ok(&["--context", "kubesocks-test", "connect", "--socks"]).await;
+    let url = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SOCKS5 proxy: socks5h://"))
+        .unwrap_or_else(|| panic!("no SOCKS URL printed: {}", run.stdout));
+    let port: u16 = url.trim().parse::<SocketAddr>().unwrap().port();
+    assert!((1081..=1180).contains(&port), "the next free port above 1080, got {port}");
+    let out = answer_via(&format!("socks5h://127.0.0.1:{port}"), "http://productpage.default:9080/").await;
+    assert!(out.contains("hello from productpage"), "{out}");
+}
+
+#[tokio::test]
+async fn status_json_has_live_figures_that_grow() {
+    let m = Managed::new("figures");
+    let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    let before = m.status().await;
+    assert_eq!(before["daemon"]["pid"], conn["pid"]);
+    let c = &before["connections"][0];
+    for key in [
+        "id",
+        "context",
+        "server",
+        "namespace",
+        "socks",
+        "http",
+        "socks_url",
+        "pid",
+        "started_at",
+        "log",
+        "active_connections",
+        "total_connections",
+        "bytes_up",
+        "bytes_down",
+        "last_error",
+    ] {
+        assert!(c.get(key).is_some(), "status has {key}: {c}");
+    }
+    let (up, down) = (c["bytes_up"].as_u64().unwrap(), c["bytes_down"].as_u64().unwrap());
+
+    answer_via(conn["socks_url"].as_str().unwrap(), "http://productpage.default:9080/").await;
+    let refused = curl(&["--proxy", conn["socks_url"].as_str().unwrap(), "http://nothing-here.default:80/"]).await;
+    assert_ne!(refused.code, 0);
+
+    let after = &m.status().await["connections"][0];
+    assert!(after["bytes_up"].as_u64().unwrap() > up, "bytes up grow: {after}");
+    assert!(after["bytes_down"].as_u64().unwrap() > down, "bytes down grow: {after}");
+    assert!(after["total_connections"].as_u64().unwrap() >= 2, "{after}");
+    let error = &after["last_error"];
+    assert!(error["message"].as_str().unwrap().contains("nothing-here"), "the last error names its target: {error}");
+    assert!(error["at"].as_u64().unwrap() >= after["started_at"].as_u64().unwrap());
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_loses_nothing() {
+    let m = Managed::new("bad");
+    let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    let id = conn["id"].as_str().unwrap();
+    let still_there = async || {
+        let status = m.status().await;
+        assert_eq!(status["connections"][0]["id"], conn["id"], "the connection survives: {status}");
+    };
+
+    let run = m.run(&["--context", "nope", "connect"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no context \"nope\"") && run.stderr.contains("kubesocks-test"), "{}", run.stderr);
+    still_there().await;
+
+    for bad in ["abc", "../../etc/passwd", "ABCDEF12"] {
+        let run = m.run(&["disconnect", bad]).await;
+        assert_eq!(run.code, 1);
+        assert!(run.stderr.contains("is not a connection ID"), "{bad}: {}", run.stderr);
+    }
+    let run = m.run(&["disconnect", "0000beef"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no connection 0000beef"), "{}", run.stderr);
+    still_there().await;
+
+    // Connecting the same context again reports the existing connection...
+    let run = m.ok(&["--context", "kubesocks-test", "connect", "-o", "json"]).await;
+    assert!(run.stderr.contains("already connected"), "{}", run.stderr);
+    let again: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(again["id"], conn["id"]);
+    // ...and refuses to move it to other listeners.
+    let run = m.run(&["--context", "kubesocks-test", "connect", "--listen-socks", "127.0.0.1:1"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains(&format!("already connected as {id}")), "{}", run.stderr);
+
+    // A garbage message on the control socket is answered with an error.
+    let mut raw = tokio::net::UnixStream::connect(m.state.join("control.sock")).await.unwrap();
+    raw.write_all(b"\x16\x03\x01 hello?\n").await.unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    let answer: Value = serde_json::from_str(answer.trim()).expect("a JSON error answer");
+    assert_eq!(answer["result"], "error");
+    assert_eq!(answer["kind"], "bad_request");
+    still_there().await;
+
+    // A second daemon refuses to start.
+    let run = m.run(&["daemon"]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("already running"), "{}", run.stderr);
+    still_there().await;
+}
+
+#[tokio::test]
+async fn a_control_socket_of_another_user_is_refused() {
+    let m = Managed::new("owner");
+    std::fs::create_dir_all(&m.state).unwrap();
+    let socket = m.state.join("control.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // uid 65534 is "nobody": the socket now belongs to someone else.
+    let chown = std::process::Command::new("chown").args(["65534", socket.to_str().unwrap()]).status().unwrap();
+    assert!(chown.success(), "the tests need to chown (run as root)");
+
+    for args in [&["status"][..], &["--context", "kubesocks-test", "connect"][..]] {
+        let run = m.run(args).await;
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains("owned by uid 65534"), "{args:?}: {}", run.stderr);
+    }
+    assert!(socket.exists(), "nothing is deleted");
+}
