@@ -77,13 +77,8 @@ pub struct ProxyOutArgs {
     /// Also serve an HTTP proxy (CONNECT and plain http:// requests) here.
     #[arg(long, value_name = "ADDR")]
     pub listen_http: Option<SocketAddr>,
-    /// The cluster's DNS domain.
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// Dial names and addresses outside the cluster directly from this machine
-    /// instead of refusing them.
-    #[arg(long)]
-    pub passthrough: bool,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
     /// Require USER:PASSWORD from clients (required for a non-loopback listener).
     #[arg(long, value_name = "USER:PASSWORD", env = "KUBESOCKS_AUTH", hide_env_values = true)]
     pub auth: Option<Credentials>,
@@ -94,6 +89,18 @@ pub struct ProxyOutArgs {
     /// request head by then.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub handshake_timeout: u64,
+}
+
+/// How names are resolved, for `proxy-out` and `connect`.
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    /// The cluster's DNS domain.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Dial names and addresses outside the cluster directly from this machine
+    /// instead of refusing them.
+    #[arg(long)]
+    pub passthrough: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,12 +117,8 @@ pub struct ConnectArgs {
     /// HTTP listen address (default: 127.0.0.1:3128, or the next free port).
     #[arg(long, value_name = "ADDR")]
     pub listen_http: Option<SocketAddr>,
-    /// The cluster's DNS domain.
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// Dial names and addresses outside the cluster directly from this machine.
-    #[arg(long)]
-    pub passthrough: bool,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -182,11 +185,10 @@ async fn proxy_out(cli: &Cli, args: &ProxyOutArgs) -> Result<()> {
     let config = ProxyConfig {
         socks: Some(Listen::exact(args.listen_socks)),
         http: args.listen_http.map(Listen::exact),
-        cluster_domain: args.cluster_domain.clone(),
-        passthrough: args.passthrough,
+        cluster_domain: args.resolve.cluster_domain.clone(),
+        passthrough: args.resolve.passthrough,
         auth: args.auth.clone(),
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
-        ..ProxyConfig::default()
     };
     let engine = Engine::start(cluster, config).await.context("cannot start the proxy")?;
 
@@ -198,7 +200,7 @@ async fn proxy_out(cli: &Cli, args: &ProxyOutArgs) -> Result<()> {
     if let Some(http) = engine.http_addr() {
         say!("HTTP proxy:   http://{user}{http}");
     }
-    let example = engine.example_url(&namespace, &args.cluster_domain).await;
+    let example = engine.example_url(&namespace, &args.resolve.cluster_domain).await;
     say!("Try:          curl --proxy {socks_url} {example}");
     say!("Or for a whole shell: export ALL_PROXY={socks_url}");
     say!("Ctrl-C stops the proxy.");

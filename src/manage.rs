@@ -53,8 +53,8 @@ pub async fn connect(state: &StateDir, kube: &KubeSettings, args: &ConnectArgs) 
         namespace: kube.namespace.clone(),
         socks: listen(want_socks, args.listen_socks, DEFAULT_SOCKS_PORT),
         http: listen(want_http, args.listen_http, DEFAULT_HTTP_PORT),
-        cluster_domain: args.cluster_domain.clone(),
-        passthrough: args.passthrough,
+        cluster_domain: args.resolve.cluster_domain.clone(),
+        passthrough: args.resolve.passthrough,
     };
     ensure_daemon(state).await?;
     let (connection, existing, example) =
