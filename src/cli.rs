@@ -163,9 +163,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         _ => None,
     };
     let state = || crate::state::StateDir::locate().context("cannot use kubesocks' state directory");
-    let log_dir = match log_file {
-        Some(_) => Some(state()?.logs()),
-        None => None,
+    // proxy-out also runs where no state dir can be made (containers, CI):
+    // then it logs to stderr only. The daemon needs one.
+    let log_dir = match cli.command {
+        Command::ProxyOut(_) => state().ok().map(|s| s.logs()),
+        Command::Daemon => Some(state()?.logs()),
+        _ => None,
     };
     let _guard = crate::logging::init(cli.verbose, true, log_dir.as_deref(), log_file.unwrap_or_default());
     match &cli.command {

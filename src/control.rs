@@ -70,21 +70,6 @@ fn default_domain() -> String {
     "cluster.local".into()
 }
 
-impl ConnectRequest {
-    /// SOCKS on 127.0.0.1:1080 or the next free port, no HTTP, for `context`.
-    pub fn socks_for(context: Option<String>) -> ConnectRequest {
-        ConnectRequest {
-            kubeconfigs: Vec::new(),
-            context,
-            namespace: None,
-            socks: Some(Listen::or_next_free(loopback(DEFAULT_SOCKS_PORT))),
-            http: None,
-            cluster_domain: default_domain(),
-            passthrough: false,
-        }
-    }
-}
-
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

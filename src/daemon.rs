@@ -53,10 +53,10 @@ pub enum DaemonError {
     UnknownConnection { id: String },
     #[error("context {context} is being connected by another request; try again in a moment")]
     Busy { context: String },
-    #[error(
-        "context {context} is already connected as {id} ({listeners}); `kubesocks disconnect {id}` first to change its listeners"
-    )]
-    Mismatch { context: String, id: String, listeners: String },
+    #[error("context {context} is already connected as {id} with {differs}; disconnect {id} first to change that")]
+    Mismatch { context: String, id: String, differs: String },
+    #[error("the daemon is stopping")]
+    Stopping,
     #[error("nothing to serve: ask for --socks and/or --http")]
     NoListener,
     #[error(transparent)]
@@ -82,6 +82,7 @@ impl DaemonError {
             DaemonError::UnknownConnection { .. } => ErrorKind::UnknownConnection,
             DaemonError::Busy { .. } => ErrorKind::Busy,
             DaemonError::Mismatch { .. } => ErrorKind::AlreadyConnected,
+            DaemonError::Stopping => ErrorKind::Busy,
             DaemonError::Kube(_) => ErrorKind::Kube,
             DaemonError::Engine { source: EngineError::Cache(_), .. } => ErrorKind::Kube,
             DaemonError::Engine { .. } => ErrorKind::Listen,
@@ -153,16 +154,7 @@ impl Daemon {
     /// dead daemon left, and serves the control socket. `host` names the
     /// hosting program in `status` (e.g. `kubesocks daemon`).
     pub async fn start(state: StateDir, host: &str) -> Result<Daemon, DaemonError> {
-        // A daemon spawned a moment ago may still be releasing the lock after `quit`.
-        let mut lock = None;
-        for _ in 0..20 {
-            lock = DaemonLock::try_acquire(&state)?;
-            if lock.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let Some(mut lock) = lock else {
+        let Some(mut lock) = DaemonLock::try_acquire(&state)? else {
             return Err(DaemonError::AlreadyRunning { pid: DaemonLock::holder_pid(&state) });
         };
         lock.write_pid()?;
@@ -231,7 +223,7 @@ impl Daemon {
         let context = kubeconfig::choose_context(&kc, request.context.as_deref())?;
 
         let _claim = Claim::new(&self.inner, &context)?;
-        if let Some(existing) = self.existing(&context, &request)? {
+        if let Some(existing) = self.existing(&context, &kubeconfig::server_of(&kc, &context), &request)? {
             return Ok(ConnectOutcome { connection: existing, existing: true, example: None });
         }
 
@@ -241,6 +233,7 @@ impl Daemon {
         let log = state.log_path(&id);
         let span = crate::logging::connection_span(&id, &log)
             .map_err(|source| DaemonError::Log { path: log.clone(), source })?;
+        let for_failure = span.clone();
         let started = async {
             let own = kubeconfig::standalone(&kc, &context)?;
             state.write_private(&kubeconfig_path, kubeconfig::to_text(&own).as_bytes())?;
@@ -255,8 +248,8 @@ impl Daemon {
                 source_kubeconfigs: sources.clone(),
                 socks: None,
                 http: None,
-                requested_socks: request.socks,
-                requested_http: request.http,
+                cluster_domain: request.cluster_domain.clone(),
+                passthrough: request.passthrough,
                 pid: std::process::id(),
                 log: log.clone(),
                 started_at: unix_now(),
@@ -281,14 +274,25 @@ impl Daemon {
         .instrument(span)
         .await;
 
+        let started = started.and_then(|(managed, example)| {
+            let connection = status_of(&managed);
+            let mut connections = self.inner.connections.lock().unwrap();
+            // A quit that began while this connection was starting has
+            // already swept the others: do not outlive it.
+            if self.inner.quit.is_cancelled() || self.inner.stopping.is_cancelled() {
+                return Err(DaemonError::Stopping);
+            }
+            connections.insert(id.clone(), managed);
+            Ok(ConnectOutcome { connection, existing: false, example })
+        });
         match started {
-            Ok((managed, example)) => {
-                let connection = status_of(&managed);
-                self.inner.connections.lock().unwrap().insert(id, managed);
+            Ok(outcome) => {
                 self.publish();
-                Ok(ConnectOutcome { connection, existing: false, example })
+                Ok(outcome)
             }
             Err(e) => {
+                // Logged in the connection's own file too, so its log explains it.
+                tracing::warn!(parent: &for_failure, context, error = %error_chain(&e), "connect failed");
                 tracing::warn!(id, context, error = %error_chain(&e), "connect failed");
                 state.remove_connection(&id);
                 crate::logging::close_connection_log(&id);
@@ -298,24 +302,40 @@ impl Daemon {
     }
 
     /// The context's connection if it has one that serves what `request` asks;
-    /// an error if it has one that listens elsewhere.
-    fn existing(&self, context: &str, request: &ConnectRequest) -> Result<Option<ConnectionStatus>, DaemonError> {
+    /// an error if it has one that differs (listeners, cluster, settings).
+    fn existing(
+        &self,
+        context: &str,
+        server: &str,
+        request: &ConnectRequest,
+    ) -> Result<Option<ConnectionStatus>, DaemonError> {
         let connections = self.inner.connections.lock().unwrap();
         let Some(managed) = connections.values().find(|m| m.record.context == context) else { return Ok(None) };
+        let record = &managed.record;
         let fits = |asked: Option<Listen>, has: Option<std::net::SocketAddr>| match (asked, has) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(listen), Some(addr)) => listen.or_next_free || listen.addr == addr,
+            // Port 0 asks for any port.
+            (Some(listen), Some(addr)) => {
+                listen.or_next_free || listen.addr == addr || (listen.addr.port() == 0 && listen.addr.ip() == addr.ip())
+            }
         };
-        let record = &managed.record;
-        if fits(request.socks, record.socks) && fits(request.http, record.http) {
-            Ok(Some(status_of(managed)))
+        let differs = if record.server != server {
+            Some(format!("another cluster ({})", record.server))
+        } else if !fits(request.socks, record.socks) || !fits(request.http, record.http) {
+            Some(format!("other listeners ({})", listeners_text(record.socks, record.http)))
+        } else if request.namespace.as_ref().is_some_and(|ns| *ns != record.namespace) {
+            Some(format!("namespace {}", record.namespace))
+        } else if request.cluster_domain != record.cluster_domain || request.passthrough != record.passthrough {
+            Some(format!("cluster domain {} and passthrough {}", record.cluster_domain, record.passthrough))
         } else {
-            Err(DaemonError::Mismatch {
-                context: context.to_string(),
-                id: record.id.clone(),
-                listeners: listeners_text(record.socks, record.http),
-            })
+            None
+        };
+        match differs {
+            None => Ok(Some(status_of(managed))),
+            Some(differs) => {
+                Err(DaemonError::Mismatch { context: context.to_string(), id: record.id.clone(), differs })
+            }
         }
     }
 
@@ -393,6 +413,8 @@ impl Daemon {
         self.disconnect_all().await;
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // Nothing can have started since (`connect` checks `stopping`), but be sure.
+        self.disconnect_all().await;
         let _ = std::fs::remove_file(self.inner.state.socket());
         self.inner.lock.lock().unwrap().take();
         tracing::info!("kubesocks daemon stopped");
@@ -469,7 +491,11 @@ impl Daemon {
                     message: format!("this daemon serves uid {me} only, not uid {uid}"),
                 }
             }
-            _ => match tokio::time::timeout(REQUEST_TIMEOUT, crate::control::read_message(read)).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a control client whose user cannot be told");
+                Response::Error { kind: ErrorKind::Forbidden, message: format!("cannot tell who you are: {e}") }
+            }
+            Ok(_) => match tokio::time::timeout(REQUEST_TIMEOUT, crate::control::read_message(read)).await {
                 Err(_) => bad_request(format!("no request within {REQUEST_TIMEOUT:?}")),
                 Ok(Err(e)) => bad_request(format!("unreadable request: {e}")),
                 Ok(Ok(line)) => match serde_json::from_str::<Request>(&line) {

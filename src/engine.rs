@@ -133,8 +133,7 @@ pub struct Shared {
 
 impl Shared {
     /// Runs one client's work as part of this engine: drains wait for it, and
-    /// it is cut when a drain ends. It logs in the caller's span (the
-    /// connection's log file, under the daemon).
+    /// it is cut when a drain ends. It logs in the caller's tracing span.
     pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
         let cut = self.cut.clone();
         self.tasks.spawn(

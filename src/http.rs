@@ -33,7 +33,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     });
     let conn = hyper::server::conn::http1::Builder::new()
         // A client that stalls before finishing its request head is dropped,
-        // like a SOCKS client that stalls in its handshake.
+        // like a SOCKS client that stalls in its handshake. hyper applies the
+        // same limit to an idle keep-alive connection waiting for its next
+        // request; clients reconnect, as they do for any server's idle timeout.
         .timer(TokioTimer::new())
         .header_read_timeout(shared_timeout)
         .serve_connection(TokioIo::new(stream), service)

@@ -2,7 +2,7 @@
 //! way kubectl reads them, and a first request that proves the API server is
 //! reachable and accepts the credentials.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -181,9 +181,17 @@ pub fn to_text(kc: &Kubeconfig) -> String {
     serde_json::to_string_pretty(kc).expect("a kubeconfig serializes")
 }
 
-/// Reads one kubeconfig file.
-pub fn read_file(path: &Path) -> Result<Kubeconfig, KubeError> {
-    Kubeconfig::read_from(path).map_err(KubeError::Read)
+/// The API server URL of `context`, as the kubeconfig writes it.
+pub fn server_of(kc: &Kubeconfig, context: &str) -> String {
+    let cluster = kc.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| &c.cluster);
+    kc.clusters
+        .iter()
+        .find(|c| Some(&c.name) == cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// Every context the kubeconfig offers.
@@ -195,13 +203,7 @@ pub fn contexts(settings: &KubeSettings) -> Result<Vec<ContextInfo>, KubeError> 
         .iter()
         .map(|named| {
             let ctx = named.context.clone().unwrap_or_default();
-            let server = kc
-                .clusters
-                .iter()
-                .find(|c| c.name == ctx.cluster)
-                .and_then(|c| c.cluster.as_ref())
-                .and_then(|c| c.server.clone())
-                .unwrap_or_default();
+            let server = server_of(&kc, &named.name);
             ContextInfo {
                 name: named.name.clone(),
                 cluster: ctx.cluster.clone(),

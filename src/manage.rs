@@ -8,7 +8,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cli::{ConnectArgs, DisconnectArgs, Output, say};
 use crate::control::{
-    self, ConnectRequest, ConnectionStatus, ControlError, DEFAULT_HTTP_PORT, DEFAULT_SOCKS_PORT, Request, Response,
+    self, ConnectRequest, ConnectionStatus, ControlError, DEFAULT_HTTP_PORT, DEFAULT_SOCKS_PORT, ErrorKind, Request,
+    Response,
 };
 use crate::daemon::{Daemon, unix_now};
 use crate::engine::Listen;
@@ -57,11 +58,20 @@ pub async fn connect(state: &StateDir, kube: &KubeSettings, args: &ConnectArgs) 
         passthrough: args.resolve.passthrough,
     };
     ensure_daemon(state).await?;
-    let (connection, existing, example) =
-        match control::call(state, &Request::Connect(request), CONNECT_TIMEOUT).await? {
-            Response::Connected { connection, existing, example } => (connection, existing, example),
+    let request = Request::Connect(request);
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let (connection, existing, example) = loop {
+        match control::call(state, &request, CONNECT_TIMEOUT).await? {
+            Response::Connected { connection, existing, example } => break (connection, existing, example),
+            // Another client is connecting this context (or the daemon is
+            // stopping): its answer is worth waiting for.
+            Response::Error { kind: ErrorKind::Busy, .. } if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ensure_daemon(state).await?;
+            }
             other => return Err(refusal(other)),
-        };
+        }
+    };
     if existing {
         eprintln!("kubesocks: context {} is already connected; this is its connection", connection.context);
     }
@@ -268,7 +278,12 @@ async fn ensure_daemon(state: &StateDir) -> Result<()> {
             None => {}
             Some(c) => {
                 if let Some(status) = c.try_wait().ok().flatten() {
-                    bail!("the kubesocks daemon exited at start ({status}); see {}", log.display());
+                    // It may have lost a race with a daemon another client
+                    // started: then wait for that one.
+                    if DaemonLock::try_acquire(state)?.is_some() {
+                        bail!("the kubesocks daemon exited at start ({status}); see {}", log.display());
+                    }
+                    child = None;
                 }
             }
         }
@@ -294,6 +309,9 @@ fn spawn_daemon() -> Result<std::process::Child> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    // Not in the caller's working directory: it would keep it busy (e.g. an
+    // unmountable drive). Kubeconfig paths are absolute by then.
+    command.current_dir("/");
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         command.pre_exec(|| {

@@ -22,8 +22,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Listen;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot find a home directory for kubesocks' state; set KUBESOCKS_STATE_DIR")]
@@ -157,17 +155,17 @@ impl StateDir {
         }
     }
 
-    /// Deletes every record and kubeconfig left behind, returning the records.
-    /// Only call it while no daemon can be running (see [`DaemonLock`]).
+    /// Deletes every record and kubeconfig left behind, returning the
+    /// readable records. Only call it while no daemon can be running (see
+    /// [`DaemonLock`]): then everything in those directories is stale.
     pub fn remove_stale(&self) -> Vec<ConnectionRecord> {
         let records = self.records();
-        for record in &records {
-            self.remove_connection(&record.id);
-        }
-        // Kubeconfigs whose record was unreadable or never written.
-        if let Ok(entries) = std::fs::read_dir(self.kubeconfigs()) {
+        for dir in [self.connections(), self.kubeconfigs()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot delete");
+                }
             }
         }
         records
@@ -213,9 +211,11 @@ pub struct ConnectionRecord {
     pub source_kubeconfigs: Vec<PathBuf>,
     pub socks: Option<std::net::SocketAddr>,
     pub http: Option<std::net::SocketAddr>,
-    /// What was asked for, so the same request can be told from a different one.
-    pub requested_socks: Option<Listen>,
-    pub requested_http: Option<Listen>,
+    /// How names resolve, so a `connect` asking otherwise is told apart.
+    #[serde(default)]
+    pub cluster_domain: String,
+    #[serde(default)]
+    pub passthrough: bool,
     /// The process hosting the connection (the daemon or the tray app).
     pub pid: u32,
     pub log: PathBuf,

@@ -174,6 +174,16 @@ async fn two_contexts_get_their_own_ids_ports_and_namespaces() {
     let status = m.status().await;
     let ids: Vec<&Value> = status["connections"].as_array().unwrap().iter().map(|c| &c["id"]).collect();
     assert_eq!(ids, [&admin["id"], &team["id"]], "status lists both, oldest first");
+
+    // Each connection's log holds its own traffic and nothing of the other's.
+    let log = |c: &Value| std::fs::read_to_string(c["log"].as_str().unwrap()).unwrap();
+    let (admin_log, team_log) = (log(&admin), log(&team));
+    assert!(admin_log.contains(&format!("{}/{name}", ns.name)) && !admin_log.contains("team-a/"), "{admin_log}");
+    assert!(team_log.contains(&format!("team-a/{name}")) && !team_log.contains(&ns.name), "{team_log}");
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    std::fs::read_dir(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).next().is_none()
 }
 
 #[tokio::test]
@@ -228,6 +238,7 @@ async fn disconnect_all_and_quit_free_every_port_and_quit_ends_the_daemon() {
     for p in &all {
         assert!(port_is_free(*p), "{p} is free after disconnect --all");
     }
+    assert!(is_empty_dir(&m.state.join("connections")) && is_empty_dir(&m.state.join("kubeconfig")));
 
     let a = m.connect(&args("kubesocks-test")).await;
     let b = m.connect(&args("kubesocks-test-restricted")).await;
@@ -240,6 +251,8 @@ async fn disconnect_all_and_quit_free_every_port_and_quit_ends_the_daemon() {
     }
     support::wait_for("the daemon process to end", || async { (!alive(pid)).then_some(()) }).await;
     assert!(!m.state.join("control.sock").exists(), "the socket is removed");
+    assert!(is_empty_dir(&m.state.join("connections")), "no record is left");
+    assert!(is_empty_dir(&m.state.join("kubeconfig")), "no kubeconfig is left");
     let run = m.ok(&["status"]).await;
     assert!(run.stdout.contains("no kubesocks daemon is running"), "{}", run.stdout);
 }
@@ -266,9 +279,16 @@ async fn a_killed_daemon_is_reported_once_and_cleaned_up() {
 
     let second = m.ok(&["status"]).await;
     assert!(!second.stderr.contains(id), "reported only once: {}", second.stderr);
-    // And managed mode works again.
+    // Managed mode works again; and `connect` after a crash reports and cleans up too.
     let again = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
     assert_ne!(again["id"], conn["id"]);
+    let pid = m.daemon_pid().unwrap();
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    support::wait_for("the daemon to die", || async { (!alive(pid)).then_some(()) }).await;
+    let run = m.ok(&["--context", "kubesocks-test", "connect", "--listen-socks", "127.0.0.1:0"]).await;
+    let again_id = again["id"].as_str().unwrap();
+    assert!(run.stderr.contains(again_id) && run.stderr.contains("no longer running"), "{}", run.stderr);
+    assert!(run.stdout.contains("Connected kubesocks-test"), "{}", run.stdout);
 }
 
 #[tokio::test]
@@ -376,11 +396,20 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing() {
     assert_eq!(answer["kind"], "bad_request");
     still_there().await;
 
+    // The daemon checks IDs itself, whoever the client is.
+    let mut raw = tokio::net::UnixStream::connect(m.state.join("control.sock")).await.unwrap();
+    raw.write_all(b"{\"op\":\"disconnect\",\"id\":\"../../x\"}\n").await.unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.contains("bad_request") && answer.contains("not a connection ID"), "{answer}");
+
     // A second daemon refuses to start.
     let run = m.run(&["daemon"]).await;
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("already running"), "{}", run.stderr);
     still_there().await;
+    assert!(m.state.join("connections").join(format!("{id}.json")).exists(), "the record is kept");
+    assert!(m.state.join("kubeconfig").join(format!("{id}.yaml")).exists(), "the kubeconfig is kept");
 }
 
 #[tokio::test]
@@ -399,4 +428,15 @@ async fn a_control_socket_of_another_user_is_refused() {
         assert!(run.stderr.contains("owned by uid 65534"), "{args:?}: {}", run.stderr);
     }
     assert!(socket.exists(), "nothing is deleted");
+}
+
+#[tokio::test]
+async fn concurrent_connects_of_one_context_share_one_daemon_and_connection() {
+    let m = Managed::new("race");
+    let args = ["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"];
+    // Neither finds a daemon: both race to start one, and to connect the context.
+    let (a, b) = tokio::join!(m.connect(&args), m.connect(&args));
+    assert_eq!(a["id"], b["id"], "one connection for one context");
+    assert_eq!(a["pid"], b["pid"], "one daemon");
+    assert_eq!(m.status().await["connections"].as_array().unwrap().len(), 1);
 }
