@@ -235,7 +235,7 @@ pub async fn connect_to(kc: Kubeconfig, context: &str, namespace: Option<&str>) 
         config.default_namespace = ns.to_string();
     }
     let namespace = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(|source| KubeError::Client { server: server.clone(), source })?;
+    let client = client(config).map_err(|source| KubeError::Client { server: server.clone(), source })?;
     match tokio::time::timeout(API_TIMEOUT, client.apiserver_version()).await {
         Err(_) => Err(KubeError::Timeout { server }),
         Ok(Err(kube::Error::Api(status))) if status.code == 401 || status.code == 403 => {
@@ -244,4 +244,33 @@ pub async fn connect_to(kc: Kubeconfig, context: &str, namespace: Option<&str>) 
         Ok(Err(source)) => Err(KubeError::Unreachable { server, source }),
         Ok(Ok(_)) => Ok(Cluster { client, context, server, namespace }),
     }
+}
+
+/// kube's own client stack (base URI, retries, credentials, extra headers,
+/// timeouts) on a connector with `TCP_NODELAY`. Every port-forward is a new TLS
+/// connection, and without it the request that follows the TLS handshake
+/// waits for the server's delayed ACK: about 40 ms on each connection.
+fn client(config: Config) -> Result<Client, kube::Error> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use kube::client::ConfigExt as _;
+    use kube::client::retry::RetryPolicy;
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    let http_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, kube::client::Body>(connector);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.default_retry.then(|| tower::retry::RetryLayer::new(RetryPolicy::server_retry())))
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http_client);
+    Ok(Client::new(service, config.default_namespace))
 }
