@@ -1,0 +1,829 @@
+#!/usr/bin/env python3
+"""Runs the kubesocks benchmark: every workload against every mode, on the
+local test cluster, and prints the figures as Markdown tables and JSON.
+
+Called by tests/bench/run, which installs, builds and starts what this needs
+(the cluster, the release binaries, kubectl); see the README's Performance
+section. Standard library only.
+
+Modes: direct (the client talks to nginx on loopback), kubectl-ws and
+kubectl-spdy (`kubectl port-forward svc/...`), kube-rs-bare (the
+`bare_forward` example: one kube-rs port-forward per connection, nothing
+else), kubesocks (`proxy-out`, socks5h with the Service's DNS name). Every
+mode drives the same client (the `bench_client` example).
+
+Exit status 0 when every mode ran, whatever its figures; 1 when a mode could
+not run (the reason is printed and kept in the JSON).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MODES = ["direct", "kubectl-ws", "kubectl-spdy", "kube-rs-bare", "kubesocks"]
+REFERENCES = ["kubectl-ws", "direct"]
+SERVICE = "bench"
+BACKEND_PORT = 8080
+SERVICE_PORT = 80
+SMALL_BYTES = 100
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+# Resources a port-forwarding proxy reads or opens, for the API cost.
+API_RESOURCES = {"pods", "services", "endpointslices", "endpoints", "namespaces"}
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+class ModeFailed(Exception):
+    """A mode could not run; the message says why."""
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.ns = args.namespace
+        self.kubeconfig = args.kubeconfig
+        self.env = read_env(os.path.join(os.path.dirname(args.kubeconfig), "cluster.env"))
+        self.tmp = tempfile.mkdtemp(prefix="kubesocks-bench-")
+        self.backends = [f"{args.net}.1", f"{args.net}.2"]
+        self.pods = [
+            ("bench-0", self.env.get("KUBESOCKS_NODE_SPDY", "node-spdy"), self.backends[0]),
+            ("bench-1", self.env.get("KUBESOCKS_NODE_WS", "node-ws"), self.backends[1]),
+        ]
+        self.nginx = None
+        self.stub_log = os.path.join(self.env["KUBESOCKS_LOG_DIR"], "kubelet-stub.log")
+        self.clk_tck = os.sysconf("SC_CLK_TCK")
+
+    # ------------------------------------------------------------- helpers
+
+    def kubectl(self, *args, stdin=None, check=True, timeout=120):
+        cmd = [self.args.kubectl, "--kubeconfig", self.kubeconfig, *args]
+        p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise ModeFailed(f"`kubectl {' '.join(args)}` failed: {p.stderr.strip()}")
+        return p.stdout
+
+    def cluster_pid(self, name):
+        try:
+            with open(os.path.join(self.env["KUBESOCKS_PID_DIR"], f"{name}.pid")) as f:
+                pid = int(f.read().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def cpu_seconds(self, pid):
+        """utime + stime of a process (all its threads), or None if it is gone."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self.clk_tck
+
+    def nginx_pids(self):
+        if not self.nginx:
+            return []
+        pids = [self.nginx.pid]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.nginx.pid:
+                            pids.append(int(entry))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return pids
+
+    def cpu_snapshot(self, proxy):
+        """CPU seconds so far of every process on the path of a request."""
+        snap = {}
+        if proxy:
+            snap["proxy"] = self.cpu_seconds(proxy.pid)
+        for name, key in (("kube-apiserver", "apiserver"), ("kubelet-stub", "kubelet")):
+            pid = self.cluster_pid(name)
+            snap[key] = self.cpu_seconds(pid) if pid else None
+        snap["nginx"] = sum(self.cpu_seconds(p) or 0 for p in self.nginx_pids())
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        snap["client"] = usage.ru_utime + usage.ru_stime
+        return snap
+
+    def client(self, target, *command, timeout=900):
+        """Runs bench_client; returns its JSON. Its CPU shows in RUSAGE_CHILDREN."""
+        cmd = [self.args.client, *target, *command]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            raise ModeFailed(f"bench_client printed no result (exit {p.returncode}): {p.stderr.strip()}")
+
+    def api_counts(self):
+        """apiserver_request_total, summed by (resource, subresource, verb) for API_RESOURCES."""
+        text = self.kubectl("get", "--raw", "/metrics")
+        counts = {}
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            if labels.get("resource") not in API_RESOURCES:
+                continue
+            key = (labels["resource"], labels.get("subresource", ""), labels.get("verb", ""))
+            counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+        return counts
+
+    def stub_log_offset(self):
+        try:
+            return os.path.getsize(self.stub_log)
+        except OSError:
+            return 0
+
+    def stub_sessions(self, offset):
+        """Port-forward sessions and streams the stub kubelet served for our namespace since `offset`."""
+        sessions, streams = {}, 0
+        session_re = re.compile(rf"port-forward #\d+ {re.escape(self.ns)}/(\S+) via (\w+) \(node (\S+),")
+        stream_re = re.compile(rf"port-forward #\d+\.\d+ {re.escape(self.ns)}/\S+ port \d+ via \w+: connected to")
+        try:
+            with open(self.stub_log, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return {}, 0
+        for line in text.splitlines():
+            m = session_re.search(line)
+            if m:
+                key = f"{m.group(1)} via {m.group(2)} ({m.group(3)})"
+                sessions[key] = sessions.get(key, 0) + 1
+            elif stream_re.search(line):
+                streams += 1
+        return sessions, streams
+
+    # --------------------------------------------------------------- setup
+
+    def start_nginx(self):
+        www = os.path.join(self.tmp, "www")
+        os.makedirs(www)
+        os.makedirs(os.path.join(self.tmp, "temp"))
+        with open(os.path.join(www, "small"), "wb") as f:
+            f.write(b"kubesocks bench: the body of GET /small.\n".rjust(SMALL_BYTES, b"."))
+        # Random bytes: nothing on the way can compress them.
+        with open(os.path.join(www, "big"), "wb") as f:
+            for _ in range(self.args.bulk_mib):
+                f.write(os.urandom(MIB))
+        user = ""
+        if os.geteuid() == 0:
+            # nginx started by root drops its workers to an unprivileged user; they must read www.
+            os.chmod(self.tmp, 0o755)
+            group = "nogroup" if group_exists("nogroup") else "nobody"
+            user = f"user nobody {group};"
+        temp = os.path.join(self.tmp, "temp")
+        listen = "\n".join(f"        listen {ip}:{BACKEND_PORT};" for ip in self.backends)
+        conf = os.path.join(self.tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""# kubesocks bench: the pods' servers, one per backend IP.
+daemon off;
+{user}
+worker_processes auto;
+pid {self.tmp}/nginx.pid;
+error_log {self.tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    server {{
+{listen}
+        root {www};
+    }}
+}}
+""")
+        err = os.path.join(self.tmp, "nginx-error.log")
+        self.nginx = subprocess.Popen(
+            [self.args.nginx, "-p", self.tmp, "-c", conf, "-e", err],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.tmp, "nginx.out"), "w"),
+        )
+        deadline = time.time() + 15
+        while True:
+            if self.nginx.poll() is not None:
+                raise ModeFailed(
+                    f"nginx exited ({self.nginx.returncode}): {tail(err)} {tail(os.path.join(self.tmp, 'nginx.out'))}"
+                    f" (backend IPs {', '.join(self.backends)}; another benchmark running?"
+                    " KUBESOCKS_BENCH_NET picks others)"
+                )
+            if all(can_connect(ip, BACKEND_PORT) for ip in self.backends):
+                break
+            if time.time() > deadline:
+                raise ModeFailed(f"nginx does not accept on {self.backends} after 15 s: {tail(err)}")
+            time.sleep(0.05)
+        where = ", ".join(f"{ip}:{BACKEND_PORT}" for ip in self.backends)
+        log(f"nginx serving /small ({SMALL_BYTES} B) and /big ({self.args.bulk_mib} MiB) on {where}")
+
+    def stop_nginx(self):
+        if self.nginx and self.nginx.poll() is None:
+            self.nginx.terminate()
+            try:
+                self.nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                self.nginx.kill()
+                self.nginx.wait()
+
+    def create_workload(self):
+        if self.kubectl("get", "namespace", self.ns, "--ignore-not-found", "-o", "name").strip():
+            log(f"namespace {self.ns} is left over from an earlier run: deleting it")
+            self.kubectl("delete", "namespace", self.ns, "--wait=true", "--timeout=120s")
+        self.kubectl("create", "namespace", self.ns)
+        # Pods need the namespace's default ServiceAccount, made by its controller.
+        wait_until(f"ServiceAccount default in {self.ns}", lambda: self.kubectl(
+            "-n", self.ns, "get", "serviceaccount", "default", "--ignore-not-found", "-o", "name").strip())
+        items = [{
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": SERVICE, "namespace": self.ns},
+            "spec": {"selector": {"app": SERVICE},
+                     "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}]},
+        }]
+        for name, node, backend in self.pods:
+            items.append({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": self.ns, "labels": {"app": SERVICE},
+                             "annotations": {"kubesocks.test/backend": backend}},
+                "spec": {"nodeName": node, "containers": [{
+                    "name": "nginx", "image": "nginx",
+                    "ports": [{"name": "http", "containerPort": BACKEND_PORT}]}]},
+            })
+        self.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+        def ready_endpoints():
+            out = json.loads(self.kubectl("-n", self.ns, "get", "endpointslices", "-l",
+                                          f"kubernetes.io/service-name={SERVICE}", "-o", "json"))
+            ready = [e for s in out["items"] for e in s.get("endpoints") or []
+                     if (e.get("conditions") or {}).get("ready")]
+            return len(ready) == len(self.pods)
+
+        wait_until(f"{len(self.pods)} ready endpoints of Service {self.ns}/{SERVICE}", ready_endpoints)
+        log(f"Service {self.ns}/{SERVICE} :{SERVICE_PORT} -> " + ", ".join(
+            f"{name} ({node}, backend {b}:{BACKEND_PORT})" for name, node, b in self.pods))
+
+    def cleanup(self, keep_logs):
+        """Removes the temp dir; on failure keeps the logs there (not the big file)."""
+        if keep_logs:
+            shutil.rmtree(os.path.join(self.tmp, "www"), ignore_errors=True)
+            log(f"logs of the proxies and nginx kept in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def delete_workload(self):
+        self.kubectl("delete", "namespace", self.ns, "--ignore-not-found", "--wait=true", "--timeout=60s",
+                     check=False)
+
+    # ---------------------------------------------------------------- modes
+
+    def start_proxy(self, mode, port, logfile):
+        env = dict(os.environ)
+        if mode.startswith("kubectl-"):
+            env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "true" if mode == "kubectl-ws" else "false"
+            cmd = [self.args.kubectl, "--kubeconfig", self.kubeconfig, "-n", self.ns, "port-forward",
+                   "--address", "127.0.0.1", f"svc/{SERVICE}", f"{port}:{SERVICE_PORT}"]
+        elif mode == "kube-rs-bare":
+            env["KUBECONFIG"] = self.kubeconfig
+            cmd = [self.args.bare, "--listen", f"127.0.0.1:{port}", "--namespace", self.ns,
+                   "--pod", self.pods[0][0], "--port", str(BACKEND_PORT)]
+        elif mode == "kubesocks":
+            env["KUBESOCKS_STATE_DIR"] = os.path.join(self.tmp, "kubesocks-state")
+            cmd = [self.args.kubesocks, "--kubeconfig", self.kubeconfig, "proxy-out",
+                   "--listen-socks", f"127.0.0.1:{port}"]
+        else:
+            raise AssertionError(mode)
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT)
+
+    def target(self, mode, port):
+        if mode == "direct":
+            return ["--connect", f"{self.backends[0]}:{BACKEND_PORT}"]
+        if mode == "kubesocks":
+            return ["--connect", f"127.0.0.1:{port}",
+                    "--socks", f"{SERVICE}.{self.ns}.svc.cluster.local:{SERVICE_PORT}"]
+        return ["--connect", f"127.0.0.1:{port}"]
+
+    def wait_first_success(self, proxy, target, started_ns, log_path):
+        """Start-up: from spawning the proxy to the first complete proxied answer."""
+        waiter = subprocess.Popen([self.args.client, *target, "wait", "--within", str(self.args.startup_timeout)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while waiter.poll() is None:
+            if proxy and proxy.poll() is not None:
+                waiter.kill()
+                waiter.wait()
+                raise ModeFailed(f"the proxy exited ({proxy.returncode}) before serving a request; "
+                                 f"its output:\n{tail(log_path, 20)}")
+            time.sleep(0.02)
+        out, err = waiter.communicate()
+        try:
+            result = json.loads(out)
+        except ValueError:
+            raise ModeFailed(f"bench_client wait printed no result: {err.strip()}")
+        if "ok_unix_ns" not in result:
+            raise ModeFailed(f"no request succeeded within {self.args.startup_timeout} s; last error: "
+                             f"{result.get('last_error')}; proxy output:\n{tail(log_path, 20)}")
+        return (result["ok_unix_ns"] - started_ns) / 1e6, result["attempts"]
+
+    def run_mode(self, mode):
+        res = {"mode": mode}
+        proxy = None
+        port = free_port()
+        target = self.target(mode, port)
+        log_path = os.path.join(self.tmp, f"{mode}.log")
+        with open(log_path, "w") as logfile:
+            try:
+                stub_spawn = self.stub_log_offset()
+                started_ns = time.time_ns()
+                if mode != "direct":
+                    proxy = self.start_proxy(mode, port, logfile)
+                    res["command"] = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(proxy.args))
+                startup = self.wait_first_success(proxy, target, started_ns, log_path)
+                res["startup_ms"], res["startup_attempts"] = startup
+                if mode == "direct":
+                    res["startup_ms"] = None  # nothing to start
+                # Let the start-up's own work (first session, cache fills) finish.
+                time.sleep(1)
+                res["rss_start_mib"] = rss_mib(proxy.pid) if proxy else None
+                api0, stub0 = self.api_counts(), self.stub_log_offset()
+                connections = 0
+
+                cpu0 = self.cpu_snapshot(proxy)
+                bulk = self.client(target + ["--path", "/big", "--timeout", "600"],
+                                   "seq", "--count", str(self.args.bulk_runs))
+                cpu1 = self.cpu_snapshot(proxy)
+                connections += len(bulk["runs"])
+                ok = [r for r in bulk["runs"] if "error" not in r]
+                if not ok:
+                    raise ModeFailed(f"every bulk download failed: {bulk['runs'][0]['error']}")
+                moved = sum(r["bytes"] for r in ok)
+                res["bulk"] = {
+                    "runs_mib_s": [r["bytes"] / MIB / (r["ms"] / 1000) for r in ok],
+                    "errors": [r["error"] for r in bulk["runs"] if "error" in r],
+                    "bytes": moved,
+                }
+                res["bulk"]["median_mib_s"] = statistics.median(res["bulk"]["runs_mib_s"])
+                res["bulk"]["cpu_s_per_gib"] = per_unit(cpu0, cpu1, moved / GIB)
+
+                cpu0 = self.cpu_snapshot(proxy)
+                fresh = self.client(target, "seq", "--count", str(self.args.fresh))
+                cpu1 = self.cpu_snapshot(proxy)
+                connections += len(fresh["runs"])
+                res["fresh"] = latency_summary(fresh["runs"])
+                if res["fresh"]["ok"] == 0:
+                    raise ModeFailed(f"every fresh connection failed: {res['fresh']['first_error']}")
+                res["fresh"]["cpu_ms_per_conn"] = per_unit(cpu0, cpu1, len(fresh["runs"]) / 1000)
+
+                conc = self.client(target, "concurrent",
+                                   "--clients", str(self.args.clients), "--each", str(self.args.each))
+                connections += len(conc["runs"])
+                res["concurrent"] = latency_summary(conc["runs"])
+                res["concurrent"]["wall_s"] = conc["wall_s"]
+                res["rss_after_mib"] = rss_mib(proxy.pid) if proxy else None
+                if proxy and proxy.poll() is not None:
+                    raise ModeFailed(f"the proxy exited ({proxy.returncode}) during the workloads:\n"
+                                     f"{tail(log_path, 20)}")
+            finally:
+                if proxy:
+                    stop(proxy, signal.SIGINT if mode == "kubesocks" else signal.SIGTERM)
+        if "concurrent" in res:
+            # Port-forward requests are counted when they end: read after the proxy is gone.
+            time.sleep(1)
+            res["api"] = api_cost(api0, self.api_counts(), connections)
+            sessions, streams = self.stub_sessions(stub0)
+            # A tunnel opened at start-up serves the workloads too: name it from the whole run.
+            all_sessions, all_streams = self.stub_sessions(stub_spawn)
+            res["kubelet"] = {"sessions": all_sessions, "streams": all_streams,
+                              "sessions_per_conn": sum(sessions.values()) / connections,
+                              "streams_per_conn": streams / connections}
+            # A session is counted by the API server when it ends, so compare with every session since the spawn.
+            res["api"]["others_port_forwards"] = max(0, res["api"]["port_forward"] - sum(all_sessions.values()))
+            res["connections"] = connections
+        return res
+
+
+def api_cost(before, after, connections):
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    get_list = sum(v for (r, sub, verb), v in delta.items() if verb in ("GET", "LIST") and sub == "")
+    pf = sum(v for (r, sub, verb), v in delta.items() if r == "pods" and sub == "portforward")
+    # A watch is counted when it ends, not per connection: left out.
+    other = sum(v for (r, sub, verb), v in delta.items()
+                if verb != "WATCH" and not (verb in ("GET", "LIST") and sub == "") and sub != "portforward")
+    return {
+        "connections": connections,
+        "get_list": get_list,
+        "port_forward": pf,
+        "other_non_watch": other,
+        "get_list_per_conn": get_list / connections,
+        "port_forward_per_conn": pf / connections,
+        "per_conn": (get_list + pf) / connections,
+        "by_kind": {f"{verb} {r}{'/' + sub if sub else ''}": v for (r, sub, verb), v in sorted(delta.items()) if v},
+    }
+
+
+def per_unit(cpu0, cpu1, units):
+    out = {}
+    for key in cpu0:
+        if cpu0[key] is not None and cpu1.get(key) is not None and units > 0:
+            out[key] = (cpu1[key] - cpu0[key]) / units
+    return out
+
+
+def latency_summary(runs):
+    ok = sorted(r["ms"] for r in runs if "error" not in r)
+    errors = [r["error"] for r in runs if "error" in r]
+    out = {"count": len(runs), "ok": len(ok), "errors": len(errors), "first_error": errors[0] if errors else None}
+    if len(ok) >= 2:
+        q = statistics.quantiles(ok, n=100, method="inclusive")
+        out.update(p50_ms=q[49], p90_ms=q[89], p99_ms=q[98], max_ms=ok[-1], mean_ms=statistics.fmean(ok))
+    elif ok:
+        out.update(p50_ms=ok[0], p90_ms=ok[0], p99_ms=ok[0], max_ms=ok[0], mean_ms=ok[0])
+    return out
+
+
+# ------------------------------------------------------------------ report
+
+def fmt(v, digits=None):
+    if v is None:
+        return "–"
+    if digits is None:
+        digits = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2 if abs(v) >= 0.1 else 3
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def get(res, *path):
+    for p in path:
+        if not isinstance(res, dict) or res.get(p) is None:
+            return None
+        res = res[p]
+    return res
+
+
+# Figures compared across modes: (label, path into a mode's result).
+KEY_FIGURES = [
+    ("bulk MiB/s", ("bulk", "median_mib_s")),
+    ("fresh p50", ("fresh", "p50_ms")),
+    ("fresh p99", ("fresh", "p99_ms")),
+    ("concurrency wall", ("concurrent", "wall_s")),
+    ("proxy CPU/GiB", ("bulk", "cpu_s_per_gib", "proxy")),
+    ("start-up", ("startup_ms",)),
+]
+
+
+def markdown(report):
+    results = {r["mode"]: r for r in report["results"]}
+    a = report["workloads"]
+    conc = f"{a['clients']}×{a['each']}"
+    lines = []
+    lines.append(f"| mode | start-up ms | bulk MiB/s (median of {a['bulk_runs']}) | proxy CPU s/GiB "
+                 f"| fresh conn p50 / p90 / p99 ms | {conc} wall s | {conc} errors "
+                 f"| RSS start → after MiB | API req/conn: get+list, port-forward |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for mode in report["modes"]:
+        r = results.get(mode)
+        if not r or "concurrent" not in r:
+            lines.append(f"| {mode} | could not run: {(r or {}).get('error', 'not run').splitlines()[0]} |||||||| ")
+            continue
+        f = r["fresh"]
+        c = r["concurrent"]
+        rss = "–" if r["rss_start_mib"] is None else f"{fmt(r['rss_start_mib'], 1)} → {fmt(r['rss_after_mib'], 1)}"
+        api = r["api"]
+        lines.append(
+            f"| {mode} | {fmt(r['startup_ms'], 0)} | {fmt(r['bulk']['median_mib_s'], 0)} "
+            f"| {fmt(get(r, 'bulk', 'cpu_s_per_gib', 'proxy'))} "
+            f"| {fmt(f.get('p50_ms'))} / {fmt(f.get('p90_ms'))} / {fmt(f.get('p99_ms'))} "
+            f"| {fmt(c['wall_s'])} | {c['errors']} | {rss} "
+            f"| {api['get_list_per_conn']:.2f}, {api['port_forward_per_conn']:.2f} |"
+        )
+    lines.append("")
+    lines.append("Ratios, each cell *mode ÷ kubectl-ws* / *mode ÷ direct* "
+                 "(MiB/s: higher is better; times, CPU: lower is better):")
+    lines.append("")
+    lines.append("| mode | " + " | ".join(label.replace("concurrency", conc) for label, _ in KEY_FIGURES) + " |")
+    lines.append("|---|" + "---|" * len(KEY_FIGURES))
+    for mode in report["modes"]:
+        r = results.get(mode)
+        if not r or "concurrent" not in r:
+            continue
+        cells = []
+        for _, path in KEY_FIGURES:
+            rs = [ratio(get(r, *path), get(results.get(ref, {}), *path)) for ref in REFERENCES]
+            cells.append(" / ".join("–" if x is None else f"{x:.2f}×" if x >= 0.1 else f"{x:.3f}×" for x in rs))
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Where the CPU goes (bulk: CPU s per GiB moved; fresh: CPU ms per connection), per process:")
+    lines.append("")
+    parts = ["proxy", "apiserver", "kubelet", "nginx", "client"]
+    lines.append("| mode | bulk: " + " / ".join(parts) + " | fresh: " + " / ".join(parts) + " |")
+    lines.append("|---|---|---|")
+    for mode in report["modes"]:
+        r = results.get(mode)
+        if not r or "concurrent" not in r:
+            continue
+        b = " / ".join(fmt(r["bulk"]["cpu_s_per_gib"].get(p)) for p in parts)
+        fr = " / ".join(fmt(r["fresh"]["cpu_ms_per_conn"].get(p)) for p in parts)
+        lines.append(f"| {mode} | {b} | {fr} |")
+    return "\n".join(lines)
+
+
+def goals(report):
+    results = {r["mode"]: r for r in report["results"] if "concurrent" in r}
+    ks, ws, bare = results.get("kubesocks"), results.get("kubectl-ws"), results.get("kube-rs-bare")
+    conc = f"{report['workloads']['clients']}×{report['workloads']['each']}"
+    out = []
+    if ks and ws:
+        x = ks["bulk"]["median_mib_s"] / ws["bulk"]["median_mib_s"]
+        figures = f"{x:.2f}× ({fmt(ks['bulk']['median_mib_s'], 0)} vs {fmt(ws['bulk']['median_mib_s'], 0)} MiB/s)"
+        out.append(("bulk ≥ 1.0× kubectl-ws", x >= 1.0, figures))
+    if ks and bare:
+        over = [
+            ("bulk MiB/s", bare["bulk"]["median_mib_s"] / ks["bulk"]["median_mib_s"] - 1),
+            ("proxy CPU s/GiB", ks["bulk"]["cpu_s_per_gib"]["proxy"] / bare["bulk"]["cpu_s_per_gib"]["proxy"] - 1),
+            ("fresh p50", ks["fresh"]["p50_ms"] / bare["fresh"]["p50_ms"] - 1),
+            (f"{conc} wall", ks["concurrent"]["wall_s"] / bare["concurrent"]["wall_s"] - 1),
+        ]
+        out.append(("engine overhead ≤ 5 % against kube-rs bare", all(o <= 0.05 for _, o in over),
+                    ", ".join(f"{name} {o * 100:+.1f} %" for name, o in over)))
+    if ks:
+        api = ks["api"]
+        control = ""
+        if "direct" in results:
+            control = f" (direct-mode window, no proxy: {results['direct']['api']['get_list']:.0f})"
+        out.append(("0 list/get requests per connection after warm-up", api["get_list_per_conn"] < 0.005,
+                    f"{api['get_list']:.0f} GET/LIST in {api['connections']} connections"
+                    f" = {api['get_list_per_conn']:.3f}/conn" + control))
+        c = ks["concurrent"]
+        out.append((f"0 errors at {conc}", c["errors"] == 0,
+                    f"{c['errors']} errors" + (f" (first: {c['first_error']})" if c["errors"] else "")))
+    return out
+
+
+def notes(report):
+    results = {r["mode"]: r for r in report["results"] if "concurrent" in r}
+    out = []
+    for mode, r in results.items():
+        if r["kubelet"]["sessions"]:
+            sess = ", ".join(f"{n}× {k}" for k, n in r["kubelet"]["sessions"].items())
+            out.append(f"{mode}: the stub kubelet served {sess}, {r['kubelet']['streams']} streams, "
+                       f"for {r['connections']} connections and the start-up probe")
+        if r["api"]["others_port_forwards"]:
+            out.append(f"{mode}: {r['api']['others_port_forwards']:.0f} port-forwards by other clients of the"
+                       " shared cluster fell in its window")
+    return out
+
+
+# ------------------------------------------------------------------- utils
+
+def read_env(path):
+    env = {}
+    with open(path) as f:
+        for line in f:
+            if "=" in line and not line.startswith("#"):
+                k, v = line.strip().split("=", 1)
+                env[k] = v.strip("'\"")
+    return env
+
+
+def group_exists(name):
+    import grp
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def can_connect(ip, port):
+    try:
+        with socket.create_connection((ip, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, probe, timeout=60):
+    deadline = time.time() + timeout
+    while not probe():
+        if time.time() > deadline:
+            raise ModeFailed(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def stop(proc, sig):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tail(path, n=5):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:]).strip()
+    except OSError:
+        return ""
+
+
+def command_out(*cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": command_out("sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"),
+    }
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def versions(bench, args):
+    kubectl = json.loads(bench.kubectl("version", "--client", "-o", "json"))["clientVersion"]["gitVersion"]
+    server = json.loads(bench.kubectl("get", "--raw", "/version"))["gitVersion"]
+    rev = command_out("git", "-C", args.repo, "describe", "--always", "--dirty", "--abbrev=12")
+    return {
+        "kubesocks": rev,
+        "kubectl": kubectl,
+        "apiserver": server,
+        "nginx": command_out(args.nginx, "-v").replace("nginx version: ", ""),
+        "rustc": command_out("rustc", "-V"),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--kubectl", required=True)
+    p.add_argument("--kubesocks", required=True)
+    p.add_argument("--bare", required=True, help="the bare_forward example binary")
+    p.add_argument("--client", required=True, help="the bench_client example binary")
+    p.add_argument("--nginx", default="nginx")
+    p.add_argument("--repo", default=".")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--namespace", default="kubesocks-bench")
+    p.add_argument("--net", default="127.0.3", help="/24 prefix of the two backend IPs")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--bulk-mib", type=int, default=256)
+    p.add_argument("--bulk-runs", type=int, default=3)
+    p.add_argument("--fresh", type=int, default=300)
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--each", type=int, default=20)
+    p.add_argument("--startup-timeout", type=float, default=60)
+    args = p.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        p.error(f"unknown modes {sorted(unknown)}; known: {MODES}")
+
+    bench = Bench(args)
+    started = datetime.datetime.now().astimezone()
+    report = {
+        "date": started.isoformat(timespec="seconds"),
+        "modes": modes,
+        "workloads": {"bulk_mib": args.bulk_mib, "bulk_runs": args.bulk_runs, "fresh": args.fresh,
+                      "clients": args.clients, "each": args.each},
+        "machine": machine(),
+        "load_before": loadavg(),
+        "results": [],
+        "api_counted": ("apiserver_request_total deltas over each mode's workloads (after start-up, until the proxy "
+                        "has exited), for resources " + ", ".join(sorted(API_RESOURCES)) + ": GET and LIST, and "
+                        "CONNECT pods/portforward; WATCH left out (counted when a watch ends). The metric has no "
+                        "namespace label: requests by other clients of the shared cluster in the same window "
+                        "count too."),
+    }
+    failed = []
+    try:
+        report["versions"] = versions(bench, args)
+        bench.start_nginx()
+        bench.create_workload()
+        for mode in modes:
+            log(f"{mode}: running")
+            try:
+                res = bench.run_mode(mode)
+            except (ModeFailed, subprocess.TimeoutExpired, OSError) as e:
+                res = {"mode": mode, "error": str(e)}
+                failed.append(mode)
+                log(f"{mode}: COULD NOT RUN: {e}")
+            else:
+                log(f"{mode}: bulk {fmt(res['bulk']['median_mib_s'], 0)} MiB/s, fresh p50 "
+                    f"{fmt(res['fresh'].get('p50_ms'))} ms, {args.clients}×{args.each} "
+                    f"{fmt(res['concurrent']['wall_s'])} s "
+                    f"({res['concurrent']['errors']} errors), start-up {fmt(res['startup_ms'], 0)} ms")
+            report["results"].append(res)
+    except ModeFailed as e:
+        log(f"set-up failed: {e}")
+        report["setup_error"] = str(e)
+    finally:
+        bench.stop_nginx()
+        bench.delete_workload()
+        bench.cleanup(keep_logs=bool(failed) or "setup_error" in report)
+    report["load_after"] = loadavg()
+    report["goals"] = [{"goal": g, "met": m, "figures": f} for g, m, f in goals(report)]
+    report["notes"] = notes(report)
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    json_path = os.path.join(args.out_dir, f"bench-{stamp}.json")
+    md_path = os.path.join(args.out_dir, f"bench-{stamp}.md")
+    m = report["machine"]
+    v = report.get("versions", {})
+    text = "\n".join([
+        f"kubesocks benchmark, {report['date']}",
+        "",
+        markdown(report),
+        "",
+        "Goals for kubesocks:",
+        *[f"- [{'x' if g['met'] else ' '}] {g['goal']}: {g['figures']}" for g in report["goals"]],
+        "",
+        "Notes:",
+        *[f"- {n}" for n in report["notes"]],
+        f"- API requests counted: {report['api_counted']}",
+        f"- workloads: bulk {args.bulk_runs} × {args.bulk_mib} MiB; fresh {args.fresh} sequential connections, "
+        f"GET /small ({SMALL_BYTES} B); concurrency {args.clients} clients × {args.each} sequential connections; "
+        "every request on a new TCP connection, HTTP/1.0, read to the end",
+        "",
+        f"Versions: kubesocks {v.get('kubesocks')}, kubectl {v.get('kubectl')}, kube-apiserver {v.get('apiserver')} "
+        f"(stub kubelet), nginx {v.get('nginx')}, {v.get('rustc')}",
+        f"Machine: {m['cores']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, {m['os']}, Linux {m['kernel']}; "
+        f"load average {report['load_before']} before, {report['load_after']} after",
+    ])
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=2)
+    with open(md_path, "w") as f:
+        f.write(text + "\n")
+    print(text)
+    print(f"\nJSON: {json_path}\nMarkdown: {md_path}")
+    if "setup_error" in report:
+        print(f"\nFAILED: set-up: {report['setup_error']}", file=sys.stderr)
+        return 1
+    if failed:
+        for r in report["results"]:
+            if "error" in r:
+                print(f"\nFAILED: mode {r['mode']} could not run: {r['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
