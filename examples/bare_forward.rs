@@ -2,7 +2,9 @@
 //! connection gets its own `pods/portforward` session to one fixed pod port,
 //! and bytes are copied both ways. No SOCKS, no name resolution, no caches,
 //! no failover. `tests/bench/run` measures kubesocks against it, so what
-//! kubesocks adds on top of kube-rs is visible on its own.
+//! kubesocks adds on top of kube-rs is visible on its own. The kube client is
+//! built by kubesocks' own `kubeconfig::connect`, so both talk to the API
+//! server over the same connections and only the engine differs.
 //!
 //! ```sh
 //! KUBECONFIG=... cargo run --release --example bare_forward -- \
@@ -14,7 +16,8 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, Client};
+use kube::Api;
+use kubesocks::kubeconfig::{KubeSettings, connect};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Parser)]
@@ -35,8 +38,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let client = Client::try_default().await.context("no usable kubeconfig (KUBECONFIG or ~/.kube/config)")?;
-    let pods: Api<Pod> = Api::namespaced(client, &args.namespace);
+    let cluster = connect(&KubeSettings::default()).await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client, &args.namespace);
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("bare_forward: {} -> pod {}/{} port {}", listener.local_addr()?, args.namespace, args.pod, args.port);
     loop {
