@@ -1,0 +1,142 @@
+// Draws the context rows. A row is redrawn only when its shape changed;
+// counters are updated in place, so a switch is never replaced under the pointer.
+
+import { h, icon } from "./dom";
+import { connectionUrl, counterFields, rowShapeKey, switchedOn, uptime, type Row } from "./model";
+
+export interface RowActions {
+  toggle(row: Row, on: boolean): void;
+  copy(url: string): void;
+}
+
+const STATE_LABEL: Record<Row["state"], string> = {
+  off: "Off",
+  connecting: "Connecting…",
+  on: "Connected",
+  failing: "Connected, with errors",
+  failed: "Could not connect",
+};
+
+// Clipped boxes (dd, code) hold their text in an inner span: WebDriver's
+// visibility check counts text directly inside an overflow-hidden box as hidden.
+function fact(label: string, field: string, value: string): HTMLElement {
+  return h("div", { class: "fact" }, h("dt", {}, label), h("dd", {}, h("span", { "data-field": field }, value)));
+}
+
+function drawRow(row: Row, actions: RowActions, now: number): HTMLElement {
+  const toggle = h("input", {
+    type: "checkbox",
+    role: "switch",
+    class: "switch-input",
+    "aria-label": `Connect ${row.name}`,
+    "data-action": "toggle",
+    checked: switchedOn(row.state),
+    disabled: row.state === "connecting",
+  });
+  toggle.addEventListener("change", () => actions.toggle(row, toggle.checked));
+
+  const title = h(
+    "div",
+    { class: "row-title" },
+    h("span", { class: "name", "data-field": "name" }, row.name),
+    row.current && h("span", { class: "badge" }, "current"),
+    !row.inKubeconfig && h("span", { class: "badge muted" }, "other kubeconfig"),
+  );
+  const sub = h(
+    "div",
+    { class: "row-sub" },
+    h("span", { "data-field": "server" }, row.server || "no server"),
+    h("span", { class: "sep" }, "·"),
+    h("span", {}, "namespace "),
+    h("span", { "data-field": "namespace" }, row.namespace),
+  );
+  const main = h(
+    "div",
+    { class: "row-main" },
+    h("span", { class: "dot", title: STATE_LABEL[row.state] }),
+    h("div", { class: "row-text" }, title, sub),
+    h(
+      "span",
+      { class: "state-label", "data-field": "state" },
+      row.state === "connecting" ? h("span", { class: "spinner" }) : null,
+      STATE_LABEL[row.state],
+    ),
+    h("label", { class: "switch" }, toggle, h("span", { class: "slider" })),
+  );
+
+  const el = h("div", { class: `row state-${row.state}`, "data-context": row.name }, main);
+  const c = row.connection;
+  if (c) {
+    const url = connectionUrl(c);
+    const counters = counterFields(c);
+    const facts = h(
+      "dl",
+      { class: "facts" },
+      fact("ID", "id", c.id),
+      fact("SOCKS", "socks", c.socks ?? "—"),
+      fact("HTTP", "http", c.http ?? "—"),
+      fact("Active", "active", counters.active),
+      fact("Total", "total", counters.total),
+      fact("Sent", "bytes-up", counters["bytes-up"]),
+      fact("Received", "bytes-down", counters["bytes-down"]),
+      fact("Up", "uptime", uptime(c.started_at, now)),
+    );
+    const copy = h("button", { class: "button", "data-action": "copy", disabled: !url }, icon("copy"), "Copy socks5h URL");
+    copy.addEventListener("click", () => url && actions.copy(url));
+    const urlText = h("span", { "data-field": "url" }, url ?? "no SOCKS listener");
+    const urlLine = h("div", { class: "url-line" }, h("code", {}, urlText), copy);
+    el.append(h("div", { class: "row-detail" }, facts, urlLine));
+  }
+  if (row.error) {
+    const when = c?.last_error ? new Date(c.last_error.at * 1000) : null;
+    el.append(
+      h(
+        "div",
+        { class: "row-error", "data-field": "error", role: "alert" },
+        icon("warning"),
+        h("span", {}, row.error),
+        when && !Number.isNaN(when.getTime()) ? h("time", {}, when.toLocaleTimeString()) : null,
+      ),
+    );
+  }
+  el.dataset.startedAt = c ? String(c.started_at) : "";
+  return el;
+}
+
+/** Keeps `container`'s children in step with `rows`, redrawing only changed rows. */
+export function renderRows(container: HTMLElement, rows: Row[], actions: RowActions, now: number): void {
+  const existing = new Map<string, HTMLElement>();
+  for (const child of Array.from(container.children)) {
+    if (child instanceof HTMLElement && child.dataset.context) existing.set(child.dataset.context, child);
+  }
+  let previous: Element | null = null;
+  for (const row of rows) {
+    const key = rowShapeKey(row);
+    let el = existing.get(row.name);
+    existing.delete(row.name);
+    if (!el || el.dataset.key !== key) {
+      const fresh = drawRow(row, actions, now);
+      fresh.dataset.key = key;
+      if (el) el.replaceWith(fresh);
+      el = fresh;
+    } else if (row.connection) {
+      for (const [field, text] of Object.entries(counterFields(row.connection))) {
+        const target = el.querySelector<HTMLElement>(`[data-field="${field}"]`);
+        if (target && target.textContent !== text) target.textContent = text;
+      }
+    }
+    const expectedPosition: ChildNode | null = previous ? previous.nextSibling : container.firstChild;
+    if (expectedPosition !== el) container.insertBefore(el, expectedPosition);
+    previous = el;
+  }
+  for (const stale of existing.values()) stale.remove();
+}
+
+/** Advances the uptime shown in connected rows (local clock; the counters come pushed). */
+export function tickUptimes(container: HTMLElement, now: number): void {
+  for (const el of Array.from(container.querySelectorAll<HTMLElement>(".row[data-started-at]"))) {
+    const started = el.dataset.startedAt;
+    const field = el.querySelector<HTMLElement>('[data-field="uptime"]');
+    if (started && field) field.textContent = uptime(Number(started), now);
+  }
+}
