@@ -1,0 +1,231 @@
+//! The daemon the app hosts in-process: the same [`Daemon`] as `kubesocks
+//! daemon`, serving the control socket, so `kubesocks connect/status/...`
+//! in a terminal drive this app. This module is the app's only contact with
+//! it: it turns the app's settings into connect requests and merges the
+//! daemon's pushed connection list with the app's own connect attempts into
+//! one [`Live`] stream for the window and the tray.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kubesocks::control::{ConnectRequest, loopback};
+use kubesocks::daemon::{Daemon, DaemonError};
+use kubesocks::engine::Listen;
+use kubesocks::kubeconfig::{self, ContextInfo, KubeSettings};
+use kubesocks::state::StateDir;
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use kubesocks::control::ConnectionStatus;
+
+use crate::settings::Settings;
+
+/// What the hosting program is called in `kubesocks status`.
+const HOST_NAME: &str = "kubesocks-tray";
+
+/// A connect started from the app that has not produced a connection yet, or failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    pub context: String,
+    /// None while under way; the reason once it failed.
+    pub error: Option<String>,
+}
+
+/// Everything live, as pushed to the window and the tray.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Live {
+    pub connections: Vec<ConnectionStatus>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// The kubeconfig's contexts as the window lists them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Contexts {
+    pub contexts: Vec<ContextInfo>,
+    pub kubeconfig_error: Option<String>,
+    /// The files they come from, for display (`~/.kube/config`).
+    pub kubeconfig: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Host {
+    daemon: Daemon,
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+    live: watch::Sender<Live>,
+}
+
+impl Host {
+    /// Becomes the daemon of the state directory. Fails when another daemon
+    /// (a headless `kubesocks daemon`, or another tray) already serves it.
+    pub async fn start() -> Result<Host, HostError> {
+        let state = StateDir::locate().map_err(|e| HostError::Daemon(e.into()))?;
+        let daemon = Daemon::start(state, HOST_NAME).await.map_err(HostError::Daemon)?;
+        let host = Host { daemon, attempts: Arc::default(), live: watch::Sender::new(Live::default()) };
+        host.publish();
+        let follower = host.clone();
+        let mut updates = host.daemon.watch();
+        tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                follower.publish();
+            }
+        });
+        Ok(host)
+    }
+
+    /// The live picture, re-sent on every change.
+    pub fn live(&self) -> watch::Receiver<Live> {
+        self.live.subscribe()
+    }
+
+    pub fn current(&self) -> Live {
+        self.live.borrow().clone()
+    }
+
+    fn publish(&self) {
+        let connections = self.daemon.status();
+        let mut attempts = self.attempts.lock().unwrap();
+        // A failure is moot once the context is connected (from a terminal, say).
+        attempts.retain(|a| a.error.is_none() || !connections.iter().any(|c| c.context == a.context));
+        let live = Live { connections, attempts: attempts.clone() };
+        drop(attempts);
+        self.live.send_if_modified(|current| {
+            let changed = *current != live;
+            *current = live;
+            changed
+        });
+    }
+
+    fn set_attempt(&self, context: &str, attempt: Option<Attempt>) {
+        {
+            let mut attempts = self.attempts.lock().unwrap();
+            attempts.retain(|a| a.context != context);
+            attempts.extend(attempt);
+        }
+        self.publish();
+    }
+
+    /// Connects `context` with the listeners and domain of `settings`; returns
+    /// the new connection, or the one the context already has.
+    pub async fn connect(&self, context: &str, settings: &Settings) -> Result<ConnectionStatus, String> {
+        self.set_attempt(context, Some(Attempt { context: context.into(), error: None }));
+        let request = ConnectRequest {
+            kubeconfigs: Vec::new(),
+            context: Some(context.into()),
+            namespace: None,
+            socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
+            http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
+            cluster_domain: settings.cluster_domain.clone(),
+            passthrough: false,
+        };
+        match self.daemon.connect(request).await {
+            Ok(outcome) => {
+                self.set_attempt(context, None);
+                Ok(outcome.connection)
+            }
+            Err(e) => {
+                let message = error_text(&e);
+                self.set_attempt(context, Some(Attempt { context: context.into(), error: Some(message.clone()) }));
+                Err(message)
+            }
+        }
+    }
+
+    /// Stops a connection; its ports are free when this returns.
+    pub async fn disconnect(&self, id: &str) -> Result<(), String> {
+        self.daemon.disconnect(id).await.map(|_| ()).map_err(|e| error_text(&e))
+    }
+
+    /// Stops the context's connection, or forgets its failed attempt.
+    pub async fn disconnect_context(&self, context: &str) -> Result<(), String> {
+        let ids: Vec<String> =
+            self.daemon.status().into_iter().filter(|c| c.context == context).map(|c| c.id).collect();
+        self.set_attempt(context, None);
+        for id in ids {
+            self.disconnect(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves when a client asked the daemon to quit (`kubesocks quit`).
+    pub async fn quit_requested(&self) {
+        self.daemon.quit_requested().await
+    }
+
+    /// Stops every proxy and the control socket.
+    pub async fn shutdown(&self) {
+        self.daemon.shutdown().await
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.daemon.state().logs()
+    }
+}
+
+/// The contexts of the kubeconfig the app was started with (`$KUBECONFIG`,
+/// else `~/.kube/config`), read afresh.
+pub fn contexts() -> Contexts {
+    let settings = KubeSettings::default();
+    let home = std::env::home_dir();
+    let kubeconfig =
+        settings.sources().unwrap_or_default().iter().map(|p| tilde(p, home.as_deref())).collect::<Vec<_>>();
+    match kubeconfig::contexts(&settings) {
+        Ok(contexts) => Contexts { contexts, kubeconfig_error: None, kubeconfig },
+        Err(e) => Contexts { contexts: Vec::new(), kubeconfig_error: Some(error_text(&e)), kubeconfig },
+    }
+}
+
+/// `path` with the home directory written as `~`.
+fn tilde(path: &std::path::Path, home: Option<&std::path::Path>) -> String {
+    match home.and_then(|h| path.strip_prefix(h).ok()) {
+        Some(rest) => format!("~/{}", rest.display()),
+        None => path.display().to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot start the kubesocks daemon: {}", error_text(.0))]
+    Daemon(#[source] DaemonError),
+}
+
+/// An error and its sources in one line, as the window and notifications show it.
+pub fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn paths_under_home_are_shown_with_a_tilde() {
+        let home = Some(Path::new("/home/ada"));
+        assert_eq!(tilde(Path::new("/home/ada/.kube/config"), home), "~/.kube/config");
+        assert_eq!(tilde(Path::new("/etc/kube/config"), home), "/etc/kube/config");
+        assert_eq!(tilde(Path::new("/home/adam/config"), home), "/home/adam/config");
+        assert_eq!(tilde(Path::new("/home/ada/c"), None), "/home/ada/c");
+    }
+
+    #[test]
+    fn error_text_joins_the_sources_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(error_text(&e), "outer: inner");
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot start")]
+        struct Plain(#[source] std::io::Error);
+        assert_eq!(error_text(&Plain(std::io::Error::other("denied"))), "cannot start: denied");
+    }
+}

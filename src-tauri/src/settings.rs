@@ -1,0 +1,145 @@
+//! The tray's settings: what new connections listen on and resolve with, and
+//! whether the app starts at login. Kept as JSON in the config directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// First SOCKS port tried; the next free one is taken when it is busy.
+    pub socks_port: u16,
+    /// Serve an HTTP proxy too, from this port on.
+    pub http_port: Option<u16>,
+    pub cluster_domain: String,
+    pub start_at_login: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            socks_port: kubesocks::control::DEFAULT_SOCKS_PORT,
+            http_port: None,
+            cluster_domain: "cluster.local".into(),
+            start_at_login: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("port 0 is not a port; use 1 to 65535")]
+    ZeroPort,
+    #[error("the SOCKS and HTTP proxies need different ports")]
+    SamePort,
+    #[error("{0:?} is not a DNS domain (letters, digits, '-' and '.', e.g. cluster.local)")]
+    Domain(String),
+}
+
+impl Settings {
+    /// The settings as saved: checked, the domain trimmed and lower-cased.
+    pub fn validated(mut self) -> Result<Settings, SettingsError> {
+        if self.socks_port == 0 || self.http_port == Some(0) {
+            return Err(SettingsError::ZeroPort);
+        }
+        if self.http_port == Some(self.socks_port) {
+            return Err(SettingsError::SamePort);
+        }
+        let domain = self.cluster_domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
+            return Err(SettingsError::Domain(self.cluster_domain));
+        }
+        self.cluster_domain = domain;
+        Ok(self)
+    }
+}
+
+/// Where the settings live: `<config dir>/kubesocks/tray.json`.
+pub fn path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "kubesocks").map(|d| d.config_dir().join("tray.json"))
+}
+
+/// The saved settings; defaults when there are none or they are unreadable
+/// (then the reason is logged and the file is left for the user to inspect).
+pub fn load(path: &Path) -> Settings {
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the settings; using defaults");
+            Settings::default()
+        }
+        Ok(bytes) => match serde_json::from_slice::<Settings>(&bytes).map(Settings::validated) {
+            Ok(Ok(settings)) => settings,
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "invalid settings; using defaults");
+                Settings::default()
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable settings; using defaults");
+                Settings::default()
+            }
+        },
+    }
+}
+
+pub fn save(path: &Path, settings: &Settings) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write then rename, so a crash never leaves half a file.
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(settings).expect("settings serialize"))?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_socks_on_1080_and_cluster_local() {
+        let s = Settings::default();
+        assert_eq!(
+            (s.socks_port, s.http_port, s.cluster_domain.as_str(), s.start_at_login),
+            (1080, None, "cluster.local", false)
+        );
+    }
+
+    #[test]
+    fn validation_normalises_the_domain_and_rejects_nonsense() {
+        let ok = Settings { cluster_domain: " Corp.Example. ".into(), ..Settings::default() }.validated().unwrap();
+        assert_eq!(ok.cluster_domain, "corp.example");
+        for bad in ["", ".", "a..b", "-a.b", "a b", "a_b.c", "ünï.code"] {
+            let s = Settings { cluster_domain: bad.into(), ..Settings::default() };
+            assert_eq!(s.validated(), Err(SettingsError::Domain(bad.into())), "{bad:?}");
+        }
+        let zero = Settings { socks_port: 0, ..Settings::default() };
+        assert_eq!(zero.validated(), Err(SettingsError::ZeroPort));
+        let same = Settings { http_port: Some(1080), ..Settings::default() };
+        assert_eq!(same.validated(), Err(SettingsError::SamePort));
+    }
+
+    #[test]
+    fn settings_round_trip_through_the_file_and_survive_a_broken_one() {
+        let dir = std::env::temp_dir().join(format!("kubesocks-settings-{}", std::process::id()));
+        let path = dir.join("nested/tray.json");
+        assert_eq!(load(&path), Settings::default(), "missing file: defaults");
+        let s =
+            Settings { socks_port: 1999, http_port: Some(3128), cluster_domain: "c.l".into(), start_at_login: true };
+        save(&path, &s).unwrap();
+        assert_eq!(load(&path), s);
+        std::fs::write(&path, b"{not json").unwrap();
+        assert_eq!(load(&path), Settings::default());
+        std::fs::write(&path, br#"{"socks_port": 2000}"#).unwrap();
+        assert_eq!(load(&path).socks_port, 2000, "missing fields take defaults");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
