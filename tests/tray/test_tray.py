@@ -1,0 +1,306 @@
+"""End-to-end tests of the kubesocks tray app and the binaries of its .deb.
+
+The window tests run in order against one app session: they drive the real
+app in a real WebKit window (Xvfb, tauri-driver, WebKitWebDriver), with a
+kubeconfig of two contexts of the local test cluster, and check each step
+against the world outside the window: curl through the shown URL, the CLI
+through the control socket, the listening ports, the tray item on D-Bus.
+"""
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from conftest import curl, free_port, kubesocks, port_is_free, status_json, wait_for
+
+ADMIN = "kubesocks-test"
+RESTRICTED = "kubesocks-test-restricted"
+DEMO_URL = "http://productpage.default.svc.cluster.local:9080/"
+
+
+# --- the package -------------------------------------------------------------
+
+
+def test_the_deb_installs_the_tray_app_and_the_headless_cli():
+    deb = os.environ.get("KUBESOCKS_DEB")
+    assert deb and Path(deb).is_file(), f"KUBESOCKS_DEB={deb!r} is not a file: run through tests/tray/run"
+    listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
+    paths = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
+    assert "/usr/bin/kubesocks-tray" in paths, listing
+    assert "/usr/bin/kubesocks" in paths, listing
+    assert any(p.startswith("/usr/share/applications/") and p.endswith(".desktop") for p in paths), listing
+    assert any(p.startswith("/usr/share/icons/hicolor/") and p.endswith(".png") for p in paths), listing
+    fields = subprocess.run(["dpkg-deb", "-f", deb, "Package", "Depends"], capture_output=True, text=True, check=True)
+    assert "Package: kubesocks" in fields.stdout
+    assert "libwebkit2gtk-4.1" in fields.stdout, fields.stdout
+
+
+def test_the_headless_cli_in_the_deb_links_no_gui_library(binaries):
+    libs = subprocess.run(["ldd", binaries["cli"]], capture_output=True, text=True, check=True).stdout
+    for gui in ("libgtk", "libwebkit", "libgdk"):
+        assert gui not in libs, f"{binaries['cli']} links {gui}:\n{libs}"
+
+
+# --- headless mode of the tray binary -----------------------------------------
+
+
+def test_the_tray_binary_runs_proxy_out_without_a_display(binaries, cluster, home):
+    env = dict(home["env"])
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"):
+        env.pop(var, None)
+    port = free_port()
+    proc = subprocess.Popen(
+        [binaries["tray"], "--kubeconfig", str(cluster["admin"]), "proxy-out", "--listen-socks", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = wait_for("proxy-out to print its URL", lambda: _read_until(proc, "SOCKS5 proxy:"), timeout=60)
+        assert f"socks5h://127.0.0.1:{port}" in line
+        answer = curl(DEMO_URL, f"socks5h://127.0.0.1:{port}")
+        assert answer.startswith("hello from productpage-v1-"), answer
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+def _read_until(proc, marker):
+    assert proc.poll() is None, f"exited with {proc.returncode}: {proc.stderr.read()}"
+    line = proc.stdout.readline()
+    return line if marker in line else None
+
+
+# --- the window ----------------------------------------------------------------
+
+
+def type_into(element, text):
+    element.clear()
+    element.send_keys(text)
+
+
+def row(driver, context):
+    return driver.find_element(By.CSS_SELECTOR, f'.row[data-context="{context}"]')
+
+
+def field(driver, context, name):
+    return row(driver, context).find_element(By.CSS_SELECTOR, f'[data-field="{name}"]').text
+
+
+def click_switch(driver, context):
+    # The checkbox is transparent over the drawn switch: click it as a user would.
+    switch = row(driver, context).find_element(By.CSS_SELECTOR, 'input[data-action="toggle"]')
+    driver.execute_script("arguments[0].click()", switch)
+
+
+def connected_state(driver, context):
+    return "state-on" in row(driver, context).get_attribute("class")
+
+
+def test_the_window_lists_every_context_of_the_kubeconfig(driver, cluster):
+    wait_for("the window to load", lambda: driver.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
+    names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, '.row [data-field="name"]')]
+    assert names == [ADMIN, RESTRICTED]
+    server = cluster["env"]["KUBESOCKS_APISERVER"]
+    assert field(driver, ADMIN, "server") == server
+    assert field(driver, ADMIN, "namespace") == "default"
+    assert field(driver, RESTRICTED, "namespace") == cluster["env"]["KUBESOCKS_RESTRICTED_NAMESPACE"]
+    assert driver.find_element(By.ID, "headline").text == "Not connected"
+    assert not connected_state(driver, ADMIN)
+
+
+def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, home, state):
+    socks_port, http_port = free_port(), free_port()
+    driver.find_element(By.ID, "open-settings").click()
+    type_into(driver.find_element(By.ID, "socks-port"), str(socks_port))
+    driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "http-enabled"))
+    type_into(driver.find_element(By.ID, "http-port"), str(http_port))
+    driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "start-at-login"))
+    driver.find_element(By.ID, "save-settings").click()
+    wait_for("the settings page to close", lambda: driver.find_element(By.ID, "settings-view").get_attribute("hidden") is not None)
+    saved = home["dirs"]["config"] / "kubesocks" / "tray.json"
+    assert f'"socks_port": {socks_port}' in saved.read_text()
+    assert f'"http_port": {http_port}' in saved.read_text()
+    # The autostart plugin writes ~/.config/autostart whatever XDG_CONFIG_HOME says.
+    autostart = list((home["dirs"]["home"] / ".config" / "autostart").glob("*.desktop"))
+    assert autostart, "start at login wrote no autostart entry"
+    entry = autostart[0].read_text()
+    assert "kubesocks-tray" in entry and "--background" in entry, entry
+    state["socks_port"] = socks_port
+    state["http_port"] = http_port
+
+
+def test_switching_a_context_on_connects_it(driver, state):
+    click_switch(driver, ADMIN)
+    conn_id = wait_for("a connection ID in the row", lambda: re.fullmatch(r"[0-9a-f]{8}", field(driver, ADMIN, "id")), timeout=60)
+    state["id"] = conn_id.group(0)
+    assert field(driver, ADMIN, "socks") == f"127.0.0.1:{state['socks_port']}"
+    assert field(driver, ADMIN, "http") == f"127.0.0.1:{state['http_port']}"
+    assert field(driver, ADMIN, "url") == f"socks5h://127.0.0.1:{state['socks_port']}"
+    assert connected_state(driver, ADMIN)
+    assert driver.find_element(By.ID, "headline").text == "1 context connected"
+
+
+def test_curl_through_the_shown_url_reaches_the_demo_pod_and_the_counters_move(driver, state):
+    url = field(driver, ADMIN, "url")
+    answer = curl(DEMO_URL, url)
+    assert answer.startswith("hello from productpage-v1-"), answer
+    # Pushed by the app about once a second; nothing here reloads the page.
+    wait_for("the total to count the request", lambda: field(driver, ADMIN, "total") == "1", timeout=15)
+    answer = curl(DEMO_URL, "http://" + field(driver, ADMIN, "http"))
+    assert answer.startswith("hello from productpage-v1-"), answer
+    wait_for("the total to count the HTTP request", lambda: field(driver, ADMIN, "total") == "2", timeout=15)
+    received = wait_for("received bytes", lambda: (t := field(driver, ADMIN, "bytes-down")) != "0 B" and t, timeout=15)
+    assert re.fullmatch(r"\d+(\.\d)? (B|KiB)", received), received
+
+
+def test_the_cli_lists_the_same_connection_through_the_socket(binaries, app_env, state):
+    status = status_json(binaries, app_env)
+    assert status["daemon"]["host"] == "kubesocks-tray", status["daemon"]
+    [conn] = status["connections"]
+    assert conn["id"] == state["id"]
+    assert conn["context"] == ADMIN
+    assert conn["socks"] == f"127.0.0.1:{state['socks_port']}"
+    assert conn["http"] == f"127.0.0.1:{state['http_port']}"
+    assert conn["total_connections"] >= 2
+
+
+def test_a_connection_started_from_the_terminal_shows_in_the_window(driver, binaries, app_env, cluster):
+    out = kubesocks(binaries, app_env, "--context", RESTRICTED, "connect", "--socks", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    conn_id = re.search(r'"id": "([0-9a-f]{8})"', out.stdout).group(1)
+    wait_for("the terminal's connection in the window", lambda: field(driver, RESTRICTED, "id") == conn_id, timeout=10)
+    assert connected_state(driver, RESTRICTED)
+    assert driver.find_element(By.ID, "headline").text == "2 contexts connected"
+    out = kubesocks(binaries, app_env, "disconnect", conn_id)
+    assert out.returncode == 0, out.stderr
+    wait_for("the row to switch off", lambda: "state-off" in row(driver, RESTRICTED).get_attribute("class"), timeout=10)
+
+
+def test_the_copy_button_puts_the_url_on_the_clipboard(driver, app_env, state):
+    row(driver, ADMIN).find_element(By.CSS_SELECTOR, '[data-action="copy"]').click()
+    expected = f"socks5h://127.0.0.1:{state['socks_port']}"
+    assert wait_for("the URL on the clipboard", lambda: clipboard(app_env) == expected, timeout=10)
+
+
+def test_the_tray_menu_offers_the_contexts_and_the_url(app_env, state):
+    menu = wait_for("the tray menu on the session bus", lambda: tray_menu(app_env), timeout=20)
+    assert menu["items"][ADMIN]["toggle-state"] == "1", menu
+    assert menu["items"][RESTRICTED]["toggle-state"] == "0", menu
+    assert f"    Copy socks5h://127.0.0.1:{state['socks_port']}" in menu["items"], menu
+    assert "Open kubesocks" in menu["items"] and "Quit" in menu["items"], menu
+    assert menu["items"]["Connected: " + ADMIN]["enabled"] == "false", menu
+
+
+def test_the_tray_menu_connects_and_disconnects_a_context(driver, app_env):
+    tray_click(app_env, RESTRICTED)
+    conn_id = wait_for("the tray's connection in the window", lambda: re.fullmatch(r"[0-9a-f]{8}", field(driver, RESTRICTED, "id")), timeout=30)
+    assert wait_for("the tray item checked", lambda: tray_menu(app_env)["items"][RESTRICTED]["toggle-state"] == "1")
+    assert conn_id
+    tray_click(app_env, RESTRICTED)
+    wait_for("the row to switch off", lambda: "state-off" in row(driver, RESTRICTED).get_attribute("class"), timeout=15)
+    assert wait_for("the tray item unchecked", lambda: tray_menu(app_env)["items"][RESTRICTED]["toggle-state"] == "0")
+
+
+def test_the_window_screenshot_shows_a_connected_context(driver, state):
+    target = Path(os.environ.get("KUBESOCKS_SCREENSHOT", Path(state["root"]) / "tray-window.png"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    wait_for("the toast to fade", lambda: "visible" not in driver.find_element(By.ID, "toast").get_attribute("class"))
+    png = driver.get_screenshot_as_png()
+    assert png.startswith(b"\x89PNG"), "not a PNG"
+    target.write_bytes(png)
+    width = int.from_bytes(png[16:20], "big")
+    height = int.from_bytes(png[20:24], "big")
+    assert width >= 500 and height >= 350, (width, height)
+    print(f"screenshot: {target}")
+
+
+def test_switching_it_off_frees_the_port(driver, binaries, app_env, state):
+    click_switch(driver, ADMIN)
+    wait_for("the row to switch off", lambda: "state-off" in row(driver, ADMIN).get_attribute("class"), timeout=15)
+    assert port_is_free(state["socks_port"]), f"port {state['socks_port']} still taken"
+    assert status_json(binaries, app_env)["connections"] == []
+    assert driver.find_element(By.ID, "headline").text == "Not connected"
+
+
+def test_kubesocks_quit_stops_the_app_and_its_proxies(driver, binaries, app_env, home):
+    click_switch(driver, ADMIN)
+    wait_for("a connection", lambda: connected_state(driver, ADMIN), timeout=60)
+    port = int(field(driver, ADMIN, "socks").rsplit(":", 1)[1])
+    pid = status_json(binaries, app_env)["daemon"]["pid"]
+    assert Path(f"/proc/{pid}/exe").resolve() == binaries["tray"].resolve(), "the daemon is the tray app"
+    out = kubesocks(binaries, app_env, "quit")
+    assert out.returncode == 0, out.stderr
+    socket_path = home["dirs"]["kubesocks-state"] / "control.sock"
+    wait_for("the control socket to go", lambda: not socket_path.exists(), timeout=20)
+    wait_for("the proxy port to be freed", lambda: port_is_free(port), timeout=10)
+    wait_for("the app process to exit", lambda: not alive(pid), timeout=20)
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def state(home):
+    """What one step of the window tests leaves for the next."""
+    return {"root": str(home["root"])}
+
+
+def gdbus_call(env, dest, path, method, *args):
+    out = subprocess.run(
+        ["gdbus", "call", "--session", "--dest", dest, "--object-path", path, "--method", method, "--", *args],
+        env=env, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, f"gdbus {method} failed: {out.stderr}"
+    return out.stdout
+
+
+def tray_item_name(env):
+    names = gdbus_call(env, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus.ListNames")
+    match = re.search(r"'(org\.kde\.StatusNotifierItem-\d+-\d+)'", names)
+    return match.group(1) if match else None
+
+
+def tray_menu(env):
+    """The tray item's menu as dbusmenu serves it: {label: {property: value}} plus the item's bus name."""
+    name = tray_item_name(env)
+    if not name:
+        return None
+    layout = gdbus_call(env, name, "/MenuBar", "com.canonical.dbusmenu.GetLayout", "0", "-1", "[]")
+    items = {}
+    for item_id, props in re.findall(r"<\((\d+), \{([^}]*)\}", layout):
+        fields = dict(re.findall(r"'([a-z-]+)': <'?([^'>]*)'?>", props))
+        fields["id"] = item_id
+        if "label" in fields:
+            items[fields["label"]] = fields
+    return {"name": name, "items": items}
+
+
+def tray_click(env, label):
+    menu = tray_menu(env)
+    assert menu and label in menu["items"], f"no tray menu item {label!r}: {menu}"
+    gdbus_call(env, menu["name"], "/MenuBar", "com.canonical.dbusmenu.Event", menu["items"][label]["id"], "clicked", '<"">', "0")
+
+
+def clipboard(env):
+    out = subprocess.run(["xclip", "-o", "-selection", "clipboard"], env=env, capture_output=True, text=True, timeout=5)
+    return out.stdout if out.returncode == 0 else None
+
+
+def alive(pid):
+    """Running, not exited (an exited child stays a zombie until its parent reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
