@@ -272,7 +272,9 @@ impl Handle {
 /// all; a desktop without a tray host yet still gets the item, which shows up
 /// when a host starts.
 pub async fn spawn(actions: UnboundedSender<Action>) -> Option<Handle> {
-    let shown = Arc::new(AtomicBool::new(false));
+    // Shown until told otherwise: ksni reports a missing host (during spawn,
+    // or later) through watcher_offline, and only a return through watcher_online.
+    let shown = Arc::new(AtomicBool::new(true));
     let tray = Tray {
         entries: Vec::new(),
         state: State::Idle,
