@@ -6,8 +6,10 @@ WebKitWebDriver).
 Nothing is skipped: a missing tool fails the test that needs it, naming it.
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -112,6 +114,12 @@ def home(cluster, tmp_path_factory):
     restricted = kube / "restricted.kubeconfig"
     shutil.copy(cluster["admin"], admin)
     shutil.copy(cluster["restricted"], restricted)
+    # A third context whose API server does not answer: nothing listens on its port.
+    unreachable = kube / "unreachable.kubeconfig"
+    unreachable_port = free_port()
+    text = cluster["admin"].read_text().replace("kubesocks-test", "kubesocks-unreachable")
+    text = re.sub(r"server: https://[^\s]+", f"server: https://127.0.0.1:{unreachable_port}", text)
+    unreachable.write_text(re.sub(r"(?m)^current-context:.*$", "", text))
     env = {
         key: value
         for key, value in os.environ.items()
@@ -125,7 +133,7 @@ def home(cluster, tmp_path_factory):
         XDG_CACHE_HOME=str(dirs["cache"]),
         XDG_RUNTIME_DIR=str(dirs["runtime"]),
         KUBESOCKS_STATE_DIR=str(dirs["kubesocks-state"]),
-        KUBECONFIG=f"{admin}:{restricted}",
+        KUBECONFIG=f"{admin}:{restricted}:{unreachable}",
         SHELL="/bin/sh",
         NO_AT_BRIDGE="1",
         # Software rendering: there is no GPU under Xvfb.
@@ -133,7 +141,7 @@ def home(cluster, tmp_path_factory):
         LIBGL_ALWAYS_SOFTWARE="1",
         RUST_LOG="warn,kubesocks=info,kubesocks_tray=info",
     )
-    return {"env": env, "dirs": dirs, "root": root}
+    return {"env": env, "dirs": dirs, "root": root, "unreachable_port": unreachable_port}
 
 
 @pytest.fixture(scope="session")
@@ -178,39 +186,48 @@ def app_env(home, display, session_bus):
     return env
 
 
-@pytest.fixture(scope="session")
-def driver(binaries, app_env, home):
-    """The tray app in a WebKit window, driven through tauri-driver."""
+@contextlib.contextmanager
+def app_session(binaries, env, log_path):
+    """The tray app in a WebKit window, driven through tauri-driver; it quits at the end."""
     tauri_driver = need_tool("tauri-driver", "tests/setup installs it into $KUBESOCKS_CACHE/tools/bin")
     need_tool("WebKitWebDriver", "install Debian's webkit2gtk-driver (tests/setup does)")
     port, native_port = free_port(), free_port()
-    log = open(home["root"] / "tauri-driver.log", "w")
-    proc = subprocess.Popen(
-        [tauri_driver, "--port", str(port), "--native-port", str(native_port)],
-        env=app_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [tauri_driver, "--port", str(port), "--native-port", str(native_port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
 
-    def driver_up():
-        assert proc.poll() is None, f"tauri-driver exited ({proc.returncode}); see {log.name}"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
-            return r.status == 200
+            def driver_up():
+                assert proc.poll() is None, f"tauri-driver exited ({proc.returncode}); see {log_path}"
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
+                    return r.status == 200
 
-    wait_for("tauri-driver to answer", driver_up, timeout=30)
-    options = ArgOptions()
-    options.set_capability("browserName", "wry")
-    options.set_capability("tauri:options", {"application": str(binaries["tray"])})
-    connection = RemoteConnection(client_config=ClientConfig(remote_server_addr=f"http://127.0.0.1:{port}"))
-    session = webdriver.Remote(command_executor=connection, options=options)
-    session.implicitly_wait(0)
-    yield session
-    try:
-        session.quit()
-    except Exception:
-        pass  # the app may have quit already (the last test asks it to)
-    stop(proc)
-    log.close()
+            wait_for("tauri-driver to answer", driver_up, timeout=30)
+            options = ArgOptions()
+            options.set_capability("browserName", "wry")
+            options.set_capability("tauri:options", {"application": str(binaries["tray"])})
+            connection = RemoteConnection(client_config=ClientConfig(remote_server_addr=f"http://127.0.0.1:{port}"))
+            session = webdriver.Remote(command_executor=connection, options=options)
+            session.implicitly_wait(0)
+            try:
+                yield session
+            finally:
+                try:
+                    session.quit()
+                except Exception:
+                    pass  # the app may have quit already (a test asks it to)
+        finally:
+            stop(proc)
+
+
+@pytest.fixture(scope="session")
+def driver(binaries, app_env, home):
+    with app_session(binaries, app_env, home["root"] / "tauri-driver.log") as session:
+        yield session
 
 
 def kubesocks(binaries, env, *args, timeout=60):

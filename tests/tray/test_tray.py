@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 
-from conftest import curl, free_port, kubesocks, port_is_free, status_json, wait_for
+from conftest import app_session, curl, free_port, kubesocks, port_is_free, status_json, wait_for
 
 ADMIN = "kubesocks-test"
 RESTRICTED = "kubesocks-test-restricted"
+UNREACHABLE = "kubesocks-unreachable"
 DEMO_URL = "http://productpage.default.svc.cluster.local:9080/"
 
 
@@ -30,7 +31,7 @@ def test_the_deb_installs_the_tray_app_and_the_headless_cli():
     deb = os.environ.get("KUBESOCKS_DEB")
     assert deb and Path(deb).is_file(), f"KUBESOCKS_DEB={deb!r} is not a file: run through tests/tray/run"
     listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
-    paths = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
+    paths = {"/" + line.split()[-1].removeprefix("./") for line in listing.splitlines()}
     assert "/usr/bin/kubesocks-tray" in paths, listing
     assert "/usr/bin/kubesocks" in paths, listing
     assert any(p.startswith("/usr/share/applications/") and p.endswith(".desktop") for p in paths), listing
@@ -111,13 +112,15 @@ def connected_state(driver, context):
 def test_the_window_lists_every_context_of_the_kubeconfig(driver, cluster):
     wait_for("the window to load", lambda: driver.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
     names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, '.row [data-field="name"]')]
-    assert names == [ADMIN, RESTRICTED]
+    assert names == [ADMIN, RESTRICTED, UNREACHABLE]
     server = cluster["env"]["KUBESOCKS_APISERVER"]
     assert field(driver, ADMIN, "server") == server
     assert field(driver, ADMIN, "namespace") == "default"
     assert field(driver, RESTRICTED, "namespace") == cluster["env"]["KUBESOCKS_RESTRICTED_NAMESPACE"]
     assert driver.find_element(By.ID, "headline").text == "Not connected"
     assert not connected_state(driver, ADMIN)
+    background = driver.execute_script("return getComputedStyle(document.documentElement).backgroundColor")
+    assert background == "rgb(244, 245, 247)", f"light palette expected, got {background}"
 
 
 def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, home, state):
@@ -213,10 +216,18 @@ def test_the_tray_menu_connects_and_disconnects_a_context(driver, app_env):
     assert wait_for("the tray item unchecked", lambda: tray_menu(app_env)["items"][RESTRICTED]["toggle-state"] == "0")
 
 
-def test_the_window_screenshot_shows_a_connected_context(driver, state):
-    target = Path(os.environ.get("KUBESOCKS_SCREENSHOT", Path(state["root"]) / "tray-window.png"))
+def test_a_second_start_hands_over_to_the_running_app(binaries, app_env, driver):
+    pid = status_json(binaries, app_env)["daemon"]["pid"]
+    second = subprocess.run([binaries["tray"]], env=app_env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert status_json(binaries, app_env)["daemon"]["pid"] == pid, "the first app still hosts the daemon"
+    assert connected_state(driver, ADMIN)
+
+
+def screenshot(driver, target: Path):
+    """Saves the window (once no toast covers it) and checks it is a real picture of it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    wait_for("the toast to fade", lambda: "visible" not in driver.find_element(By.ID, "toast").get_attribute("class"))
+    wait_for("the toast to fade", lambda: driver.execute_script("return getComputedStyle(document.getElementById('toast')).opacity") == "0")
     png = driver.get_screenshot_as_png()
     assert png.startswith(b"\x89PNG"), "not a PNG"
     target.write_bytes(png)
@@ -226,12 +237,33 @@ def test_the_window_screenshot_shows_a_connected_context(driver, state):
     print(f"screenshot: {target}")
 
 
+def screenshot_path(state, suffix=""):
+    chosen = os.environ.get("KUBESOCKS_SCREENSHOT")
+    base = Path(chosen) if chosen else Path(state["root"]) / "tray-window.png"
+    return base.with_name(base.stem + suffix + base.suffix)
+
+
+def test_the_window_screenshot_shows_a_connected_context(driver, state):
+    screenshot(driver, screenshot_path(state))
+
+
+def test_a_failed_connect_shows_its_reason_in_the_window_and_the_tray(driver, app_env, home):
+    click_switch(driver, UNREACHABLE)
+    wait_for("the row to show the failure", lambda: "state-failed" in row(driver, UNREACHABLE).get_attribute("class"), timeout=30)
+    error = row(driver, UNREACHABLE).find_element(By.CSS_SELECTOR, '[data-field="error"]').text
+    assert f"127.0.0.1:{home['unreachable_port']}" in error, error
+    assert field(driver, UNREACHABLE, "state") == "Could not connect"
+    assert driver.find_element(By.ID, "headline").text == "1 context connected · 1 with errors"
+    menu = wait_for("the tray to mark it", lambda: (m := tray_menu(app_env)) and UNREACHABLE + " (error)" in m["items"] and m)
+    assert menu["items"][UNREACHABLE + " (error)"]["toggle-state"] == "0", menu
+
+
 def test_switching_it_off_frees_the_port(driver, binaries, app_env, state):
     click_switch(driver, ADMIN)
     wait_for("the row to switch off", lambda: "state-off" in row(driver, ADMIN).get_attribute("class"), timeout=15)
     assert port_is_free(state["socks_port"]), f"port {state['socks_port']} still taken"
     assert status_json(binaries, app_env)["connections"] == []
-    assert driver.find_element(By.ID, "headline").text == "Not connected"
+    assert driver.find_element(By.ID, "headline").text == "Not connected · a connect failed"
 
 
 def test_kubesocks_quit_stops_the_app_and_its_proxies(driver, binaries, app_env, home):
@@ -246,6 +278,20 @@ def test_kubesocks_quit_stops_the_app_and_its_proxies(driver, binaries, app_env,
     wait_for("the control socket to go", lambda: not socket_path.exists(), timeout=20)
     wait_for("the proxy port to be freed", lambda: port_is_free(port), timeout=10)
     wait_for("the app process to exit", lambda: not alive(pid), timeout=20)
+
+
+def test_dark_mode_follows_the_desktop(binaries, app_env, home, state):
+    env = dict(app_env, GTK_THEME="Adwaita:dark")
+    with app_session(binaries, env, home["root"] / "tauri-driver-dark.log") as dark:
+        wait_for("the window to load", lambda: dark.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
+        assert dark.execute_script("return matchMedia('(prefers-color-scheme: dark)').matches") is True
+        click_switch(dark, ADMIN)
+        wait_for("a connection", lambda: connected_state(dark, ADMIN), timeout=60)
+        background = dark.execute_script("return getComputedStyle(document.documentElement).backgroundColor")
+        assert background == "rgb(26, 28, 32)", background
+        screenshot(dark, screenshot_path(state, "-dark"))
+        out = kubesocks(binaries, app_env, "quit")
+        assert out.returncode == 0, out.stderr
 
 
 # --- helpers ---------------------------------------------------------------------
