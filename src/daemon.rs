@@ -25,6 +25,7 @@ use crate::control::{
     ConnectRequest, ConnectionStatus, DaemonInfo, ErrorKind, ErrorReport, Request, Response, is_valid_id,
 };
 use crate::engine::{Engine, EngineError, Listen, ProxyConfig};
+use crate::error_chain;
 use crate::kubeconfig::{self, KubeError, KubeSettings};
 use crate::state::{ConnectionRecord, DaemonLock, StateDir, StateError};
 
@@ -93,20 +94,6 @@ impl DaemonError {
     fn response(&self) -> Response {
         Response::Error { kind: self.kind(), message: error_chain(self) }
     }
-}
-
-/// An error and its sources, in one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text = format!("{text}: {part}");
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// What a `connect` produced.

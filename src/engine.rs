@@ -153,15 +153,7 @@ impl Shared {
 
     /// Logs a connection kubesocks could not make, and keeps it as the last error.
     pub(crate) fn refused(&self, conn: u64, target: &str, e: &DialError) {
-        let mut chain = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !chain.contains(&text) {
-                chain = format!("{chain}: {text}");
-            }
-            source = s.source();
-        }
+        let chain = crate::error_chain(e);
         tracing::warn!(conn, target, reason = %chain, "connection not forwarded");
         self.stats.record_error(format!("{target}: {chain}"));
     }

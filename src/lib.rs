@@ -36,3 +36,18 @@ pub mod resolve;
 pub mod socks;
 pub mod state;
 pub mod stats;
+
+/// An error and its sources in one line (`a: b: c`), skipping a source whose
+/// text its parent already includes. For logs, `status` and the tray.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    text
+}

@@ -189,18 +189,7 @@ pub enum HostError {
 }
 
 /// An error and its sources in one line, as the window and notifications show it.
-pub fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text = format!("{text}: {part}");
-        }
-        source = s.source();
-    }
-    text
-}
+pub use kubesocks::error_chain as error_text;
 
 #[cfg(test)]
 mod tests {
