@@ -193,6 +193,10 @@ async fn proxy_out(cli: &Cli, args: &ProxyOutArgs) -> Result<()> {
         auth: args.auth.clone(),
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
     };
+    // Take over Ctrl-C before saying it stops the proxy: a SIGINT in between
+    // would otherwise end the process at once.
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
     let engine = Engine::start(cluster, config).await.context("cannot start the proxy")?;
 
     let socks = engine.socks_addr().expect("proxy-out always listens for SOCKS");
@@ -208,7 +212,7 @@ async fn proxy_out(cli: &Cli, args: &ProxyOutArgs) -> Result<()> {
     say!("Or for a whole shell: export ALL_PROXY={socks_url}");
     say!("Ctrl-C stops the proxy.");
 
-    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    interrupt.recv().await;
     eprintln!("stopping: open connections get {}s to finish", args.drain_seconds);
     engine.shutdown(Duration::from_secs(args.drain_seconds)).await;
     Ok(())

@@ -165,7 +165,17 @@ mod tests {
             .unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&shell, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let got = login_shell_path(&shell, Duration::from_secs(5));
+        // Another test thread forking while the script was being written can
+        // hold its write handle for a moment, and exec then fails with "text
+        // file busy": ask again a few times before judging.
+        let mut got = None;
+        for _ in 0..10 {
+            got = login_shell_path(&shell, Duration::from_secs(5));
+            if got.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         assert_eq!(got, Some(OsString::from("/from/the/login/shell:/usr/bin")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
