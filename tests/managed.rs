@@ -140,6 +140,17 @@ async fn service_in(namespace: &str, name: &str, who: &str) -> (Backend, impl As
     (backend, cleanup)
 }
 
+/// A Service `<test>-svc` in a namespace of the test's own (deleted with it),
+/// served by a backend called `test`: `(namespace, backend, url)`. Tests make
+/// their own targets: the demo objects exist only after `tests/cluster/up --demo`.
+async fn own_service(test: &str) -> (TestNamespace, Backend, String) {
+    let ns = TestNamespace::new(test).await;
+    let name = format!("{test}-svc");
+    let (backend, _) = service_in(&ns.name, &name, test).await;
+    let url = format!("http://{name}.{}/", ns.name);
+    (ns, backend, url)
+}
+
 /// curl through a SOCKS URL until it answers (new pods take a moment to get endpoints).
 async fn answer_via(socks_url: &str, url: &str) -> String {
     support::wait_for(&format!("{url} through {socks_url}"), || async {
@@ -189,6 +200,7 @@ fn is_empty_dir(path: &Path) -> bool {
 #[tokio::test]
 async fn files_are_private_while_up_and_disconnect_keeps_only_the_log() {
     let m = Managed::new("files");
+    let (ns, _backend, url) = own_service("files").await;
     let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
     let id = conn["id"].as_str().unwrap();
     let kubeconfig = PathBuf::from(conn["kubeconfig"].as_str().unwrap());
@@ -212,14 +224,15 @@ async fn files_are_private_while_up_and_disconnect_keeps_only_the_log() {
     let text = std::fs::read_to_string(&kubeconfig).unwrap();
     assert!(!text.contains("kubesocks-test-restricted"), "only its own context is kept");
 
-    answer_via(conn["socks_url"].as_str().unwrap(), "http://productpage.default:9080/").await;
+    answer_via(conn["socks_url"].as_str().unwrap(), &url).await;
     let run = m.ok(&["disconnect", id]).await;
     assert!(run.stdout.contains(&format!("disconnected {id}")), "{}", run.stdout);
     assert!(!record.exists(), "the record is deleted");
     assert!(!kubeconfig.exists(), "the kubeconfig is deleted");
     assert!(port_is_free(addr(&conn, "socks")), "the port is free");
     let logged = std::fs::read_to_string(&log).expect("the log stays after disconnect");
-    assert!(logged.contains("productpage.default:9080"), "the connection's log holds its traffic:\n{logged}");
+    let target = format!("files-svc.{}:80", ns.name);
+    assert!(logged.contains(&target), "the connection's log holds its traffic to {target}:\n{logged}");
     assert!(m.status().await["connections"].as_array().unwrap().is_empty());
 }
 
@@ -294,6 +307,7 @@ async fn a_killed_daemon_is_reported_once_and_cleaned_up() {
 #[tokio::test]
 async fn connect_takes_the_next_free_port_when_1080_is_taken() {
     let m = Managed::new("port");
+    let (_ns, _backend, target) = own_service("port").await;
     // Another program holds 1080 (if something else already does, it is taken all the same).
     let _holder = std::net::TcpListener::bind("127.0.0.1:1080");
     assert!(!port_is_free("127.0.0.1:1080".parse().unwrap()));
@@ -306,13 +320,14 @@ async fn connect_takes_the_next_free_port_when_1080_is_taken() {
         .unwrap_or_else(|| panic!("no SOCKS URL printed: {}", run.stdout));
     let port: u16 = url.trim().parse::<SocketAddr>().unwrap().port();
     assert!((1081..=1180).contains(&port), "the next free port above 1080, got {port}");
-    let out = answer_via(&format!("socks5h://127.0.0.1:{port}"), "http://productpage.default:9080/").await;
-    assert!(out.contains("hello from productpage"), "{out}");
+    let out = answer_via(&format!("socks5h://127.0.0.1:{port}"), &target).await;
+    assert!(out.contains("hello from port"), "{out}");
 }
 
 #[tokio::test]
 async fn status_json_has_live_figures_that_grow() {
     let m = Managed::new("figures");
+    let (_ns, _backend, url) = own_service("figures").await;
     let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
     let before = m.status().await;
     assert_eq!(before["daemon"]["pid"], conn["pid"]);
@@ -338,7 +353,7 @@ async fn status_json_has_live_figures_that_grow() {
     }
     let (up, down) = (c["bytes_up"].as_u64().unwrap(), c["bytes_down"].as_u64().unwrap());
 
-    answer_via(conn["socks_url"].as_str().unwrap(), "http://productpage.default:9080/").await;
+    answer_via(conn["socks_url"].as_str().unwrap(), &url).await;
     let refused = curl(&["--proxy", conn["socks_url"].as_str().unwrap(), "http://nothing-here.default:80/"]).await;
     assert_ne!(refused.code, 0);
 
