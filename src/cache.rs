@@ -5,13 +5,15 @@
 //! Scope follows RBAC. When the user may list and watch all three kinds
 //! cluster-wide, one reflector per kind covers the cluster. Otherwise each
 //! namespace a client names is checked (SelfSubjectAccessReview) the first time
-//! it is named, and watched on its own if allowed; a namespace RBAC hides is
+//! it is named, and watched on its own if allowed. Where RBAC allows no watch
+//! but GETs of services, endpoints and pods, names there are looked up with
+//! direct GETs per connection ([`crate::direct`]). A namespace RBAC hides is
 //! remembered with the missing permission, which the refusal then names.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
 use futures::StreamExt;
@@ -25,10 +27,16 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 
-use crate::resolve::ClusterView;
+use crate::direct::{self, Fetched};
+use crate::resolve::{self, ClusterView, Host, Rules};
 
 /// How long a first list may take before a namespace is reported as not synced.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long RBAC's "no" (to watching, or to everything) is believed before the
+/// next connection into that namespace asks again: rights granted meanwhile
+/// then take effect without a restart.
+const RECHECK_DENIED: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -36,6 +44,21 @@ pub enum CacheError {
     AccessReview(#[source] kube::Error),
     #[error("the watch caches for {scope} did not sync within {SYNC_TIMEOUT:?}; is the API server overloaded?")]
     SyncTimeout { scope: String },
+    #[error("looking up {what} in namespace {namespace} failed: {source}")]
+    Lookup {
+        namespace: String,
+        what: String,
+        // Boxed: a kube error is large, and every engine error carries this enum.
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl CacheError {
+    /// RBAC refused a request (it changed since the access review).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, CacheError::Lookup { source, .. } if matches!(&**source, kube::Error::Api(s) if s.code == 403))
+    }
 }
 
 /// The three reflector stores for one scope (the cluster or one namespace).
@@ -50,8 +73,27 @@ struct Stores {
 #[derive(Clone)]
 enum Access {
     Watched(Stores),
-    /// RBAC hides it; the text names the missing permission.
-    Forbidden(String),
+    /// RBAC allows GETs but no list/watch (`missing` names what it denies):
+    /// names there are looked up per connection ([`crate::direct`]).
+    Direct {
+        missing: String,
+        checked: Instant,
+    },
+    /// RBAC hides it; `missing` names the missing permission.
+    Forbidden {
+        missing: String,
+        checked: Instant,
+    },
+}
+
+impl Access {
+    /// Whether RBAC should be asked again (a watch, once running, stays).
+    fn recheck(&self) -> bool {
+        match self {
+            Access::Watched(_) => false,
+            Access::Direct { checked, .. } | Access::Forbidden { checked, .. } => checked.elapsed() >= RECHECK_DENIED,
+        }
+    }
 }
 
 enum Scope {
@@ -114,7 +156,8 @@ impl ClusterCache {
     }
 
     /// In namespaced mode, starts watching `namespace` the first time it is
-    /// named (if RBAC allows) and waits for its first sync.
+    /// named (if RBAC allows) and waits for its first sync. Where RBAC said no,
+    /// it asks again after [`RECHECK_DENIED`].
     pub async fn ensure_namespace(&self, namespace: &str) -> Result<(), CacheError> {
         let Scope::Namespaced(map) = &self.scope else { return Ok(()) };
         // A namespace that does not exist needs no watch (and `example.com` must
@@ -126,13 +169,21 @@ impl ClusterCache {
         }
         // Held across the setup so two first connections to a namespace start one watch.
         let mut map = map.lock().await;
-        if map.contains_key(namespace) {
+        if map.get(namespace).is_some_and(|access| !access.recheck()) {
             return Ok(());
         }
         let access = match missing_permission(&self.client, Some(namespace)).await? {
+            Some(missing) if may_get(&self.client, namespace).await? => {
+                tracing::info!(
+                    namespace,
+                    %missing,
+                    "no watch cache here; names in this namespace are looked up with GETs on each connection"
+                );
+                Access::Direct { missing, checked: Instant::now() }
+            }
             Some(missing) => {
                 tracing::warn!(namespace, %missing, "RBAC hides this namespace from kubesocks");
-                Access::Forbidden(missing)
+                Access::Forbidden { missing, checked: Instant::now() }
             }
             None => {
                 let (stores, handles) = Stores::start(&self.client, Some(namespace));
@@ -145,13 +196,34 @@ impl ClusterCache {
         Ok(())
     }
 
-    /// A consistent-enough view of the caches for one resolution.
+    /// A consistent-enough view of the caches.
     pub async fn snapshot(&self) -> Snapshot {
         let scope = match &self.scope {
             Scope::Cluster(stores) => SnapshotScope::Cluster(stores.clone()),
             Scope::Namespaced(map) => SnapshotScope::Namespaced(map.lock().await.clone()),
         };
-        Snapshot { scope, namespaces: self.namespaces.clone() }
+        Snapshot { scope, namespaces: self.namespaces.clone(), fetched: None }
+    }
+
+    /// Everything the resolution of `host` needs: the namespace its name points
+    /// into made readable (watched from now on, or its objects fetched with
+    /// direct GETs where RBAC allows only those), and a snapshot.
+    pub async fn snapshot_for(&self, host: &Host, rules: &Rules) -> Result<Snapshot, CacheError> {
+        let named = resolve::named(host, rules);
+        if let Some(named) = &named {
+            self.ensure_namespace(named.namespace()).await?;
+        }
+        let mut snapshot = self.snapshot().await;
+        if let Some(named) = named
+            && snapshot.is_direct(named.namespace())
+        {
+            snapshot.fetched = direct::fetch(&self.client, &named).await.map_err(|source| CacheError::Lookup {
+                namespace: named.namespace().to_string(),
+                what: host.to_string(),
+                source: Box::new(source),
+            })?;
+        }
+        Ok(snapshot)
     }
 }
 
@@ -244,6 +316,16 @@ async fn allowed(
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
+/// Whether RBAC allows the GETs [`crate::direct`] makes in `namespace`.
+async fn may_get(client: &Client, namespace: &str) -> Result<bool, CacheError> {
+    for resource in ["services", "endpoints", "pods"] {
+        if !allowed(client, Some(namespace), "", resource, "get").await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The first list/watch permission that resolution needs and RBAC denies, as
 /// text for the user ("list services in namespace team-b"), or `None`.
 async fn missing_permission(client: &Client, namespace: Option<&str>) -> Result<Option<String>, CacheError> {
@@ -266,10 +348,12 @@ enum SnapshotScope {
     Namespaced(HashMap<String, Access>),
 }
 
-/// The caches as [`resolve`](crate::resolve::resolve) reads them.
+/// The caches as [`resolve`](crate::resolve::resolve) reads them, plus what
+/// was fetched for this one resolution in a namespace without a cache.
 pub struct Snapshot {
     scope: SnapshotScope,
     namespaces: Option<Store<Namespace>>,
+    fetched: Option<Fetched>,
 }
 
 impl Snapshot {
@@ -293,6 +377,15 @@ impl Snapshot {
         found.into_iter().next()
     }
 
+    fn is_direct(&self, namespace: &str) -> bool {
+        matches!(&self.scope, SnapshotScope::Namespaced(map) if matches!(map.get(namespace), Some(Access::Direct { .. })))
+    }
+
+    /// The objects fetched for this resolution, if they are from `namespace`.
+    fn fetched(&self, namespace: &str) -> Option<&Fetched> {
+        self.fetched.as_ref().filter(|f| f.namespace == namespace)
+    }
+
     /// The stores that may hold objects of `namespace` (all of them for IP lookups).
     fn stores(&self, namespace: Option<&str>) -> Vec<&Stores> {
         match (&self.scope, namespace) {
@@ -305,7 +398,7 @@ impl Snapshot {
                 .values()
                 .filter_map(|a| match a {
                     Access::Watched(s) => Some(s),
-                    Access::Forbidden(_) => None,
+                    Access::Direct { .. } | Access::Forbidden { .. } => None,
                 })
                 .collect(),
         }
@@ -331,7 +424,10 @@ impl ClusterView for Snapshot {
             SnapshotScope::Cluster(_) => Ok(()),
             SnapshotScope::Namespaced(map) => match map.get(namespace) {
                 Some(Access::Watched(_)) => Ok(()),
-                Some(Access::Forbidden(why)) => Err(why.clone()),
+                Some(Access::Direct { .. }) if self.fetched(namespace).is_some() => Ok(()),
+                // Only a pod-IP name reaches here: GETs cannot find a pod by its IP.
+                Some(Access::Direct { missing, .. }) => Err(format!("{missing}, so pods there cannot be found by IP")),
+                Some(Access::Forbidden { missing, .. }) => Err(missing.clone()),
                 // Nothing to hide in a namespace that does not exist.
                 None if self.namespace_exists(namespace) == Some(false) => Ok(()),
                 None => Err(format!("namespace {namespace} is not watched")),
@@ -341,7 +437,9 @@ impl ClusterView for Snapshot {
 
     fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
         let key = reflector::ObjectRef::new(name).within(namespace);
-        self.stores(Some(namespace)).into_iter().find_map(|s| s.services.get(&key))
+        let fetched = self.fetched(namespace).and_then(|f| f.service.clone());
+        let fetched = fetched.filter(|svc| svc.metadata.name.as_deref() == Some(name));
+        self.stores(Some(namespace)).into_iter().find_map(|s| s.services.get(&key)).or(fetched)
     }
 
     fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
@@ -354,14 +452,15 @@ impl ClusterView for Snapshot {
     }
 
     fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
+        let of_service = |slice: &EndpointSlice| {
+            in_namespace(slice, namespace)
+                && slice.labels().get("kubernetes.io/service-name").map(String::as_str) == Some(service)
+        };
+        let fetched = self.fetched(namespace).into_iter().flat_map(|f| &f.slices).filter(|s| of_service(s)).cloned();
         self.stores(Some(namespace))
             .into_iter()
-            .flat_map(|s| {
-                s.slices.state_filter(|slice| {
-                    in_namespace(slice, namespace)
-                        && slice.labels().get("kubernetes.io/service-name").map(String::as_str) == Some(service)
-                })
-            })
+            .flat_map(|s| s.slices.state_filter(of_service))
+            .chain(fetched)
             .collect()
     }
 
@@ -378,16 +477,13 @@ impl ClusterView for Snapshot {
     }
 
     fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
-        self.stores(Some(namespace))
-            .into_iter()
-            .flat_map(|s| {
-                s.pods.state_filter(|pod| {
-                    let spec = pod.spec.as_ref();
-                    in_namespace(pod, namespace)
-                        && spec.and_then(|s| s.hostname.as_deref()) == Some(hostname)
-                        && spec.and_then(|s| s.subdomain.as_deref()) == Some(subdomain)
-                })
-            })
-            .collect()
+        let named = |pod: &Pod| {
+            let spec = pod.spec.as_ref();
+            in_namespace(pod, namespace)
+                && spec.and_then(|s| s.hostname.as_deref()) == Some(hostname)
+                && spec.and_then(|s| s.subdomain.as_deref()) == Some(subdomain)
+        };
+        let fetched = self.fetched(namespace).into_iter().flat_map(|f| &f.pods).filter(|p| named(p)).cloned();
+        self.stores(Some(namespace)).into_iter().flat_map(|s| s.pods.state_filter(named)).chain(fetched).collect()
     }
 }

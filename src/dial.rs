@@ -67,6 +67,7 @@ impl DialError {
             DialError::Forward { source, .. } if source.is_forbidden() => Failure::NotAllowed,
             DialError::Forward { source, .. } if source.is_refused() => Failure::Refused,
             DialError::Forward { source, .. } if source.is_not_found() => Failure::Unreachable,
+            DialError::Cache(e) if e.is_forbidden() => Failure::NotAllowed,
             DialError::Forward { .. } | DialError::Cache(_) => Failure::General,
             DialError::Direct { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused => {
                 Failure::Refused
@@ -136,10 +137,7 @@ impl Dialer {
     }
 
     async fn dial_inner(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
-        if let Some(namespace) = resolve::namespace_hint(host, &self.rules) {
-            self.cache.ensure_namespace(&namespace).await?;
-        }
-        let snapshot = self.cache.snapshot().await;
+        let snapshot = self.cache.snapshot_for(host, &self.rules).await?;
         match resolve::resolve(host, port, &self.rules, &snapshot) {
             Ok(target) => {
                 let upstream = self.forward(&target.endpoints, conn).await?;

@@ -9,7 +9,8 @@
 //! * [`resolve`] holds the rules (service names, per-pod names, ClusterIPs,
 //!   Pod IPs → pod ports) as pure functions over a snapshot of the caches.
 //! * [`cache`] keeps that snapshot current with kube-runtime reflectors, in the
-//!   widest scope RBAC allows.
+//!   widest scope RBAC allows; where it allows no watch but GETs, [`direct`]
+//!   fetches the few objects each connection's name needs.
 //! * [`dial`] turns a destination into an open stream: resolve, port-forward,
 //!   fail over between endpoints (or dial directly with `--passthrough`).
 //! * [`relay`] copies bytes both ways; [`stats`] counts them.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod dial;
+pub mod direct;
 pub mod engine;
 pub mod http;
 pub mod kubeconfig;

@@ -4,8 +4,8 @@
 //! Everything here is pure: [`resolve`] reads a [`ClusterView`] (a snapshot of
 //! the watch caches) and returns a [`Target`] or a typed [`Refusal`]. No I/O, no
 //! clock, so every rule has a fast unit test below. The cache layer
-//! ([`crate::cache`]) makes sure the namespace a name points into is being
-//! watched *before* it calls [`resolve`]; [`namespace_hint`] tells it which one.
+//! ([`crate::cache`]) makes the namespace a name points into readable *before*
+//! it calls [`resolve`]; [`named`] tells it which one.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -221,15 +221,40 @@ fn pod_ip_from_dashes(label: &str) -> Option<IpAddr> {
     label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
-/// The namespace a name points into, if any: the cache layer starts watching
-/// it (where RBAC only allows namespaced watches) before calling [`resolve`].
-pub fn namespace_hint(host: &Host, rules: &Rules) -> Option<String> {
+/// What a name points at inside one namespace, read from the name alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// `svc`, `svc.ns`, `svc.ns.svc[.D]` (for `svc.ns` only if `ns` turns out to exist).
+    Service { namespace: String, name: String },
+    /// `host.sub.ns.svc[.D]`.
+    PodHostname { namespace: String, hostname: String, subdomain: String },
+    /// `a-b-c-d.ns.pod[.D]`.
+    PodIp { namespace: String },
+}
+
+impl Named {
+    pub fn namespace(&self) -> &str {
+        match self {
+            Named::Service { namespace, .. } | Named::PodHostname { namespace, .. } | Named::PodIp { namespace } => {
+                namespace
+            }
+        }
+    }
+}
+
+/// The namespaced object a name points at, if any. The cache layer uses it to
+/// make that namespace readable *before* it calls [`resolve`]: it starts a
+/// watch there, or, where RBAC allows only GETs, fetches just these objects.
+pub fn named(host: &Host, rules: &Rules) -> Option<Named> {
     let Host::Name(name) = host else { return None };
     match read_name(name, rules) {
-        Query::Service { namespace, .. }
-        | Query::MaybeService { namespace, .. }
-        | Query::PodHostname { namespace, .. }
-        | Query::PodIp { namespace, .. } => Some(namespace),
+        Query::Service { namespace, name } | Query::MaybeService { namespace, name } => {
+            Some(Named::Service { namespace, name })
+        }
+        Query::PodHostname { namespace, hostname, subdomain } => {
+            Some(Named::PodHostname { namespace, hostname, subdomain })
+        }
+        Query::PodIp { namespace, .. } => Some(Named::PodIp { namespace }),
         _ => None,
     }
 }
@@ -737,13 +762,20 @@ mod tests {
     }
 
     #[test]
-    fn namespace_hint_names_the_namespace_a_name_points_into() {
-        let hint = |h: &str| namespace_hint(&Host::parse(h), &rules());
-        assert_eq!(hint("web").as_deref(), Some("default"));
-        assert_eq!(hint("catalog.shop").as_deref(), Some("shop"));
-        assert_eq!(hint("db-0.db.shop.svc.cluster.local").as_deref(), Some("shop"));
-        assert_eq!(hint("10-1-2-3.team.pod.cluster.local").as_deref(), Some("team"));
-        assert_eq!(hint("10.1.2.3"), None);
-        assert_eq!(hint("www.example.com"), None);
+    fn named_says_what_a_name_points_at() {
+        let named = |h: &str| named(&Host::parse(h), &rules());
+        let service = |ns: &str, name: &str| Some(Named::Service { namespace: ns.into(), name: name.into() });
+        assert_eq!(named("web"), service("default", "web"));
+        assert_eq!(named("Catalog.Shop."), service("shop", "catalog"));
+        assert_eq!(named("catalog.shop.svc.cluster.local"), service("shop", "catalog"));
+        assert_eq!(
+            named("db-0.db.shop.svc.cluster.local"),
+            Some(Named::PodHostname { namespace: "shop".into(), hostname: "db-0".into(), subdomain: "db".into() })
+        );
+        let pod = named("10-1-2-3.team.pod.cluster.local").unwrap();
+        assert_eq!((pod.namespace(), &pod), ("team", &Named::PodIp { namespace: "team".into() }));
+        assert_eq!(named("10.1.2.3"), None);
+        assert_eq!(named("www.example.com"), None);
+        assert_eq!(named("a.b.c.d.cluster.local"), None);
     }
 }

@@ -195,7 +195,7 @@ async fn connections_spread_skip_unready_pods_and_fail_over() {
         assert_answer(&out, "pod-a");
         assert!(out.code == 0, "connection {i} failed: {}", out.stderr);
     }
-    assert!(proxy.log().contains("connection refused"), "the kubelet's refusal is logged:\n{}", proxy.log());
+    assert!(proxy.logged("connection refused").await, "the kubelet's refusal is logged:\n{}", proxy.log());
 }
 
 #[tokio::test]
@@ -237,9 +237,8 @@ async fn socks_reply_codes_for_every_refusal() {
     let mut s = RawSocks::connect(proxy.socks).await;
     assert_eq!(s.greet(&[1]).await, 0xFF, "no acceptable auth method");
 
-    let log = proxy.log();
-    assert!(log.contains("connection refused"), "the kubelet's own message is logged:\n{log}");
-    assert!(log.contains(&format!("nothere.{n}.svc:80")), "the target is logged:\n{log}");
+    assert!(proxy.logged("connection refused").await, "the kubelet's own message is logged:\n{}", proxy.log());
+    assert!(proxy.logged(&format!("nothere.{n}.svc:80")).await, "the target is logged:\n{}", proxy.log());
 }
 
 #[tokio::test]
@@ -280,11 +279,73 @@ async fn restricted_user_is_told_what_rbac_forbids() {
     let reply = s.request_domain(CONNECT, "kubernetes.default.svc.cluster.local", 443).await;
     cleanup().await;
     assert_eq!(reply, 0x02, "a namespace RBAC hides is not allowed");
-    let log = proxy.log();
     assert!(
-        log.contains("RBAC does not allow list services in namespace default"),
-        "the missing permission is named:\n{log}"
+        proxy.logged("RBAC does not allow list services in namespace default").await,
+        "the missing permission is named:\n{}",
+        proxy.log()
     );
+}
+
+#[tokio::test]
+async fn where_rbac_allows_only_gets_names_are_looked_up_directly() {
+    // The restricted user may get (not list or watch) services, endpoints and
+    // pods here, and port-forward: no watch cache is possible, direct GETs are.
+    let w = workload("gets", "node-spdy").await;
+    let ns = &w.ns.name;
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "get-only", "namespace": ns},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services", "endpoints", "pods"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create", "get"]}
+        ]
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "get-only", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "get-only"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "restricted"}]
+    });
+    let admin = support::admin().await;
+    let roles: kube::Api<k8s_openapi::api::rbac::v1::Role> = kube::Api::namespaced(admin.clone(), ns);
+    let bindings: kube::Api<k8s_openapi::api::rbac::v1::RoleBinding> = kube::Api::namespaced(admin, ns);
+    roles.create(&Default::default(), &serde_json::from_value(role).unwrap()).await.expect("create role");
+    bindings.create(&Default::default(), &serde_json::from_value(binding).unwrap()).await.expect("create binding");
+    let restricted = support::client_for(&cluster().restricted_kubeconfig()).await;
+    let endpoints: kube::Api<k8s_openapi::api::core::v1::Endpoints> = kube::Api::namespaced(restricted.clone(), ns);
+    support::wait_for("the restricted user's GET rights", || async { endpoints.get_opt("web").await.ok()? }).await;
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(restricted, ns);
+    assert!(services.list(&Default::default()).await.is_err(), "listing stays forbidden");
+
+    let proxy = Proxy::start(&cluster().restricted_kubeconfig(), &[]).await;
+    for host in [format!("web.{ns}.svc.cluster.local"), format!("web.{ns}")] {
+        let out = via_socks(&proxy, &format!("http://{host}/")).await;
+        assert_answer(&out, "web-0");
+        assert!(out.stdout.contains("on port 8080"), "{host}: {}", out.stdout);
+    }
+    // The named targetPort still resolves per pod (Endpoints keep one subset per port set).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let out = via_socks(&proxy, &format!("http://multi.{ns}.svc/")).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let who = ["multi-1 on port 8080", "multi-2 on port 8081"].into_iter().find(|w| out.stdout.contains(w));
+        seen.insert(who.unwrap_or_else(|| panic!("unexpected answer: {}", out.stdout)));
+    }
+    assert_eq!(seen.len(), 2, "both pods answer, each on its own port: {seen:?}");
+    // A per-pod name, through the headless Service's Endpoints and a GET of the pod.
+    assert_answer(&via_socks(&proxy, &format!("http://db-0.db.{ns}.svc.cluster.local:5432/")).await, "db-0");
+
+    let reply = async |host: &str, port: u16| {
+        let mut s = RawSocks::connect(proxy.socks).await;
+        s.greet(&[0]).await;
+        s.request_domain(CONNECT, host, port).await
+    };
+    assert_eq!(reply(&format!("nothere.{ns}.svc"), 80).await, 0x04, "an unknown Service is unreachable");
+    assert_eq!(reply(&format!("web.{ns}.svc"), 81).await, 0x05, "a port the Service lacks is refused");
+    let dashed = w.web_pod_ip.to_string().replace('.', "-");
+    assert_eq!(reply(&format!("{dashed}.{ns}.pod.cluster.local"), 8080).await, 0x02, "no pod by IP with GETs alone");
+    assert!(proxy.logged("looked up with GETs").await, "the fallback is logged:\n{}", proxy.log());
+    assert!(proxy.logged("so pods there cannot be found by IP").await, "the refusal says why:\n{}", proxy.log());
 }
 
 #[tokio::test]

@@ -415,6 +415,19 @@ impl Proxy {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Whether the log holds `text` within 5 s: a failure is logged just after
+    /// the client is answered, so it may not be there yet when the answer is.
+    pub async fn logged(&self, text: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.log().contains(text) {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
     }

@@ -1,0 +1,200 @@
+//! Direct GETs, for namespaces where RBAC lets a user read objects by name but
+//! not list or watch them. No cache can be kept there, so each connection
+//! fetches just the objects its name needs and hands them to the same pure
+//! rules as the caches ([`crate::resolve`]):
+//!
+//! * a Service name: the Service and its Endpoints (two GETs);
+//! * a per-pod name `host.sub.ns.svc`: the Endpoints of `sub`, then the pods
+//!   they name with hostname `host`.
+//!
+//! A Service's EndpointSlices cannot be fetched by name (their names are
+//! generated), so its core/v1 Endpoints object is read instead. It has the
+//! Service's name, is kept by the endpoints controller, and is still served
+//! although deprecated since Kubernetes 1.33; [`slices_of`] turns it into the
+//! EndpointSlices the rules read. A pod cannot be found by IP with GETs alone:
+//! `a-b-c-d.ns.pod` names in such a namespace are refused, saying why.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::{
+    Endpoint as SliceEndpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Api, Client};
+
+use crate::resolve::Named;
+
+/// The objects one name needs from one namespace, fetched just now.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    pub namespace: String,
+    pub service: Option<Arc<Service>>,
+    pub slices: Vec<Arc<EndpointSlice>>,
+    pub pods: Vec<Arc<Pod>>,
+}
+
+/// Fetches what `named` needs, or `None` for what GETs cannot find (a pod by IP).
+/// Objects that do not exist are simply absent: the rules then refuse the name.
+pub async fn fetch(client: &Client, named: &Named) -> Result<Option<Fetched>, kube::Error> {
+    let namespace = named.namespace().to_string();
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
+    let fetched = match named {
+        Named::Service { name, .. } => {
+            let (service, endpoints) = tokio::try_join!(services.get_opt(name), endpoints.get_opt(name))?;
+            Fetched {
+                service: service.map(Arc::new),
+                slices: endpoints.iter().flat_map(slices_of).map(Arc::new).collect(),
+                namespace,
+                pods: Vec::new(),
+            }
+        }
+        Named::PodHostname { hostname, subdomain, .. } => {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let mut found = Vec::new();
+            if let Some(endpoints) = endpoints.get_opt(subdomain).await? {
+                for pod in pods_with_hostname(&endpoints, hostname) {
+                    found.extend(pods.get_opt(&pod).await?.map(Arc::new));
+                }
+            }
+            Fetched { namespace, pods: found, ..Fetched::default() }
+        }
+        Named::PodIp { .. } => return Ok(None),
+    };
+    Ok(Some(fetched))
+}
+
+/// The names of the pods an Endpoints object lists under `hostname`, ready or not.
+fn pods_with_hostname(endpoints: &Endpoints, hostname: &str) -> Vec<String> {
+    let mut names: Vec<String> = endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten().chain(s.not_ready_addresses.iter().flatten()))
+        .filter(|a| a.hostname.as_deref() == Some(hostname))
+        .filter_map(|a| a.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod"))?.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// One EndpointSlice per subset of a core/v1 Endpoints object, labelled with
+/// its Service's name like the ones the EndpointSlice controller writes.
+/// Endpoints keep only ready and not-ready addresses, so a not-ready one
+/// becomes `ready: false` with `serving` unknown: the rules never use it.
+pub fn slices_of(endpoints: &Endpoints) -> Vec<EndpointSlice> {
+    let service = endpoints.metadata.name.clone().unwrap_or_default();
+    let namespace = endpoints.metadata.namespace.clone();
+    let endpoint = |address: &EndpointAddress, ready: bool| SliceEndpoint {
+        addresses: vec![address.ip.clone()],
+        conditions: Some(EndpointConditions { ready: Some(ready), ..Default::default() }),
+        hostname: address.hostname.clone(),
+        node_name: address.node_name.clone(),
+        target_ref: address.target_ref.clone(),
+        ..Default::default()
+    };
+    endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, subset)| {
+            let ready = subset.addresses.iter().flatten().map(|a| endpoint(a, true));
+            let not_ready = subset.not_ready_addresses.iter().flatten().map(|a| endpoint(a, false));
+            let members: Vec<SliceEndpoint> = ready.chain(not_ready).collect();
+            let ipv6 =
+                members.first().and_then(|e| e.addresses[0].parse::<IpAddr>().ok()).is_some_and(|ip| ip.is_ipv6());
+            EndpointSlice {
+                metadata: ObjectMeta {
+                    name: Some(format!("{service}-endpoints-{i}")),
+                    namespace: namespace.clone(),
+                    labels: Some(BTreeMap::from([("kubernetes.io/service-name".to_string(), service.clone())])),
+                    ..Default::default()
+                },
+                address_type: if ipv6 { "IPv6" } else { "IPv4" }.to_string(),
+                endpoints: Some(members),
+                ports: Some(
+                    subset
+                        .ports
+                        .iter()
+                        .flatten()
+                        .map(|p| SlicePort {
+                            name: p.name.clone(),
+                            port: Some(p.port),
+                            protocol: p.protocol.clone(),
+                            app_protocol: p.app_protocol.clone(),
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Two subsets, as the endpoints controller writes them for pods whose
+    /// named port differs: one ready address each, and one not ready.
+    fn endpoints() -> Endpoints {
+        let pod = |name: &str| json!({"kind": "Pod", "namespace": "shop", "name": name});
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "subsets": [
+                {"addresses": [{"ip": "10.0.0.1", "hostname": "web-1", "targetRef": pod("web-1")}],
+                 "notReadyAddresses": [{"ip": "10.0.0.3", "hostname": "web-3", "targetRef": pod("web-3")}],
+                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
+                {"addresses": [{"ip": "fd00::2", "hostname": "web-2", "targetRef": pod("web-2")}],
+                 "ports": [{"name": "http", "port": 8081, "protocol": "TCP"}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_subset_becomes_a_slice_of_the_service() {
+        let slices = slices_of(&endpoints());
+        assert_eq!(slices.len(), 2);
+        for slice in &slices {
+            assert_eq!(slice.metadata.namespace.as_deref(), Some("shop"));
+            let labels = slice.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels.get("kubernetes.io/service-name").map(String::as_str), Some("web"));
+        }
+        assert_ne!(slices[0].metadata.name, slices[1].metadata.name);
+        assert_eq!((slices[0].address_type.as_str(), slices[1].address_type.as_str()), ("IPv4", "IPv6"));
+
+        let ports = slices[1].ports.as_ref().unwrap();
+        assert_eq!((ports[0].name.as_deref(), ports[0].port), (Some("http"), Some(8081)));
+
+        let members = slices[0].endpoints.as_ref().unwrap();
+        let summary: Vec<_> = members
+            .iter()
+            .map(|e| {
+                let r = e.target_ref.as_ref().unwrap();
+                (r.name.as_deref().unwrap(), e.addresses[0].as_str(), e.conditions.as_ref().unwrap().ready)
+            })
+            .collect();
+        assert_eq!(summary, [("web-1", "10.0.0.1", Some(true)), ("web-3", "10.0.0.3", Some(false))]);
+        // Not ready in Endpoints says nothing of serving: the rules must not fall back to it.
+        assert_eq!(members[1].conditions.as_ref().unwrap().serving, None);
+    }
+
+    #[test]
+    fn empty_endpoints_give_no_slices() {
+        let none: Endpoints = serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap();
+        assert!(slices_of(&none).is_empty());
+    }
+
+    #[test]
+    fn per_pod_names_are_found_ready_or_not() {
+        assert_eq!(pods_with_hostname(&endpoints(), "web-2"), ["web-2"]);
+        assert_eq!(pods_with_hostname(&endpoints(), "web-3"), ["web-3"]);
+        assert!(pods_with_hostname(&endpoints(), "web-9").is_empty());
+    }
+}
