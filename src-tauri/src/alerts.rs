@@ -1,7 +1,14 @@
 //! Which changes deserve a desktop notification: a connection's new error,
-//! and a connect that failed. Each is reported once, not on every push.
+//! and a connect that failed. Each is reported once, not on every push, and a
+//! connection's errors at most once per [`QUIET_SECS`]: refusals are errors
+//! too, and a browser pointed at the proxy can cause one a second.
+
+use std::collections::HashMap;
 
 use crate::host::Live;
+
+/// The least time between two notifications about one connection's errors.
+pub const QUIET_SECS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
@@ -9,19 +16,37 @@ pub struct Alert {
     pub body: String,
 }
 
-/// The alerts for the step from `before` to `after`.
-pub fn between(before: &Live, after: &Live) -> Vec<Alert> {
-    let mut alerts = Vec::new();
-    for c in &after.connections {
-        let Some(error) = &c.last_error else { continue };
-        let old = before.connections.iter().find(|o| o.id == c.id).and_then(|o| o.last_error.as_ref());
-        if old != Some(error) {
-            alerts.push(Alert {
-                title: format!("kubesocks: error on {} ({})", c.context, c.id),
-                body: error.message.clone(),
-            });
+/// Remembers when each connection last raised a notification.
+#[derive(Debug, Default)]
+pub struct Alerts {
+    last_sent: HashMap<String, u64>,
+}
+
+impl Alerts {
+    /// The alerts for the step from `before` to `after`, at `now` (Unix seconds).
+    pub fn between(&mut self, before: &Live, after: &Live, now: u64) -> Vec<Alert> {
+        self.last_sent.retain(|id, _| after.connections.iter().any(|c| &c.id == id));
+        let mut alerts = Vec::new();
+        for c in &after.connections {
+            let Some(error) = &c.last_error else { continue };
+            let old = before.connections.iter().find(|o| o.id == c.id).and_then(|o| o.last_error.as_ref());
+            let quiet = self.last_sent.get(&c.id).is_some_and(|&sent| now.saturating_sub(sent) < QUIET_SECS);
+            if old != Some(error) && !quiet {
+                self.last_sent.insert(c.id.clone(), now);
+                alerts.push(Alert {
+                    title: format!("kubesocks: error on {} ({})", c.context, c.id),
+                    body: error.message.clone(),
+                });
+            }
         }
+        alerts.extend(failed_connects(before, after));
+        alerts
     }
+}
+
+/// Connects that failed since `before`: always worth a notification.
+fn failed_connects(before: &Live, after: &Live) -> Vec<Alert> {
+    let mut alerts = Vec::new();
     for a in &after.attempts {
         let Some(error) = &a.error else { continue };
         let old = before.attempts.iter().find(|o| o.context == a.context).and_then(|o| o.error.as_ref());
@@ -61,28 +86,35 @@ mod tests {
     }
 
     #[test]
-    fn a_new_connection_error_alerts_once() {
+    fn a_new_connection_error_alerts_once_then_not_again_for_a_while() {
+        let mut alerts = Alerts::default();
         let quiet = Live { connections: vec![conn("a", None)], attempts: vec![] };
         let failing = Live { connections: vec![conn("a", Some(("refused", 5)))], attempts: vec![] };
-        let alerts = between(&quiet, &failing);
-        assert_eq!(alerts, [Alert { title: "kubesocks: error on ctx-a (a)".into(), body: "refused".into() }]);
-        assert_eq!(between(&failing, &failing), []);
+        let sent = alerts.between(&quiet, &failing, 5);
+        assert_eq!(sent, [Alert { title: "kubesocks: error on ctx-a (a)".into(), body: "refused".into() }]);
+        assert_eq!(alerts.between(&failing, &failing, 6), []);
         let again = Live { connections: vec![conn("a", Some(("refused", 9)))], attempts: vec![] };
-        assert_eq!(between(&failing, &again).len(), 1, "the same message later is a new failure");
+        assert_eq!(alerts.between(&failing, &again, 9), [], "a second error within a minute stays quiet");
+        let later = Live { connections: vec![conn("a", Some(("gone", 70)))], attempts: vec![] };
+        assert_eq!(alerts.between(&again, &later, 70).len(), 1, "a new error after the quiet time alerts");
+        let other =
+            Live { connections: vec![conn("a", Some(("gone", 70))), conn("b", Some(("x", 71)))], attempts: vec![] };
+        assert_eq!(alerts.between(&later, &other, 71).len(), 1, "each connection has its own quiet time");
     }
 
     #[test]
     fn a_failed_connect_alerts_once_and_one_under_way_does_not() {
         let pending = Live { connections: vec![], attempts: vec![Attempt { context: "dev".into(), error: None }] };
-        assert_eq!(between(&Live::default(), &pending), []);
+        let mut alerts = Alerts::default();
+        assert_eq!(alerts.between(&Live::default(), &pending, 1), []);
         let failed = Live {
             connections: vec![],
             attempts: vec![Attempt { context: "dev".into(), error: Some("unreachable".into()) }],
         };
         assert_eq!(
-            between(&pending, &failed),
+            alerts.between(&pending, &failed, 2),
             [Alert { title: "kubesocks: cannot connect dev".into(), body: "unreachable".into() }]
         );
-        assert_eq!(between(&failed, &failed), []);
+        assert_eq!(alerts.between(&failed, &failed, 3), []);
     }
 }

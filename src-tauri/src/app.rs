@@ -92,15 +92,27 @@ fn setup(
     let host = match tauri::async_runtime::block_on(Host::start()) {
         Ok(host) => host,
         Err(e) => {
-            // Another daemon owns the state directory: most likely a headless
-            // `kubesocks daemon` that `kubesocks connect` started earlier.
-            let message =
-                format!("{}. Stop it with `kubesocks quit`, then start kubesocks again.", host::error_text(&e));
+            let mut message = host::error_text(&e);
+            if e.is_already_running() {
+                // Most likely a headless `kubesocks daemon` that `kubesocks connect` started.
+                message.push_str(". Stop it with `kubesocks quit`, then start kubesocks again.");
+            }
             tracing::error!("{message}");
-            if let Err(e) = app.notification().builder().title("kubesocks cannot start").body(&message).show() {
+            eprintln!("kubesocks-tray: {message}");
+            // Sent here and now: the notification plugin sends in the background,
+            // and the app is about to exit. Started from a launcher, this is
+            // the only sign the user gets.
+            let shown = notify_rust::Notification::new()
+                .appname("kubesocks")
+                .summary("kubesocks cannot start")
+                .body(&message)
+                .show();
+            if let Err(e) = shown {
                 tracing::debug!(error = %e, "no desktop notification");
             }
-            std::process::exit(1);
+            // Through the event loop, so `run` returns and the log is flushed.
+            app.exit(1);
+            return;
         }
     };
     let settings_path = settings::path();
@@ -131,6 +143,7 @@ fn setup(
 
     tauri::async_runtime::spawn(forward_live(app.clone(), host.live()));
     tauri::async_runtime::spawn(handle_actions(app.clone(), action_rx));
+    tauri::async_runtime::spawn(exit_on_signals(app.clone()));
     let quitter = app.clone();
     tauri::async_runtime::spawn(async move {
         host.quit_requested().await;
@@ -150,6 +163,10 @@ fn on_event(app: &AppHandle, event: RunEvent) {
         }
         RunEvent::Exit => {
             if let Some(state) = app.try_state::<AppState>() {
+                // Stopping waits for connects under way (seconds at worst): don't leave a frozen window meanwhile.
+                if let Some(window) = app.get_webview_window(WINDOW) {
+                    let _ = window.hide();
+                }
                 tracing::info!("stopping every proxy");
                 tauri::async_runtime::block_on(state.host.shutdown());
                 let tray = state.tray.lock().unwrap().take();
@@ -167,16 +184,31 @@ fn tray_shown(app: &AppHandle) -> bool {
 }
 
 /// Pushes every change to the window and the tray, and raises notifications.
+/// The tray is also redrawn every few seconds, so an old error stops showing
+/// even when nothing else changes.
 async fn forward_live(app: AppHandle, mut live: tokio::sync::watch::Receiver<host::Live>) {
     let mut before = live.borrow_and_update().clone();
+    let mut alerts = alerts::Alerts::default();
+    let mut redraw = tokio::time::interval(std::time::Duration::from_secs(5));
     update_tray(&app, &before).await;
-    while live.changed().await.is_ok() {
+    loop {
+        tokio::select! {
+            changed = live.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = redraw.tick() => {
+                update_tray(&app, &before).await;
+                continue;
+            }
+        }
         let now = live.borrow_and_update().clone();
         if let Err(e) = app.emit("live", &now) {
             tracing::warn!(error = %e, "cannot send the live status to the window");
         }
         update_tray(&app, &now).await;
-        for alert in alerts::between(&before, &now) {
+        for alert in alerts.between(&before, &now, unix_now()) {
             notify(&app, &alert.title, &alert.body);
         }
         before = now;
@@ -188,8 +220,31 @@ async fn update_tray(app: &AppHandle, live: &host::Live) {
     let tray = state.tray.lock().unwrap().clone();
     if let Some(tray) = tray {
         let contexts = state.contexts.lock().unwrap().contexts.clone();
-        tray.update(&contexts, live).await;
+        tray.update(&contexts, live, unix_now()).await;
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// SIGTERM (logout, `kill`), SIGINT and SIGHUP quit like the menu's Quit:
+/// every proxy stopped, its kubeconfig deleted, the control socket removed.
+async fn exit_on_signals(app: AppHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind| signal(kind).inspect_err(|e| tracing::warn!(error = %e, "cannot listen for signals"));
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (listen(SignalKind::terminate()), listen(SignalKind::interrupt()), listen(SignalKind::hangup()))
+    else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
+    }
+    tracing::info!("stopping on a signal");
+    app.exit(0);
 }
 
 async fn handle_actions(app: AppHandle, mut actions: mpsc::UnboundedReceiver<Action>) {
@@ -237,8 +292,9 @@ pub fn copy(app: &AppHandle, text: &str) -> Result<(), String> {
 
 /// Re-reads the kubeconfig; tells the window when the list changed.
 pub fn refresh_contexts(app: &AppHandle) -> Contexts {
-    let state = app.state::<AppState>();
     let fresh = host::contexts();
+    // A second start can ask for the window while setup has not finished.
+    let Some(state) = app.try_state::<AppState>() else { return fresh };
     let mut current = state.contexts.lock().unwrap();
     let changed = serde_json::to_value(&*current).ok() != serde_json::to_value(&fresh).ok();
     *current = fresh.clone();
@@ -274,11 +330,8 @@ pub fn show_window(app: &AppHandle) {
 /// A desktop notification; without a notification service it is only logged.
 fn notify(app: &AppHandle, title: &str, body: &str) {
     tracing::warn!("{title}: {body}");
-    let (app, title, body) = (app.clone(), title.to_string(), body.to_string());
-    // Sending talks D-Bus synchronously: keep it off the async workers.
-    std::thread::spawn(move || {
-        if let Err(e) = app.notification().builder().title(title).body(body).show() {
-            tracing::debug!(error = %e, "no desktop notification");
-        }
-    });
+    // Returns at once: the plugin sends over D-Bus on a blocking thread of its own.
+    if let Err(e) = app.notification().builder().title(title).body(body).show() {
+        tracing::debug!(error = %e, "no desktop notification");
+    }
 }

@@ -116,11 +116,19 @@ impl Host {
             http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
             cluster_domain: settings.cluster_domain.clone(),
             passthrough: false,
+            // Exec plugins run with the app's own environment (its PATH comes from the login shell).
+            exec_env: Default::default(),
         };
         match self.daemon.connect(request).await {
             Ok(outcome) => {
                 self.set_attempt(context, None);
                 Ok(outcome.connection)
+            }
+            // Another request (the window and the tray at once, or a terminal)
+            // is connecting this context: that one decides, this one is no failure.
+            Err(e @ DaemonError::Busy { .. }) => {
+                self.set_attempt(context, None);
+                Err(error_text(&e))
             }
             Err(e) => {
                 let message = error_text(&e);
@@ -186,6 +194,13 @@ fn tilde(path: &std::path::Path, home: Option<&std::path::Path>) -> String {
 pub enum HostError {
     #[error("cannot start the kubesocks daemon: {}", error_text(.0))]
     Daemon(#[source] DaemonError),
+}
+
+impl HostError {
+    /// Another daemon (a headless one, most likely) serves the state directory.
+    pub fn is_already_running(&self) -> bool {
+        matches!(self, HostError::Daemon(DaemonError::AlreadyRunning { .. }))
+    }
 }
 
 /// An error and its sources in one line, as the window and notifications show it.

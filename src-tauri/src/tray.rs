@@ -15,7 +15,7 @@ use ksni::{MenuItem, TrayMethods as _};
 use kubesocks::kubeconfig::ContextInfo;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::host::Live;
+use crate::host::{ConnectionStatus, Live};
 
 /// What a click in the menu asks the app to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +38,20 @@ pub enum State {
     Error,
 }
 
-pub fn state_of(live: &Live) -> State {
-    if live.connections.iter().any(|c| c.last_error.is_some()) || live.attempts.iter().any(|a| a.error.is_some()) {
+/// How long a connection's last error keeps the icon red. Refusals count as
+/// errors (a typo in a URL, a browser asking for outside hosts), so a red icon
+/// that never went back would soon mean nothing. A failed connect stays red
+/// until it is retried or switched off.
+pub const ERROR_SHOWN_FOR_SECS: u64 = 60;
+
+/// Whether the connection had an error in the last [`ERROR_SHOWN_FOR_SECS`] before `now` (Unix seconds).
+fn recent_error(connection: &ConnectionStatus, now: u64) -> bool {
+    connection.last_error.as_ref().is_some_and(|e| now.saturating_sub(e.at) < ERROR_SHOWN_FOR_SECS)
+}
+
+/// The icon for `live` at `now` (Unix seconds).
+pub fn state_of(live: &Live, now: u64) -> State {
+    if live.connections.iter().any(|c| recent_error(c, now)) || live.attempts.iter().any(|a| a.error.is_some()) {
         State::Error
     } else if live.connections.is_empty() {
         State::Idle
@@ -59,7 +71,7 @@ pub struct Entry {
 }
 
 /// The kubeconfig's contexts in order, then connected contexts it lacks.
-pub fn entries(contexts: &[ContextInfo], live: &Live) -> Vec<Entry> {
+pub fn entries(contexts: &[ContextInfo], live: &Live, now: u64) -> Vec<Entry> {
     let mut names: Vec<&str> = contexts.iter().map(|c| c.name.as_str()).collect();
     for c in &live.connections {
         if !names.contains(&c.context.as_str()) {
@@ -76,7 +88,7 @@ pub fn entries(contexts: &[ContextInfo], live: &Live) -> Vec<Entry> {
                 connected: connection.is_some(),
                 connecting: connection.is_none() && attempt.is_some_and(|a| a.error.is_none()),
                 url: connection.and_then(|c| c.socks_url.clone()),
-                error: connection.is_some_and(|c| c.last_error.is_some()) || attempt.is_some_and(|a| a.error.is_some()),
+                error: connection.is_some_and(|c| recent_error(c, now)) || attempt.is_some_and(|a| a.error.is_some()),
             }
         })
         .collect()
@@ -244,10 +256,11 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Shows the new state; returns at once (the tray service redraws on its own task).
-    pub async fn update(&self, contexts: &[ContextInfo], live: &Live) {
-        let fresh = entries(contexts, live);
-        let state = state_of(live);
+    /// Shows the state at `now` (Unix seconds); returns at once (the tray
+    /// service redraws on its own task).
+    pub async fn update(&self, contexts: &[ContextInfo], live: &Live, now: u64) {
+        let fresh = entries(contexts, live, now);
+        let state = state_of(live, now);
         self.inner
             .update(move |tray| {
                 tray.summary = summary(&fresh);
@@ -297,7 +310,7 @@ pub async fn spawn(actions: UnboundedSender<Action>) -> Option<Handle> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{Attempt, ConnectionStatus};
+    use crate::host::Attempt;
     use kubesocks::control::ErrorReport;
 
     fn ctx(name: &str) -> ContextInfo {
@@ -309,6 +322,8 @@ mod tests {
             current: false,
         }
     }
+
+    const NOW: u64 = 1_800_000_000;
 
     fn conn(context: &str, port: u16, error: bool) -> ConnectionStatus {
         ConnectionStatus {
@@ -328,22 +343,24 @@ mod tests {
             total_connections: 0,
             bytes_up: 0,
             bytes_down: 0,
-            last_error: error.then(|| ErrorReport { message: "boom".into(), at: 1 }),
+            last_error: error.then(|| ErrorReport { message: "boom".into(), at: NOW - 5 }),
         }
     }
 
     #[test]
     fn the_icon_state_follows_connections_and_errors() {
-        assert_eq!(state_of(&Live::default()), State::Idle);
+        assert_eq!(state_of(&Live::default(), NOW), State::Idle);
         let on = Live { connections: vec![conn("a", 1080, false)], attempts: vec![] };
-        assert_eq!(state_of(&on), State::Connected);
+        assert_eq!(state_of(&on, NOW), State::Connected);
         let failing = Live { connections: vec![conn("a", 1080, true)], attempts: vec![] };
-        assert_eq!(state_of(&failing), State::Error);
+        assert_eq!(state_of(&failing, NOW), State::Error);
+        let later = NOW - 5 + ERROR_SHOWN_FOR_SECS;
+        assert_eq!(state_of(&failing, later), State::Connected, "an old error no longer turns the icon red");
         let failed =
             Live { connections: vec![], attempts: vec![Attempt { context: "b".into(), error: Some("x".into()) }] };
-        assert_eq!(state_of(&failed), State::Error);
+        assert_eq!(state_of(&failed, later), State::Error, "a failed connect stays red");
         let pending = Live { connections: vec![], attempts: vec![Attempt { context: "b".into(), error: None }] };
-        assert_eq!(state_of(&pending), State::Idle);
+        assert_eq!(state_of(&pending, NOW), State::Idle);
     }
 
     #[test]
@@ -352,7 +369,7 @@ mod tests {
             connections: vec![conn("prod", 1081, false), conn("elsewhere", 1082, true)],
             attempts: vec![Attempt { context: "dev".into(), error: None }],
         };
-        let got = entries(&[ctx("dev"), ctx("prod"), ctx("staging")], &live);
+        let got = entries(&[ctx("dev"), ctx("prod"), ctx("staging")], &live, NOW);
         let summary: Vec<_> =
             got.iter().map(|e| (e.context.as_str(), e.connected, e.connecting, e.url.as_deref(), e.error)).collect();
         assert_eq!(

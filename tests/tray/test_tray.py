@@ -83,6 +83,69 @@ def _read_until(proc, marker):
     return line if marker in line else None
 
 
+# --- the app on its own (no WebDriver) ---------------------------------------
+
+
+@pytest.fixture
+def own_session(home, display, tmp_path):
+    """An environment of its own for one app: state dir, session bus and a
+    dbus-monitor recording the notifications sent on it."""
+    state_dir = tmp_path / "kubesocks-state"
+    state_dir.mkdir(mode=0o700)
+    env = dict(home["env"], DISPLAY=display, KUBESOCKS_STATE_DIR=str(state_dir))
+    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"], stdout=subprocess.PIPE, text=True, env=env)
+    env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
+    assert env["DBUS_SESSION_BUS_ADDRESS"], "dbus-daemon did not print its address"
+    monitor_log = tmp_path / "dbus-monitor.log"
+    with open(monitor_log, "w") as out:
+        monitor = subprocess.Popen(
+            ["dbus-monitor", "--session", "interface='org.freedesktop.Notifications'"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    # It prints its own NameAcquired signal once it listens.
+    wait_for("dbus-monitor to start", lambda: monitor_log.stat().st_size > 0, timeout=10)
+    procs = []
+    yield {"env": env, "state": state_dir, "notifications": monitor_log, "procs": procs}
+    for proc in [*procs, monitor, bus]:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_app_says_why_it_cannot_start_while_a_headless_daemon_runs(binaries, own_session):
+    env, state_dir = own_session["env"], own_session["state"]
+    daemon = subprocess.Popen([binaries["cli"], "daemon"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    own_session["procs"].append(daemon)
+    wait_for("the headless daemon's socket", lambda: (state_dir / "control.sock").exists(), timeout=30)
+
+    app = subprocess.run([binaries["tray"]], env=env, capture_output=True, text=True, timeout=90)
+    assert app.returncode == 1, f"exit {app.returncode}: {app.stderr}"
+    assert "already running" in app.stderr and "kubesocks quit" in app.stderr, app.stderr
+    # A desktop notification says the same, for an app started from a launcher.
+    sent = wait_for("the notification on the bus", lambda: "kubesocks cannot start" in (t := own_session["notifications"].read_text()) and t, timeout=10)
+    assert "kubesocks quit" in sent, sent
+    assert daemon.poll() is None, "the headless daemon keeps running"
+    assert "already running" in (state_dir / "logs" / "tray.log").read_text(), "the reason is in the app's log too"
+
+
+def test_sigterm_stops_the_app_and_its_proxies_and_leaves_no_credentials(binaries, own_session):
+    env, state_dir = own_session["env"], own_session["state"]
+    app = subprocess.Popen([binaries["tray"], "--background"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    own_session["procs"].append(app)
+    wait_for("the app's control socket", lambda: (state_dir / "control.sock").exists(), timeout=60)
+    out = kubesocks(binaries, env, "--context", ADMIN, "connect", "--socks", "--listen-socks", "127.0.0.1:0")
+    assert out.returncode == 0, out.stderr
+    [conn] = status_json(binaries, env)["connections"]
+    assert Path(conn["kubeconfig"]).exists()
+    port = int(conn["socks"].rsplit(":", 1)[1])
+
+    app.send_signal(signal.SIGTERM)
+    assert app.wait(30) == 0, app.stderr.read()
+    assert not (state_dir / "control.sock").exists(), "the control socket is removed"
+    assert not Path(conn["kubeconfig"]).exists(), "the connection's kubeconfig (credentials) is deleted"
+    assert not list((state_dir / "connections").iterdir()), "no connection record is left"
+    assert port_is_free(port), "the proxy port is free"
+
+
 # --- the window ----------------------------------------------------------------
 
 
