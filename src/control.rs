@@ -12,6 +12,7 @@
 //!
 //! The socket file is owner-only, and the daemon also checks the peer's uid.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +65,11 @@ pub struct ConnectRequest {
     pub cluster_domain: String,
     #[serde(default)]
     pub passthrough: bool,
+    /// The client's variables that exec credential plugins read (see
+    /// [`crate::kubeconfig::exec_env`]). The daemon may have been started from
+    /// another shell, so it runs this connection's plugins with these.
+    #[serde(default)]
+    pub exec_env: BTreeMap<String, String>,
 }
 
 fn default_domain() -> String {

@@ -225,6 +225,8 @@ impl Daemon {
             let own = kubeconfig::standalone(&kc, &context)?;
             state.write_private(&kubeconfig_path, kubeconfig::to_text(&own).as_bytes())?;
             tracing::info!(context, kubeconfig = %kubeconfig_path.display(), "connecting");
+            let mut own = own;
+            kubeconfig::add_exec_env(&mut own, &request.exec_env);
             let cluster = kubeconfig::connect_to(own, &context, request.namespace.as_deref()).await?;
             let record = ConnectionRecord {
                 id: id.clone(),

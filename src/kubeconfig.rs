@@ -2,6 +2,7 @@
 //! way kubectl reads them, and a first request that proves the API server is
 //! reachable and accepts the credentials.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -176,6 +177,36 @@ pub fn standalone(kc: &Kubeconfig, context: &str) -> Result<Kubeconfig, KubeErro
     })
 }
 
+/// Which of a client's environment variables reach its exec credential
+/// plugins in the daemon: PATH (to find `aws`, `gke-gcloud-auth-plugin`,
+/// `kubelogin`) and the cloud CLIs' own variables (profiles, regions, config
+/// dirs, and the short-lived keys `aws-vault` and SSO logins export).
+pub fn is_exec_env(name: &str) -> bool {
+    const PREFIXES: [&str; 6] = ["AWS_", "AZURE_", "AAD_", "CLOUDSDK_", "GOOGLE_", "KUBELOGIN_"];
+    name == "PATH" || name == "USE_GKE_GCLOUD_AUTH_PLUGIN" || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// This process's variables that [`is_exec_env`] picks.
+pub fn exec_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| is_exec_env(k))
+        .collect()
+}
+
+/// Gives every exec credential plugin of `kc` the variables of `env` that
+/// its own `env` list does not set (the kubeconfig's word wins). Kept in
+/// memory only: the connection's kubeconfig file never holds them.
+pub fn add_exec_env(kc: &mut Kubeconfig, env: &BTreeMap<String, String>) {
+    for exec in kc.auth_infos.iter_mut().filter_map(|u| u.auth_info.as_mut()?.exec.as_mut()) {
+        let list = exec.env.get_or_insert_with(Vec::new);
+        let set: Vec<String> = list.iter().filter_map(|e| e.get("name").cloned()).collect();
+        for (name, value) in env.iter().filter(|(name, _)| !set.contains(name)) {
+            list.push(HashMap::from([("name".to_string(), name.clone()), ("value".to_string(), value.clone())]));
+        }
+    }
+}
+
 /// Writes a kubeconfig as text kubectl reads (JSON, which is YAML).
 pub fn to_text(kc: &Kubeconfig) -> String {
     serde_json::to_string_pretty(kc).expect("a kubeconfig serializes")
@@ -273,4 +304,40 @@ fn client(config: Config) -> Result<Client, kube::Error> {
         .map_err(tower::BoxError::from)
         .service(http_client);
     Ok(Client::new(service, config.default_namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_plugins_get_path_and_the_cloud_clis_variables_only() {
+        for name in ["PATH", "AWS_PROFILE", "AWS_SESSION_TOKEN", "CLOUDSDK_CONFIG", "GOOGLE_APPLICATION_CREDENTIALS"] {
+            assert!(is_exec_env(name), "{name}");
+        }
+        for name in ["HOME", "KUBECONFIG", "SSH_AUTH_SOCK", "MY_AWS_PROFILE", "path"] {
+            assert!(!is_exec_env(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_kubeconfigs_own_exec_env_wins() {
+        let mut kc: Kubeconfig = serde_json::from_value(serde_json::json!({
+            "users": [
+                {"name": "plugin", "user": {"exec": {"command": "aws", "env": [{"name": "AWS_PROFILE", "value": "prod"}]}}},
+                {"name": "token", "user": {"token": "t"}}
+            ]
+        }))
+        .unwrap();
+        let env = BTreeMap::from([
+            ("AWS_PROFILE".to_string(), "dev".to_string()),
+            ("PATH".to_string(), "/opt/aws/bin:/usr/bin".to_string()),
+        ]);
+        add_exec_env(&mut kc, &env);
+        let exec = kc.auth_infos[0].auth_info.as_ref().unwrap().exec.as_ref().unwrap();
+        let pairs: Vec<(&str, &str)> =
+            exec.env.iter().flatten().map(|e| (e["name"].as_str(), e["value"].as_str())).collect();
+        assert_eq!(pairs, [("AWS_PROFILE", "prod"), ("PATH", "/opt/aws/bin:/usr/bin")]);
+        assert!(kc.auth_infos[1].auth_info.as_ref().unwrap().exec.is_none(), "users without a plugin are untouched");
+    }
 }

@@ -13,7 +13,7 @@ use crate::control::{
 };
 use crate::daemon::{Daemon, unix_now};
 use crate::engine::Listen;
-use crate::kubeconfig::KubeSettings;
+use crate::kubeconfig::{self, KubeSettings};
 use crate::state::{DaemonLock, StateDir};
 
 /// Quick requests (status, disconnect) get this long.
@@ -56,6 +56,7 @@ pub async fn connect(state: &StateDir, kube: &KubeSettings, args: &ConnectArgs) 
         http: listen(want_http, args.listen_http, DEFAULT_HTTP_PORT),
         cluster_domain: args.resolve.cluster_domain.clone(),
         passthrough: args.resolve.passthrough,
+        exec_env: kubeconfig::exec_env(),
     };
     ensure_daemon(state).await?;
     let request = Request::Connect(request);

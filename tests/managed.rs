@@ -38,10 +38,16 @@ impl Managed {
     }
 
     async fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[]).await
+    }
+
+    /// Runs `kubesocks` with `env` set on top of the test's own environment.
+    async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
             .args(args)
             .env("KUBESOCKS_STATE_DIR", &self.state)
             .env("KUBECONFIG", &self.kubeconfig)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output();
         let out = tokio::time::timeout(Duration::from_secs(120), out)
@@ -454,4 +460,61 @@ async fn concurrent_connects_of_one_context_share_one_daemon_and_connection() {
     assert_eq!(a["id"], b["id"], "one connection for one context");
     assert_eq!(a["pid"], b["pid"], "one daemon");
     assert_eq!(m.status().await["connections"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn exec_plugins_run_with_the_variables_of_the_shell_that_connects() {
+    let m = Managed::new("exec");
+    let (_ns, _backend, url) = own_service("exec").await;
+    // A credential plugin only the connecting shell can find and use: it is on
+    // that shell's PATH alone, and it wants that shell's AWS_PROFILE.
+    let bin = m.state.with_extension("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("kubesocks-test-credential");
+    let token = cluster().get("KUBESOCKS_ADMIN_TOKEN");
+    let script = format!(
+        "#!/bin/sh\n[ \"$AWS_PROFILE\" = kubesocks-exec-test ] || {{ echo \"AWS_PROFILE is '$AWS_PROFILE'\" >&2; exit 1; }}\n\
+         echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{token}\"}}}}'\n"
+    );
+    std::fs::write(&plugin, script).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let admin = kube::config::Kubeconfig::read_from(&cluster().admin_kubeconfig).unwrap();
+    let kubeconfig = bin.join("exec.kubeconfig");
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "exec",
+        "clusters": [{"name": "test", "cluster": admin.clusters[0].cluster}],
+        "users": [{"name": "plugin", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": "kubesocks-test-credential",
+            "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "exec", "context": {"cluster": "test", "user": "plugin"}}]
+    });
+    std::fs::write(&kubeconfig, config.to_string()).unwrap();
+
+    // The daemon starts first, from a shell that has neither.
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+        .arg("daemon")
+        .env("KUBESOCKS_STATE_DIR", &m.state)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env_remove("AWS_PROFILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start kubesocks daemon");
+    let socket = m.state.join("control.sock");
+    support::wait_for("the daemon's socket", || async { socket.exists().then_some(()) }).await;
+
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let env = [("PATH", path.as_str()), ("AWS_PROFILE", "kubesocks-exec-test")];
+    let args = ["--kubeconfig", kubeconfig.to_str().unwrap(), "connect", "-o", "json", "--listen-socks", "127.0.0.1:0"];
+    let run = m.run_env(&args, &env).await;
+    assert_eq!(run.code, 0, "connect through the plugin failed: {}", run.stderr);
+    let conn: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(conn["pid"], daemon.id().unwrap(), "the daemon started first hosts it");
+    answer_via(conn["socks_url"].as_str().unwrap(), &url).await;
+    let written = std::fs::read_to_string(conn["kubeconfig"].as_str().unwrap()).unwrap();
+    assert!(!written.contains("kubesocks-exec-test"), "the variables stay out of the connection's kubeconfig file");
+    m.ok(&["quit"]).await;
+    let _ = daemon.wait().await;
+    let _ = std::fs::remove_dir_all(&bin);
 }
