@@ -53,6 +53,10 @@ pub enum KubeError {
         #[source]
         source: KubeconfigError,
     },
+    #[error(
+        "context {context} gets its credentials from the exec plugin {command:?}, which is not on PATH ({path}); install it, or connect from a shell that finds it"
+    )]
+    ExecPluginMissing { context: String, command: String, path: String },
     #[error("cannot create a client for {server}: {source}")]
     Client {
         server: String,
@@ -256,6 +260,10 @@ pub async fn connect(settings: &KubeSettings) -> Result<Cluster, KubeError> {
 /// Builds a client for `context` of `kc` and checks that the API server
 /// answers. `namespace` overrides the context's default namespace.
 pub async fn connect_to(kc: Kubeconfig, context: &str, namespace: Option<&str>) -> Result<Cluster, KubeError> {
+    // kube's own error for this is a bare "No such file or directory".
+    if let Some((command, path)) = missing_exec_plugin(&kc, context) {
+        return Err(KubeError::ExecPluginMissing { context: context.to_string(), command, path });
+    }
     let context = context.to_string();
     let options = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
     let mut config = Config::from_custom_kubeconfig(kc, &options)
@@ -275,6 +283,26 @@ pub async fn connect_to(kc: Kubeconfig, context: &str, namespace: Option<&str>) 
         Ok(Err(source)) => Err(KubeError::Unreachable { server, source }),
         Ok(Ok(_)) => Ok(Cluster { client, context, server, namespace }),
     }
+}
+
+/// The exec plugin of `context`'s user, with the PATH it was looked for on,
+/// when it cannot be found there (the plugin's own `env` PATH, else ours).
+fn missing_exec_plugin(kc: &Kubeconfig, context: &str) -> Option<(String, String)> {
+    let user = kc.contexts.iter().find(|c| c.name == context)?.context.as_ref()?.user.clone()?;
+    let exec = kc.auth_infos.iter().find(|u| u.name == user)?.auth_info.as_ref()?.exec.as_ref()?;
+    let command = exec.command.clone()?;
+    let own_path = exec.env.iter().flatten().find(|e| e.get("name").map(String::as_str) == Some("PATH"));
+    let path = match own_path.and_then(|e| e.get("value")) {
+        Some(path) => path.clone(),
+        None => std::env::var("PATH").unwrap_or_default(),
+    };
+    let runnable = |p: &std::path::Path| p.metadata().is_ok_and(|m| m.is_file());
+    let found = if command.contains('/') {
+        runnable(std::path::Path::new(&command))
+    } else {
+        std::env::split_paths(&path).any(|dir| runnable(&dir.join(&command)))
+    };
+    (!found).then_some((command, path))
 }
 
 /// kube's own client stack (base URI, retries, credentials, extra headers,
@@ -318,6 +346,24 @@ mod tests {
         for name in ["HOME", "KUBECONFIG", "SSH_AUTH_SOCK", "MY_AWS_PROFILE", "path"] {
             assert!(!is_exec_env(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_missing_exec_plugin_is_named_with_the_path_searched() {
+        let kc = |command: &str, path: &str| -> Kubeconfig {
+            serde_json::from_value(serde_json::json!({
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+                "users": [{"name": "u", "user": {"exec": {"command": command, "env": [{"name": "PATH", "value": path}]}}}]
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            missing_exec_plugin(&kc("no-such-plugin", "/usr/bin:/bin"), "c"),
+            Some(("no-such-plugin".into(), "/usr/bin:/bin".into()))
+        );
+        assert_eq!(missing_exec_plugin(&kc("sh", "/usr/bin:/bin"), "c"), None, "found on the plugin's PATH");
+        assert_eq!(missing_exec_plugin(&kc("/bin/sh", ""), "c"), None, "a path is taken as it is");
+        assert!(missing_exec_plugin(&kc("/nowhere/aws", "/bin"), "c").is_some());
     }
 
     #[test]

@@ -504,9 +504,14 @@ async fn exec_plugins_run_with_the_variables_of_the_shell_that_connects() {
     let socket = m.state.join("control.sock");
     support::wait_for("the daemon's socket", || async { socket.exists().then_some(()) }).await;
 
+    // Without the plugin on its PATH, connect says which plugin is missing.
+    let args = ["--kubeconfig", kubeconfig.to_str().unwrap(), "connect", "-o", "json", "--listen-socks", "127.0.0.1:0"];
+    let run = m.run_env(&args, &[]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("exec plugin \"kubesocks-test-credential\", which is not on PATH"), "{}", run.stderr);
+
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let env = [("PATH", path.as_str()), ("AWS_PROFILE", "kubesocks-exec-test")];
-    let args = ["--kubeconfig", kubeconfig.to_str().unwrap(), "connect", "-o", "json", "--listen-socks", "127.0.0.1:0"];
     let run = m.run_env(&args, &env).await;
     assert_eq!(run.code, 0, "connect through the plugin failed: {}", run.stderr);
     let conn: Value = serde_json::from_str(&run.stdout).unwrap();
