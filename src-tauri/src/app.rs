@@ -89,6 +89,7 @@ fn setup(
     actions: mpsc::UnboundedSender<Action>,
     action_rx: mpsc::UnboundedReceiver<Action>,
 ) {
+    let signals = tauri::async_runtime::block_on(async { Signals::listen() });
     let host = match tauri::async_runtime::block_on(Host::start()) {
         Ok(host) => host,
         Err(e) => {
@@ -143,7 +144,9 @@ fn setup(
 
     tauri::async_runtime::spawn(forward_live(app.clone(), host.live()));
     tauri::async_runtime::spawn(handle_actions(app.clone(), action_rx));
-    tauri::async_runtime::spawn(exit_on_signals(app.clone()));
+    if let Some(signals) = signals {
+        tauri::async_runtime::spawn(exit_on_signals(app.clone(), signals));
+    }
     let quitter = app.clone();
     tauri::async_runtime::spawn(async move {
         host.quit_requested().await;
@@ -228,20 +231,27 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// SIGTERM (logout, `kill`), SIGINT and SIGHUP quit like the menu's Quit:
-/// every proxy stopped, its kubeconfig deleted, the control socket removed.
-async fn exit_on_signals(app: AppHandle) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let listen = |kind| signal(kind).inspect_err(|e| tracing::warn!(error = %e, "cannot listen for signals"));
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (listen(SignalKind::terminate()), listen(SignalKind::interrupt()), listen(SignalKind::hangup()))
-    else {
-        return;
-    };
+/// SIGTERM (logout, `kill`), SIGINT and SIGHUP, listened for from the start of
+/// setup (before the control socket exists), so none of them can kill the app
+/// with proxies up and their kubeconfigs left on disk.
+struct Signals(tokio::signal::unix::Signal, tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+impl Signals {
+    /// Must run inside the async runtime (it registers with its driver).
+    fn listen() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| signal(kind).inspect_err(|e| tracing::warn!(error = %e, "cannot listen for signals")).ok();
+        Some(Signals(listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?, listen(SignalKind::hangup())?))
+    }
+}
+
+/// Quits like the menu's Quit on the first signal: every proxy stopped, its
+/// kubeconfig deleted, the control socket removed.
+async fn exit_on_signals(app: AppHandle, mut signals: Signals) {
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
+        _ = signals.0.recv() => {}
+        _ = signals.1.recv() => {}
+        _ = signals.2.recv() => {}
     }
     tracing::info!("stopping on a signal");
     app.exit(0);
