@@ -437,9 +437,10 @@ impl ClusterView for Snapshot {
 
     fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
         let key = reflector::ObjectRef::new(name).within(namespace);
-        let fetched = self.fetched(namespace).and_then(|f| f.service.clone());
-        let fetched = fetched.filter(|svc| svc.metadata.name.as_deref() == Some(name));
-        self.stores(Some(namespace)).into_iter().find_map(|s| s.services.get(&key)).or(fetched)
+        self.stores(Some(namespace)).into_iter().find_map(|s| s.services.get(&key)).or_else(|| {
+            let fetched = self.fetched(namespace)?.service.clone();
+            fetched.filter(|svc| svc.metadata.name.as_deref() == Some(name))
+        })
     }
 
     fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
