@@ -60,28 +60,13 @@ fn failed_connects(before: &Live, after: &Live) -> Vec<Alert> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{Attempt, ConnectionStatus};
+    use crate::host::{Attempt, ConnectionStatus, sample_connection};
     use kubesocks::control::ErrorReport;
 
     fn conn(id: &str, error: Option<(&str, u64)>) -> ConnectionStatus {
         ConnectionStatus {
-            id: id.into(),
-            context: format!("ctx-{id}"),
-            server: "https://k:6443".into(),
-            namespace: "default".into(),
-            socks: Some("127.0.0.1:1080".parse().unwrap()),
-            http: None,
-            socks_url: Some("socks5h://127.0.0.1:1080".into()),
-            http_url: None,
-            pid: 1,
-            started_at: 1_700_000_000,
-            log: "/l".into(),
-            kubeconfig: "/k".into(),
-            active_connections: 0,
-            total_connections: 0,
-            bytes_up: 0,
-            bytes_down: 0,
             last_error: error.map(|(m, at)| ErrorReport { message: m.into(), at }),
+            ..sample_connection(id, &format!("ctx-{id}"), 1080)
         }
     }
 

@@ -206,6 +206,30 @@ impl HostError {
 /// An error and its sources in one line, as the window and notifications show it.
 pub use kubesocks::error_chain as error_text;
 
+/// A connection as the daemon reports it (no error, no traffic), for the app's unit tests.
+#[cfg(test)]
+pub fn sample_connection(id: &str, context: &str, port: u16) -> ConnectionStatus {
+    ConnectionStatus {
+        id: id.into(),
+        context: context.into(),
+        server: "https://k:6443".into(),
+        namespace: "default".into(),
+        socks: Some(([127, 0, 0, 1], port).into()),
+        http: None,
+        socks_url: Some(format!("socks5h://127.0.0.1:{port}")),
+        http_url: None,
+        pid: 1,
+        started_at: 0,
+        log: "/l".into(),
+        kubeconfig: "/k".into(),
+        active_connections: 0,
+        total_connections: 0,
+        bytes_up: 0,
+        bytes_down: 0,
+        last_error: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

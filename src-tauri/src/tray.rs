@@ -310,7 +310,7 @@ pub async fn spawn(actions: UnboundedSender<Action>) -> Option<Handle> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::Attempt;
+    use crate::host::{Attempt, sample_connection};
     use kubesocks::control::ErrorReport;
 
     fn ctx(name: &str) -> ContextInfo {
@@ -327,23 +327,8 @@ mod tests {
 
     fn conn(context: &str, port: u16, error: bool) -> ConnectionStatus {
         ConnectionStatus {
-            id: format!("{port:08x}"),
-            context: context.into(),
-            server: "https://k:6443".into(),
-            namespace: "default".into(),
-            socks: Some(([127, 0, 0, 1], port).into()),
-            http: None,
-            socks_url: Some(format!("socks5h://127.0.0.1:{port}")),
-            http_url: None,
-            pid: 1,
-            started_at: 0,
-            log: "/l".into(),
-            kubeconfig: "/k".into(),
-            active_connections: 0,
-            total_connections: 0,
-            bytes_up: 0,
-            bytes_down: 0,
             last_error: error.then(|| ErrorReport { message: "boom".into(), at: NOW - 5 }),
+            ..sample_connection(&format!("{port:08x}"), context, port)
         }
     }
 
