@@ -25,16 +25,20 @@ pub struct Alerts {
 impl Alerts {
     /// The alerts for the step from `before` to `after`, at `now` (Unix seconds).
     pub fn between(&mut self, before: &Live, after: &Live, now: u64) -> Vec<Alert> {
-        self.last_sent.retain(|id, _| after.connections.iter().any(|c| &c.id == id));
+        self.last_sent.retain(|id, _| after.connections.iter().any(|c| &c.record.id == id));
         let mut alerts = Vec::new();
         for c in &after.connections {
-            let Some(error) = &c.last_error else { continue };
-            let old = before.connections.iter().find(|o| o.id == c.id).and_then(|o| o.last_error.as_ref());
-            let quiet = self.last_sent.get(&c.id).is_some_and(|&sent| now.saturating_sub(sent) < QUIET_SECS);
+            let Some(error) = &c.stats.last_error else { continue };
+            let old = before
+                .connections
+                .iter()
+                .find(|o| o.record.id == c.record.id)
+                .and_then(|o| o.stats.last_error.as_ref());
+            let quiet = self.last_sent.get(&c.record.id).is_some_and(|&sent| now.saturating_sub(sent) < QUIET_SECS);
             if old != Some(error) && !quiet {
-                self.last_sent.insert(c.id.clone(), now);
+                self.last_sent.insert(c.record.id.clone(), now);
                 alerts.push(Alert {
-                    title: format!("kubesocks: error on {} ({})", c.context, c.id),
+                    title: format!("kubesocks: error on {} ({})", c.record.context, c.record.id),
                     body: error.message.clone(),
                 });
             }
@@ -61,13 +65,12 @@ fn failed_connects(before: &Live, after: &Live) -> Vec<Alert> {
 mod tests {
     use super::*;
     use crate::host::{Attempt, ConnectionStatus, sample_connection};
-    use kubesocks::control::ErrorReport;
+    use kubesocks_engine::ErrorReport;
 
     fn conn(id: &str, error: Option<(&str, u64)>) -> ConnectionStatus {
-        ConnectionStatus {
-            last_error: error.map(|(m, at)| ErrorReport { message: m.into(), at }),
-            ..sample_connection(id, &format!("ctx-{id}"), 1080)
-        }
+        let mut c = sample_connection(id, &format!("ctx-{id}"), 1080);
+        c.stats.last_error = error.map(|(m, at)| ErrorReport { message: m.into(), at });
+        c
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub fn run(background: bool) -> ExitCode {
     // SAFETY: nothing else runs yet: no runtime, no GTK, no other thread reads the environment.
     unsafe { std::env::set_var("PATH", &path.path) };
 
-    let logs = kubesocks::state::StateDir::locate().ok().map(|s| s.logs());
-    let _log_guard = kubesocks::logging::init(0, true, logs.as_deref(), "tray.log");
+    let logs = kubesocks_managed::state::StateDir::locate().ok().map(|s| s.logs());
+    let _log_guard = kubesocks_managed::logging::init(0, true, logs.as_deref(), "tray.log");
     tracing::info!(
         from_login_shell = path.from_shell,
         added = ?path.added,

@@ -8,15 +8,16 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use kubesocks::control::{ConnectRequest, loopback};
-use kubesocks::daemon::{Daemon, DaemonError};
-use kubesocks::engine::Listen;
-use kubesocks::kubeconfig::{self, ContextInfo, KubeSettings};
-use kubesocks::state::StateDir;
+use kubesocks_engine::Listen;
+use kubesocks_engine::kubeconfig::{self, ContextInfo, KubeSettings};
+use kubesocks_engine::{ProxyConfig, loopback};
+use kubesocks_managed::control::ConnectRequest;
+use kubesocks_managed::state::StateDir;
+use kubesocks_managed::{Daemon, DaemonError};
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use kubesocks::control::ConnectionStatus;
+pub use kubesocks_managed::control::ConnectionStatus;
 
 use crate::settings::Settings;
 
@@ -85,7 +86,7 @@ impl Host {
         let connections = self.daemon.status();
         let mut attempts = self.attempts.lock().unwrap();
         // A failure is moot once the context is connected (from a terminal, say).
-        attempts.retain(|a| a.error.is_none() || !connections.iter().any(|c| c.context == a.context));
+        attempts.retain(|a| a.error.is_none() || !connections.iter().any(|c| c.record.context == a.context));
         let live = Live { connections, attempts: attempts.clone() };
         drop(attempts);
         self.live.send_if_modified(|current| {
@@ -112,12 +113,14 @@ impl Host {
             kubeconfigs: Vec::new(),
             context: Some(context.into()),
             namespace: None,
-            socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
-            http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
-            cluster_domain: settings.cluster_domain.clone(),
-            passthrough: false,
             // Exec plugins run with the app's own environment (its PATH comes from the login shell).
             exec_env: Default::default(),
+            proxy: ProxyConfig {
+                socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
+                http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
+                cluster_domain: settings.cluster_domain.clone(),
+                ..ProxyConfig::default()
+            },
         };
         match self.daemon.connect(request).await {
             Ok(outcome) => {
@@ -146,7 +149,7 @@ impl Host {
     /// Stops the context's connection, or forgets its failed attempt.
     pub async fn disconnect_context(&self, context: &str) -> Result<(), String> {
         let ids: Vec<String> =
-            self.daemon.status().into_iter().filter(|c| c.context == context).map(|c| c.id).collect();
+            self.daemon.status().into_iter().filter(|c| c.record.context == context).map(|c| c.record.id).collect();
         self.set_attempt(context, None);
         for id in ids {
             self.disconnect(&id).await?;
@@ -204,30 +207,27 @@ impl HostError {
 }
 
 /// An error and its sources in one line, as the window and notifications show it.
-pub use kubesocks::error_chain as error_text;
+pub use kubesocks_engine::error_chain as error_text;
 
 /// A connection as the daemon reports it (no error, no traffic), for the app's unit tests.
 #[cfg(test)]
 pub fn sample_connection(id: &str, context: &str, port: u16) -> ConnectionStatus {
-    ConnectionStatus {
+    let record = kubesocks_managed::state::ConnectionRecord {
         id: id.into(),
         context: context.into(),
         server: "https://k:6443".into(),
         namespace: "default".into(),
+        kubeconfig: "/k".into(),
+        source_kubeconfigs: Vec::new(),
         socks: Some(([127, 0, 0, 1], port).into()),
         http: None,
-        socks_url: Some(format!("socks5h://127.0.0.1:{port}")),
-        http_url: None,
+        cluster_domain: "cluster.local".into(),
+        passthrough: false,
         pid: 1,
-        started_at: 0,
         log: "/l".into(),
-        kubeconfig: "/k".into(),
-        active_connections: 0,
-        total_connections: 0,
-        bytes_up: 0,
-        bytes_down: 0,
-        last_error: None,
-    }
+        started_at: 0,
+    };
+    ConnectionStatus::new(record, Default::default())
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 
 /// Exactly what the `kubesocks` binary does.
 fn headless() -> ExitCode {
-    let cli = kubesocks::cli::Cli::parse();
+    let cli = kubesocks::Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -32,10 +32,10 @@ fn headless() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(kubesocks::cli::run(cli)) {
+    match runtime.block_on(kubesocks::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kubesocks: {e:#}");
+            kubesocks::report(&e);
             ExitCode::FAILURE
         }
     }

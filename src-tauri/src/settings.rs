@@ -19,7 +19,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            socks_port: kubesocks::control::DEFAULT_SOCKS_PORT,
+            socks_port: kubesocks_engine::ProxyConfig::DEFAULT_SOCKS_PORT,
             http_port: None,
             cluster_domain: "cluster.local".into(),
             start_at_login: false,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ksni::menu::{CheckmarkItem, StandardItem};
 use ksni::{MenuItem, TrayMethods as _};
-use kubesocks::kubeconfig::ContextInfo;
+use kubesocks_engine::kubeconfig::ContextInfo;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::host::{ConnectionStatus, Live};
@@ -46,7 +46,7 @@ pub const ERROR_SHOWN_FOR_SECS: u64 = 60;
 
 /// Whether the connection had an error in the last [`ERROR_SHOWN_FOR_SECS`] before `now` (Unix seconds).
 fn recent_error(connection: &ConnectionStatus, now: u64) -> bool {
-    connection.last_error.as_ref().is_some_and(|e| now.saturating_sub(e.at) < ERROR_SHOWN_FOR_SECS)
+    connection.stats.last_error.as_ref().is_some_and(|e| now.saturating_sub(e.at) < ERROR_SHOWN_FOR_SECS)
 }
 
 /// The icon for `live` at `now` (Unix seconds).
@@ -74,14 +74,14 @@ pub struct Entry {
 pub fn entries(contexts: &[ContextInfo], live: &Live, now: u64) -> Vec<Entry> {
     let mut names: Vec<&str> = contexts.iter().map(|c| c.name.as_str()).collect();
     for c in &live.connections {
-        if !names.contains(&c.context.as_str()) {
-            names.push(&c.context);
+        if !names.contains(&c.record.context.as_str()) {
+            names.push(&c.record.context);
         }
     }
     names
         .into_iter()
         .map(|name| {
-            let connection = live.connections.iter().find(|c| c.context == name);
+            let connection = live.connections.iter().find(|c| c.record.context == name);
             let attempt = live.attempts.iter().find(|a| a.context == name);
             Entry {
                 context: name.to_string(),
@@ -311,7 +311,7 @@ pub async fn spawn(actions: UnboundedSender<Action>) -> Option<Handle> {
 mod tests {
     use super::*;
     use crate::host::{Attempt, sample_connection};
-    use kubesocks::control::ErrorReport;
+    use kubesocks_engine::ErrorReport;
 
     fn ctx(name: &str) -> ContextInfo {
         ContextInfo {
@@ -326,10 +326,9 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn conn(context: &str, port: u16, error: bool) -> ConnectionStatus {
-        ConnectionStatus {
-            last_error: error.then(|| ErrorReport { message: "boom".into(), at: NOW - 5 }),
-            ..sample_connection(&format!("{port:08x}"), context, port)
-        }
+        let mut c = sample_connection(&format!("{port:08x}"), context, port);
+        c.stats.last_error = error.then(|| ErrorReport { message: "boom".into(), at: NOW - 5 });
+        c
     }
 
     #[test]

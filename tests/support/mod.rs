@@ -40,8 +40,9 @@ impl Cluster {
     }
 }
 
+/// The repository's top: these tests belong to the `crates/cli` package.
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
 /// Starts the cluster (or finds it running) once per test binary.

@@ -9,75 +9,106 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher as _, Hasher as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncWriteExt as _;
-use tokio::net::{UnixListener, UnixStream};
+use kubesocks_engine::kubeconfig::{self, Cluster, KubeError, KubeSettings, Kubeconfig};
+use kubesocks_engine::{Engine, EngineError, Listen, error_chain};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::control::{
-    ConnectRequest, ConnectionStatus, DaemonInfo, ErrorKind, ErrorReport, Request, Response, is_valid_id,
-};
-use crate::engine::{Engine, EngineError, Listen, ProxyConfig};
-use crate::error_chain;
-use crate::kubeconfig::{self, KubeError, KubeSettings};
+use crate::control::{self, ConnectRequest, ConnectionStatus, DaemonInfo, ErrorKind, Request, Response, is_valid_id};
 use crate::state::{ConnectionRecord, DaemonLock, StateDir, StateError};
 
 /// How long open client connections may finish after their proxy stops.
 const DRAIN: Duration = Duration::from_secs(3);
 /// How often live figures are pushed to watchers while they change.
 const TICK: Duration = Duration::from_secs(1);
-/// A control client must send its request within this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the daemon could not start, or a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// Another process is the daemon of this state directory.
     #[error("a kubesocks daemon is already running{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
-    AlreadyRunning { pid: Option<u32> },
+    AlreadyRunning {
+        /// Its pid, if it could be read.
+        pid: Option<u32>,
+    },
+    /// The state directory.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The control socket could not be bound.
     #[error("cannot serve the control socket {}: {source}", path.display())]
     Socket {
+        /// The socket.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
-    #[error("{id:?} is not a connection ID (they are 8 hex digits, as `kubesocks status` shows)")]
-    MalformedId { id: String },
-    #[error("no connection {id}; `kubesocks status` lists them")]
-    UnknownConnection { id: String },
-    #[error("context {context} is being connected by another request; try again in a moment")]
-    Busy { context: String },
-    #[error("context {context} is already connected as {id} with {differs}; disconnect {id} first to change that")]
-    Mismatch { context: String, id: String, differs: String },
+    /// Not of the form of a connection ID.
+    #[error("{id:?} is not a connection ID (they are 8 hex digits)")]
+    MalformedId {
+        /// What was given.
+        id: String,
+    },
+    /// No connection has this ID.
+    #[error("no connection {id}")]
+    UnknownConnection {
+        /// What was given.
+        id: String,
+    },
+    /// Another request is connecting this context right now.
+    #[error("context {context} is being connected by another request")]
+    Busy {
+        /// The context.
+        context: String,
+    },
+    /// The context has a connection that serves something else.
+    #[error("context {context} is already connected as {id} with {differs}")]
+    Mismatch {
+        /// The context.
+        context: String,
+        /// Its connection.
+        id: String,
+        /// What it has that the request does not ask for.
+        differs: String,
+    },
+    /// The daemon is stopping and takes no new connection.
     #[error("the daemon is stopping")]
     Stopping,
-    #[error("nothing to serve: ask for --socks and/or --http")]
+    /// The request asked for neither SOCKS nor HTTP.
+    #[error("nothing to serve: the request asks for no listener")]
     NoListener,
+    /// The kubeconfig, credentials or API server.
     #[error(transparent)]
     Kube(#[from] KubeError),
+    /// The proxy could not start.
     #[error("cannot start the proxy for context {context}: {source}")]
     Engine {
+        /// The context.
         context: String,
+        /// Why.
         #[source]
         source: EngineError,
     },
+    /// The connection's log could not be opened.
     #[error("cannot open the connection's log {}: {source}", path.display())]
     Log {
+        /// The log file.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
 }
 
 impl DaemonError {
-    fn kind(&self) -> ErrorKind {
+    /// The kind a control client is told.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             DaemonError::MalformedId { .. } | DaemonError::NoListener => ErrorKind::BadRequest,
             DaemonError::UnknownConnection { .. } => ErrorKind::UnknownConnection,
@@ -99,6 +130,7 @@ impl DaemonError {
 /// What a `connect` produced.
 #[derive(Debug, Clone)]
 pub struct ConnectOutcome {
+    /// The connection, with its figures.
     pub connection: ConnectionStatus,
     /// The context was already connected; this is that connection.
     pub existing: bool,
@@ -156,13 +188,7 @@ impl Daemon {
 
         state.check_socket_owner()?;
         let path = state.socket();
-        let socket_error = |source| DaemonError::Socket { path: path.clone(), source };
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(socket_error(e)),
-            _ => {}
-        }
-        let listener = UnixListener::bind(&path).map_err(socket_error)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(socket_error)?;
+        let listener = control::bind(&state).map_err(|source| DaemonError::Socket { path: path.clone(), source })?;
 
         let daemon = Daemon {
             inner: Arc::new(Inner {
@@ -182,16 +208,23 @@ impl Daemon {
                 lock: Mutex::new(Some(lock)),
             }),
         };
-        daemon.inner.tasks.spawn(daemon.clone().serve(listener).in_current_span());
+        let (stop, tasks, handler) = (daemon.inner.stopping.clone(), daemon.inner.tasks.clone(), daemon.clone());
+        let handle = move |request| {
+            let daemon = handler.clone();
+            async move { daemon.handle(request).await }
+        };
+        daemon.inner.tasks.spawn(control::serve(listener, stop, tasks, handle).in_current_span());
         daemon.inner.tasks.spawn(daemon.clone().tick().in_current_span());
         tracing::info!(socket = %path.display(), pid = std::process::id(), "kubesocks daemon ready");
         Ok(daemon)
     }
 
+    /// Who this daemon is, as `status` says.
     pub fn info(&self) -> &DaemonInfo {
         &self.inner.info
     }
 
+    /// The state directory it serves.
     pub fn state(&self) -> &StateDir {
         &self.inner.state
     }
@@ -199,7 +232,7 @@ impl Daemon {
     /// Starts a connection, or returns the one the context already has.
     /// Returns once the listeners are up and the caches are synced.
     pub async fn connect(&self, request: ConnectRequest) -> Result<ConnectOutcome, DaemonError> {
-        if request.socks.is_none() && request.http.is_none() {
+        if request.proxy.socks.is_none() && request.proxy.http.is_none() {
             return Err(DaemonError::NoListener);
         }
         let sources = match request.kubeconfigs.is_empty() {
@@ -214,80 +247,91 @@ impl Daemon {
             return Ok(ConnectOutcome { connection: existing, existing: true, example: None });
         }
 
-        let state = &self.inner.state;
         let id = self.new_id();
-        let kubeconfig_path = state.kubeconfig_path(&id);
-        let log = state.log_path(&id);
+        let log = self.inner.state.log_path(&id);
         let span = crate::logging::connection_span(&id, &log)
             .map_err(|source| DaemonError::Log { path: log.clone(), source })?;
-        let for_failure = span.clone();
-        let started = async {
-            let own = kubeconfig::standalone(&kc, &context)?;
-            state.write_private(&kubeconfig_path, kubeconfig::to_text(&own).as_bytes())?;
-            tracing::info!(context, kubeconfig = %kubeconfig_path.display(), "connecting");
-            let mut own = own;
-            kubeconfig::add_exec_env(&mut own, &request.exec_env);
-            let cluster = kubeconfig::connect_to(own, &context, request.namespace.as_deref()).await?;
-            let record = ConnectionRecord {
-                id: id.clone(),
-                context: context.clone(),
-                server: cluster.server.clone(),
-                namespace: cluster.namespace.clone(),
-                kubeconfig: kubeconfig_path.clone(),
-                source_kubeconfigs: sources.clone(),
-                socks: None,
-                http: None,
-                cluster_domain: request.cluster_domain.clone(),
-                passthrough: request.passthrough,
-                pid: std::process::id(),
-                log: log.clone(),
-                started_at: unix_now(),
-            };
-            let config = ProxyConfig {
-                socks: request.socks,
-                http: request.http,
-                cluster_domain: request.cluster_domain.clone(),
-                passthrough: request.passthrough,
-                ..ProxyConfig::default()
-            };
-            let engine = Engine::start(cluster, config)
-                .await
-                .map_err(|source| DaemonError::Engine { context: context.clone(), source })?;
-            let example = engine.example_url(&record.namespace, &request.cluster_domain).await;
-            let record = ConnectionRecord { socks: engine.socks_addr(), http: engine.http_addr(), ..record };
-            state.write_record(&record)?;
-            tracing::info!(socks = ?record.socks, http = ?record.http, "proxy ready");
-            let seq = self.inner.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, DaemonError>((Managed { seq, record, engine }, Some(example)))
-        }
-        .instrument(span)
-        .await;
-
-        let started = started.and_then(|(managed, example)| {
-            let connection = status_of(&managed);
-            let mut connections = self.inner.connections.lock().unwrap();
-            // A quit that began while this connection was starting has
-            // already swept the others: do not outlive it.
-            if self.inner.quit.is_cancelled() || self.inner.stopping.is_cancelled() {
-                return Err(DaemonError::Stopping);
-            }
-            connections.insert(id.clone(), managed);
-            Ok(ConnectOutcome { connection, existing: false, example })
-        });
-        match started {
+        let record = ConnectionRecord {
+            id: id.clone(),
+            context: context.clone(),
+            server: String::new(),
+            namespace: String::new(),
+            kubeconfig: self.inner.state.kubeconfig_path(&id),
+            source_kubeconfigs: sources,
+            socks: None,
+            http: None,
+            cluster_domain: request.proxy.cluster_domain.clone(),
+            passthrough: request.proxy.passthrough,
+            pid: std::process::id(),
+            log,
+            started_at: unix_now(),
+        };
+        let started = self.start_engine(&kc, record, &request).instrument(span.clone()).await;
+        match started.and_then(|(managed, example)| self.register(managed, example)) {
             Ok(outcome) => {
                 self.publish();
                 Ok(outcome)
             }
             Err(e) => {
                 // Logged in the connection's own file too, so its log explains it.
-                tracing::warn!(parent: &for_failure, context, error = %error_chain(&e), "connect failed");
+                tracing::warn!(parent: &span, context, error = %error_chain(&e), "connect failed");
                 tracing::warn!(id, context, error = %error_chain(&e), "connect failed");
-                state.remove_connection(&id);
+                self.inner.state.remove_connection(&id);
                 crate::logging::close_connection_log(&id);
                 Err(e)
             }
         }
+    }
+
+    /// Writes the connection's own kubeconfig, connects to its cluster and
+    /// starts its engine; the record then says where it listens.
+    async fn start_engine(
+        &self,
+        kc: &Kubeconfig,
+        record: ConnectionRecord,
+        request: &ConnectRequest,
+    ) -> Result<(Managed, Option<String>), DaemonError> {
+        let cluster = self.prepare_kubeconfig(kc, &record, request).await?;
+        let record =
+            ConnectionRecord { server: cluster.server.clone(), namespace: cluster.namespace.clone(), ..record };
+        let engine = Engine::start(cluster, request.proxy.clone())
+            .await
+            .map_err(|source| DaemonError::Engine { context: record.context.clone(), source })?;
+        let example = engine.example_url(&record.namespace, &request.proxy.cluster_domain).await;
+        let record = ConnectionRecord { socks: engine.socks_addr(), http: engine.http_addr(), ..record };
+        self.inner.state.write_record(&record)?;
+        tracing::info!(socks = ?record.socks, http = ?record.http, "proxy ready");
+        let seq = self.inner.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok((Managed { seq, record, engine }, Some(example)))
+    }
+
+    /// The context alone, written to the connection's kubeconfig file (what
+    /// the record shows), then read with the client's exec plugin variables.
+    async fn prepare_kubeconfig(
+        &self,
+        kc: &Kubeconfig,
+        record: &ConnectionRecord,
+        request: &ConnectRequest,
+    ) -> Result<Cluster, DaemonError> {
+        let mut own = kubeconfig::standalone(kc, &record.context)?;
+        self.inner.state.write_private(&record.kubeconfig, kubeconfig::to_text(&own).as_bytes())?;
+        tracing::info!(context = record.context, kubeconfig = %record.kubeconfig.display(), "connecting");
+        kubeconfig::add_exec_env(&mut own, &request.exec_env);
+        Ok(kubeconfig::connect_to(own, &record.context, request.namespace.as_deref()).await?)
+    }
+
+    /// Adds a started connection to the registry, unless the daemon began to
+    /// stop meanwhile.
+    fn register(&self, managed: Managed, example: Option<String>) -> Result<ConnectOutcome, DaemonError> {
+        let connection = status_of(&managed);
+        let mut connections = self.inner.connections.lock().unwrap();
+        // A quit that began while this connection was starting has already
+        // swept the others: do not outlive it.
+        if self.inner.quit.is_cancelled() || self.inner.stopping.is_cancelled() {
+            return Err(DaemonError::Stopping);
+        }
+        connections.insert(managed.record.id.clone(), managed);
+        Ok(ConnectOutcome { connection, existing: false, example })
     }
 
     /// The context's connection if it has one that serves what `request` asks;
@@ -311,11 +355,13 @@ impl Daemon {
         };
         let differs = if record.server != server {
             Some(format!("another cluster ({})", record.server))
-        } else if !fits(request.socks, record.socks) || !fits(request.http, record.http) {
+        } else if !fits(request.proxy.socks, record.socks) || !fits(request.proxy.http, record.http) {
             Some(format!("other listeners ({})", listeners_text(record.socks, record.http)))
         } else if request.namespace.as_ref().is_some_and(|ns| *ns != record.namespace) {
             Some(format!("namespace {}", record.namespace))
-        } else if request.cluster_domain != record.cluster_domain || request.passthrough != record.passthrough {
+        } else if request.proxy.cluster_domain != record.cluster_domain
+            || request.proxy.passthrough != record.passthrough
+        {
             Some(format!("cluster domain {} and passthrough {}", record.cluster_domain, record.passthrough))
         } else {
             None
@@ -449,63 +495,6 @@ impl Daemon {
         }
     }
 
-    async fn serve(self, listener: UnixListener) {
-        loop {
-            let stream = tokio::select! {
-                _ = self.inner.stopping.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::error!(error = %e, "control socket accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let daemon = self.clone();
-            self.inner.tasks.spawn(daemon.answer(stream).in_current_span());
-        }
-    }
-
-    /// Reads one request from a control client and writes the answer.
-    async fn answer(self, stream: UnixStream) {
-        let me = crate::state::current_uid();
-        let peer = stream.peer_cred().map(|c| c.uid());
-        let (read, mut write) = stream.into_split();
-        let response = match peer {
-            Ok(uid) if uid != me => {
-                tracing::warn!(uid, "refused a control client of another user");
-                Response::Error {
-                    kind: ErrorKind::Forbidden,
-                    message: format!("this daemon serves uid {me} only, not uid {uid}"),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "refused a control client whose user cannot be told");
-                Response::Error { kind: ErrorKind::Forbidden, message: format!("cannot tell who you are: {e}") }
-            }
-            Ok(_) => match tokio::time::timeout(REQUEST_TIMEOUT, crate::control::read_message(read)).await {
-                Err(_) => bad_request(format!("no request within {REQUEST_TIMEOUT:?}")),
-                Ok(Err(e)) => bad_request(format!("unreadable request: {e}")),
-                Ok(Ok(line)) => match serde_json::from_str::<Request>(&line) {
-                    Ok(request) => {
-                        tracing::debug!(?request, "control request");
-                        self.handle(request).await
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "malformed control request");
-                        bad_request(format!(
-                            "malformed request ({e}); the control socket takes one JSON request per line, e.g. {{\"op\":\"status\"}}"
-                        ))
-                    }
-                },
-            },
-        };
-        let mut line = serde_json::to_string(&response).expect("a response serializes");
-        line.push('\n');
-        let _ = write.write_all(line.as_bytes()).await;
-    }
-
     /// A fresh connection ID, unique among this daemon's connections and
     /// the logs on disk (so a new connection never appends to an old log).
     fn new_id(&self) -> String {
@@ -518,10 +507,6 @@ impl Daemon {
             }
         }
     }
-}
-
-fn bad_request(message: String) -> Response {
-    Response::Error { kind: ErrorKind::BadRequest, message }
 }
 
 /// Marks a context as being connected until dropped, so two `connect`s of
@@ -547,30 +532,7 @@ impl Drop for Claim<'_> {
 }
 
 fn status_of(managed: &Managed) -> ConnectionStatus {
-    let record = &managed.record;
-    let stats = managed.engine.stats();
-    ConnectionStatus {
-        id: record.id.clone(),
-        context: record.context.clone(),
-        server: record.server.clone(),
-        namespace: record.namespace.clone(),
-        socks: record.socks,
-        http: record.http,
-        socks_url: record.socks.map(|a| format!("socks5h://{a}")),
-        http_url: record.http.map(|a| format!("http://{a}")),
-        pid: record.pid,
-        started_at: record.started_at,
-        log: record.log.clone(),
-        kubeconfig: record.kubeconfig.clone(),
-        active_connections: stats.active_connections,
-        total_connections: stats.total_connections,
-        bytes_up: stats.bytes_up,
-        bytes_down: stats.bytes_down,
-        last_error: stats.last_error.map(|e| ErrorReport {
-            message: e.message,
-            at: e.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
-        }),
-    }
+    ConnectionStatus::new(managed.record.clone(), managed.engine.stats())
 }
 
 fn listeners_text(socks: Option<std::net::SocketAddr>, http: Option<std::net::SocketAddr>) -> String {
@@ -579,6 +541,7 @@ fn listeners_text(socks: Option<std::net::SocketAddr>, http: Option<std::net::So
     parts.join(", ")
 }
 
+/// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }

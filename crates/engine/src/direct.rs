@@ -29,7 +29,7 @@ use crate::resolve::Named;
 
 /// The objects one name needs from one namespace, fetched just now.
 #[derive(Debug, Clone, Default)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub namespace: String,
     pub service: Option<Arc<Service>>,
     pub slices: Vec<Arc<EndpointSlice>>,
@@ -38,7 +38,7 @@ pub struct Fetched {
 
 /// Fetches what `named` needs, or `None` for what GETs cannot find (a pod by IP).
 /// Objects that do not exist are simply absent: the rules then refuse the name.
-pub async fn fetch(client: &Client, named: &Named) -> Result<Option<Fetched>, kube::Error> {
+pub(crate) async fn fetch(client: &Client, named: &Named) -> Result<Option<Fetched>, kube::Error> {
     let namespace = named.namespace().to_string();
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
@@ -86,7 +86,7 @@ fn pods_with_hostname(endpoints: &Endpoints, hostname: &str) -> Vec<String> {
 /// its Service's name like the ones the EndpointSlice controller writes.
 /// Endpoints keep only ready and not-ready addresses, so a not-ready one
 /// becomes `ready: false` with `serving` unknown: the rules never use it.
-pub fn slices_of(endpoints: &Endpoints) -> Vec<EndpointSlice> {
+pub(crate) fn slices_of(endpoints: &Endpoints) -> Vec<EndpointSlice> {
     let service = endpoints.metadata.name.clone().unwrap_or_default();
     let namespace = endpoints.metadata.namespace.clone();
     let endpoint = |address: &EndpointAddress, ready: bool| SliceEndpoint {

@@ -23,7 +23,7 @@ const BUF: usize = 64 * 1024;
 /// left, and a keep-alive server would hold the session open for ever. So
 /// once the client has closed its side, the relay ends after the upstream has
 /// been silent for `linger` (an answer still on its way keeps it going).
-pub async fn relay<C, U>(client: C, upstream: U, stats: &Arc<Stats>, linger: Option<Duration>) -> io::Result<()>
+pub(crate) async fn relay<C, U>(client: C, upstream: U, stats: &Arc<Stats>, linger: Option<Duration>) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -71,7 +71,7 @@ where
 
 /// An upstream stream that counts the bytes through it: reads are bytes
 /// down to the client, writes are bytes up to the cluster.
-pub struct Counted<T> {
+pub(crate) struct Counted<T> {
     inner: T,
     stats: Arc<Stats>,
 }

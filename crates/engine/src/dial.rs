@@ -13,14 +13,14 @@ use tokio::net::TcpStream;
 
 use crate::cache::{CacheError, ClusterCache};
 use crate::portforward::{self, ForwardError, PodStream};
-use crate::resolve::{self, Endpoint, Host, Refusal, RefusalKind, Rules};
+use crate::resolve::{self, Endpoint, Host, Query, Refusal, RefusalKind, Rules};
 
 /// How long resolving plus port-forwarding may take before the client is told.
-pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a failed dial means to a client, whatever its protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// SOCKS 0x02, HTTP 403.
     NotAllowed,
     /// SOCKS 0x04, HTTP 502.
@@ -34,7 +34,7 @@ pub enum Failure {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DialError {
+pub(crate) enum DialError {
     #[error(transparent)]
     Refused(#[from] Refusal),
     #[error("{endpoint}: {source}")]
@@ -79,7 +79,7 @@ impl DialError {
 }
 
 /// An open connection to where the client wanted to go.
-pub enum Upstream {
+pub(crate) enum Upstream {
     Pod(Box<PodStream>),
     Direct(TcpStream),
 }
@@ -87,7 +87,7 @@ pub enum Upstream {
 /// How long a pod may stay silent after its client has closed its side
 /// before the session ends (the pod cannot be told of the close; see
 /// [`crate::relay::relay`]).
-pub const POD_LINGER: Duration = Duration::from_secs(2);
+pub(crate) const POD_LINGER: Duration = Duration::from_secs(2);
 
 impl Upstream {
     /// The relay's linger for this kind of upstream: a direct TCP connection
@@ -101,12 +101,12 @@ impl Upstream {
 }
 
 /// A successful dial: the stream and what it reaches, for logs.
-pub struct Dialed {
+pub(crate) struct Dialed {
     pub upstream: Upstream,
     pub reached: String,
 }
 
-pub struct Dialer {
+pub(crate) struct Dialer {
     client: Client,
     cache: ClusterCache,
     rules: Rules,
@@ -118,10 +118,6 @@ pub struct Dialer {
 impl Dialer {
     pub fn new(client: Client, cache: ClusterCache, rules: Rules, passthrough: bool) -> Dialer {
         Dialer { client, cache, rules, passthrough, next: AtomicUsize::new(0) }
-    }
-
-    pub fn rules(&self) -> &Rules {
-        &self.rules
     }
 
     pub fn cache(&self) -> &ClusterCache {
@@ -137,8 +133,9 @@ impl Dialer {
     }
 
     async fn dial_inner(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
-        let snapshot = self.cache.snapshot_for(host, &self.rules).await?;
-        match resolve::resolve(host, port, &self.rules, &snapshot) {
+        let query = Query::read(host, &self.rules);
+        let snapshot = self.cache.snapshot_for(&query).await?;
+        match resolve::resolve(query, port, &snapshot) {
             Ok(target) => {
                 let upstream = self.forward(&target.endpoints, conn).await?;
                 Ok(Dialed { upstream, reached: target.what })
@@ -196,7 +193,7 @@ impl Upstream {
 }
 
 /// Both directions of a byte stream, so the two upstream kinds can be used alike.
-pub trait AsyncReadWrite: AsyncRead + AsyncWrite {}
+pub(crate) trait AsyncReadWrite: AsyncRead + AsyncWrite {}
 impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
 
 impl AsyncRead for Upstream {

@@ -4,11 +4,11 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = kubesocks::cli::Cli::parse();
-    match kubesocks::cli::run(cli).await {
+    let cli = kubesocks::Cli::parse();
+    match kubesocks::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kubesocks: {e:#}");
+            kubesocks::report(&e);
             std::process::ExitCode::FAILURE
         }
     }

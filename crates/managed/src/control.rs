@@ -10,42 +10,54 @@
 //! ← {"result":"disconnected","connections":[{"id":"3f9c2a1b","context":"prod",...}]}
 //! ```
 //!
-//! The socket file is owner-only, and the daemon also checks the peer's uid.
+//! Both sides live here: [`call`] for clients, [`bind`] and [`serve`] for the
+//! daemon, which owns the framing (one line of at most [`MAX_LINE`] bytes, a
+//! request within [`REQUEST_TIMEOUT`]) and the access check: the socket file
+//! is owner-only, and a peer of another uid is refused.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kubesocks_engine::{ProxyConfig, StatsSnapshot};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::UnixStream;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
-use crate::engine::Listen;
-use crate::state::{StateDir, StateError};
+use crate::state::{ConnectionRecord, StateDir, StateError};
 
 /// The longest request or response line either side reads.
 pub const MAX_LINE: u64 = 1 << 20;
-/// The SOCKS port `connect` tries first.
-pub const DEFAULT_SOCKS_PORT: u16 = 1080;
-/// The HTTP proxy port `connect --http` tries first.
-pub const DEFAULT_HTTP_PORT: u16 = 3128;
+/// A control client must send its request within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a client asks the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+// One request per control connection: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Start a connection for a context, or report the one it already has.
     Connect(ConnectRequest),
+    /// Stop one connection.
     Disconnect {
+        /// Its ID.
         id: String,
     },
+    /// Stop every connection.
     DisconnectAll,
+    /// List the connections with their live figures.
     Status,
     /// Stop every connection, then the daemon.
     Quit,
 }
 
-/// What `connect` asks for.
+/// What `connect` asks for: which context, and how its proxy listens and
+/// resolves (absent listeners are none; the daemon refuses a request for none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectRequest {
     /// Kubeconfig files to read, merged kubectl-style; empty: the daemon's default.
@@ -57,36 +69,25 @@ pub struct ConnectRequest {
     /// Namespace for short names; empty: the context's.
     #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default)]
-    pub socks: Option<Listen>,
-    #[serde(default)]
-    pub http: Option<Listen>,
-    #[serde(default = "default_domain")]
-    pub cluster_domain: String,
-    #[serde(default)]
-    pub passthrough: bool,
     /// The client's variables that exec credential plugins read (see
-    /// [`crate::kubeconfig::exec_env`]). The daemon may have been started from
-    /// another shell, so it runs this connection's plugins with these.
+    /// [`kubesocks_engine::kubeconfig::exec_env`]). The daemon may have been
+    /// started from another shell, so it runs this connection's plugins with these.
     #[serde(default)]
     pub exec_env: BTreeMap<String, String>,
+    /// Listeners and resolution.
+    #[serde(flatten)]
+    pub proxy: ProxyConfig,
 }
 
-fn default_domain() -> String {
-    "cluster.local".into()
-}
-
-/// `127.0.0.1:port`.
-pub fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
+/// The daemon's answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 // One response per request: the size of a variant does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Response {
+    /// A connection is up.
     Connected {
+        /// It, with its figures.
         connection: ConnectionStatus,
         /// The context already had this connection; nothing new was started.
         existing: bool,
@@ -96,18 +97,26 @@ pub enum Response {
     },
     /// The connections that were stopped.
     Disconnected {
+        /// As they were when stopped.
         connections: Vec<ConnectionStatus>,
     },
+    /// The answer to [`Request::Status`].
     Status {
+        /// Who hosts the connections.
         daemon: DaemonInfo,
+        /// Oldest first.
         connections: Vec<ConnectionStatus>,
     },
     /// The daemon is stopping these connections, then itself.
     Quitting {
+        /// As they were.
         connections: Vec<ConnectionStatus>,
     },
+    /// The request failed.
     Error {
+        /// What kind of failure, for a client to act on.
         kind: ErrorKind,
+        /// What went wrong, as facts (no advice: that is the client's to add).
         message: String,
     },
 }
@@ -115,17 +124,21 @@ pub enum Response {
 /// Which process hosts the connections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonInfo {
+    /// Its process.
     pub pid: u32,
+    /// The kubesocks version it runs.
     pub version: String,
     /// `kubesocks daemon` or the tray app.
     pub host: String,
 }
 
+/// The kinds of [`Response::Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The request was not understood.
     BadRequest,
+    /// No connection has that ID.
     UnknownConnection,
     /// The context is being connected by another request right now.
     Busy,
@@ -137,61 +150,68 @@ pub enum ErrorKind {
     Listen,
     /// The peer is not the daemon's user.
     Forbidden,
+    /// Anything else (the state directory, a log file).
     Internal,
 }
 
-/// A managed connection as `status` and the tray show it.
+/// A managed connection as `status` and the tray show it: its record and
+/// its live figures, side by side in one JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionStatus {
-    pub id: String,
-    pub context: String,
-    pub server: String,
-    pub namespace: String,
-    pub socks: Option<SocketAddr>,
-    pub http: Option<SocketAddr>,
+    /// What was asked for and where it listens.
+    #[serde(flatten)]
+    pub record: ConnectionRecord,
+    /// `socks5h://ADDR`, for clients that resolve names through the proxy.
     pub socks_url: Option<String>,
+    /// `http://ADDR`.
     pub http_url: Option<String>,
-    /// The process hosting it.
-    pub pid: u32,
-    /// Seconds since the Unix epoch.
-    pub started_at: u64,
-    pub log: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub active_connections: u64,
-    pub total_connections: u64,
-    /// Bytes from clients to the cluster.
-    pub bytes_up: u64,
-    /// Bytes from the cluster to clients.
-    pub bytes_down: u64,
-    pub last_error: Option<ErrorReport>,
+    /// Live figures.
+    #[serde(flatten)]
+    pub stats: StatsSnapshot,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorReport {
-    pub message: String,
-    /// Seconds since the Unix epoch.
-    pub at: u64,
+impl ConnectionStatus {
+    /// A record with its figures.
+    pub fn new(record: ConnectionRecord, stats: StatsSnapshot) -> ConnectionStatus {
+        ConnectionStatus {
+            socks_url: record.socks.map(|a| format!("socks5h://{a}")),
+            http_url: record.http.map(|a| format!("http://{a}")),
+            record,
+            stats,
+        }
+    }
 }
 
+/// Why a client's [`call`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// Nothing listens on the socket: no daemon, or one that died.
     #[error("no kubesocks daemon answers on {}", path.display())]
-    NotRunning { path: PathBuf },
+    NotRunning {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// The state directory is not safe to use.
     #[error(transparent)]
     State(#[from] StateError),
+    /// Reading or writing the socket failed.
     #[error("talking to the daemon on {} failed: {source}", path.display())]
     Io {
+        /// The socket.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
+    /// No answer in time.
     #[error("the daemon did not answer within {0:?}")]
     Timeout(Duration),
-    #[error(
-        "the daemon's answer is not understood ({reason}); it may be another kubesocks version: `kubesocks quit` and retry"
-    )]
-    Garbled { reason: String },
+    /// The answer is not a [`Response`].
+    #[error("the daemon's answer is not understood ({reason}); it may run another kubesocks version")]
+    Garbled {
+        /// What serde said.
+        reason: String,
+    },
 }
 
 /// Sends one request to the daemon and reads its answer.
@@ -231,13 +251,93 @@ pub async fn call(state: &StateDir, request: &Request, timeout: Duration) -> Res
 }
 
 /// Reads one line (without its newline), at most [`MAX_LINE`] bytes.
-pub async fn read_message(read: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<String> {
+async fn read_message(read: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<String> {
     let mut bytes = Vec::new();
     BufReader::new(read.take(MAX_LINE)).read_until(b'\n', &mut bytes).await?;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
     }
     String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+/// Binds the daemon's socket in `state`, replacing a dead daemon's, owner-only.
+pub fn bind(state: &StateDir) -> Result<UnixListener, std::io::Error> {
+    let path = state.socket();
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the socket until `stop`: each client's one request goes to `handle`
+/// (on a task of `tasks`), and its answer back. Peers of another uid, late or
+/// oversized requests and malformed JSON are answered here, with an error.
+pub async fn serve<H, F>(listener: UnixListener, stop: CancellationToken, tasks: TaskTracker, handle: H)
+where
+    H: Fn(Request) -> F + Clone + Send + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::error!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        tasks.spawn(answer(stream, handle.clone()).in_current_span());
+    }
+}
+
+/// Reads one request from a control client and writes the answer.
+async fn answer<H, F>(stream: UnixStream, handle: H)
+where
+    H: Fn(Request) -> F,
+    F: Future<Output = Response>,
+{
+    let me = crate::state::current_uid();
+    let peer = stream.peer_cred().map(|c| c.uid());
+    let (read, mut write) = stream.into_split();
+    let response = match peer {
+        Ok(uid) if uid != me => {
+            tracing::warn!(uid, "refused a control client of another user");
+            error(ErrorKind::Forbidden, format!("this daemon serves uid {me} only, not uid {uid}"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a control client whose user cannot be told");
+            error(ErrorKind::Forbidden, format!("cannot tell who you are: {e}"))
+        }
+        Ok(_) => match tokio::time::timeout(REQUEST_TIMEOUT, read_message(read)).await {
+            Err(_) => error(ErrorKind::BadRequest, format!("no request within {REQUEST_TIMEOUT:?}")),
+            Ok(Err(e)) => error(ErrorKind::BadRequest, format!("unreadable request: {e}")),
+            Ok(Ok(line)) => match serde_json::from_str::<Request>(&line) {
+                Ok(request) => handle(request).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed control request");
+                    error(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "malformed request ({e}); the control socket takes one JSON request per line, e.g. {{\"op\":\"status\"}}"
+                        ),
+                    )
+                }
+            },
+        },
+    };
+    let mut line = serde_json::to_string(&response).expect("a response serializes");
+    line.push('\n');
+    let _ = write.write_all(line.as_bytes()).await;
+}
+
+fn error(kind: ErrorKind, message: String) -> Response {
+    Response::Error { kind, message }
 }
 
 /// Connection IDs are 8 lowercase hex digits.
@@ -262,8 +362,8 @@ mod tests {
         let parsed: Request = serde_json::from_str(r#"{"op":"connect","context":"kind"}"#).unwrap();
         let Request::Connect(req) = parsed else { panic!("not a connect: {parsed:?}") };
         assert_eq!(req.context.as_deref(), Some("kind"));
-        assert_eq!(req.cluster_domain, "cluster.local");
-        assert!(req.socks.is_none() && req.http.is_none() && !req.passthrough);
+        assert_eq!(req.proxy.cluster_domain, "cluster.local");
+        assert!(req.proxy.socks.is_none() && req.proxy.http.is_none() && !req.proxy.passthrough);
     }
 
     #[test]

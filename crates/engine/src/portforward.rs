@@ -26,7 +26,7 @@ const MIN_SETTLE: Duration = Duration::from_millis(2);
 const MAX_SETTLE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// The API server refused the upgrade: RBAC, a missing pod, an unreachable kubelet.
     #[error("the API server refused the port-forward: {0}")]
     Api(#[source] kube::Error),
@@ -51,7 +51,7 @@ impl ForwardError {
 }
 
 /// A byte stream to one pod port. Dropping it ends the port-forward session.
-pub struct PodStream {
+pub(crate) struct PodStream {
     stream: DuplexStream,
     forwarder: Portforwarder,
 }
@@ -64,7 +64,7 @@ impl Drop for PodStream {
 
 /// Opens a port-forward session to `endpoint`. `on_late_error` is called with
 /// the kubelet's message if the session fails after it was established.
-pub async fn open(
+pub(crate) async fn open(
     client: &Client,
     endpoint: &Endpoint,
     on_late_error: impl FnOnce(String) + Send + 'static,

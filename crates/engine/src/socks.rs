@@ -16,16 +16,14 @@ use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::TcpStream;
 
 use crate::dial::Failure;
-use crate::engine::Shared;
 use crate::relay::relay;
 use crate::resolve::Host;
+use crate::shared::Shared;
 
 type Authenticated = Socks5ServerProtocol<TcpStream, fast_socks5::server::states::Authenticated>;
 
 /// Serves one client connection to its end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let conn = shared.next_conn_id();
-    let _active = shared.stats.connection();
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let handshake = async {
         let proto = authenticate(stream, &shared).await?;
         proto.read_command().await
@@ -34,16 +32,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(Ok(parts)) => parts,
         Ok(Err(e)) => {
             // fast-socks5 has already sent the matching reply (0xFF, 0x07, 0x08...).
-            tracing::info!(conn, %peer, error = %e, "SOCKS handshake failed");
+            tracing::info!(%peer, error = %e, "SOCKS handshake failed");
             return;
         }
         Err(_) => {
-            tracing::info!(conn, %peer, "SOCKS handshake stalled; closing");
+            tracing::info!(%peer, "SOCKS handshake stalled; closing");
             return;
         }
     };
     if command != Socks5Command::TCPConnect {
-        tracing::info!(conn, %peer, ?command, "only CONNECT is supported");
+        tracing::info!(%peer, ?command, "only CONNECT is supported");
         let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
         return;
     }
@@ -51,7 +49,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         TargetAddr::Ip(addr) => (Host::Ip(addr.ip()), addr.port()),
         TargetAddr::Domain(name, port) => (Host::parse(name), *port),
     };
-    let dialed = match shared.dialer.dial(&host, port, conn).await {
+    let (conn, dialed) = shared.dial("SOCKS CONNECT", peer, &host, port).await;
+    let dialed = match dialed {
         Ok(dialed) => dialed,
         Err(e) => {
             let reply = match e.failure() {
@@ -60,25 +59,23 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                 Failure::Refused => ReplyError::ConnectionRefused,
                 Failure::General => ReplyError::GeneralFailure,
             };
-            shared.refused(conn, &format!("{host}:{port}"), &e);
             let _ = proto.reply_error(&reply).await;
             return;
         }
     };
-    tracing::info!(conn, %peer, target = %format!("{host}:{port}"), reached = %dialed.reached, "SOCKS CONNECT");
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let client = match proto.reply_success(unspecified).await {
         Ok(client) => client,
         Err(e) => {
-            tracing::info!(conn, error = %e, "client left before the reply");
+            tracing::info!(conn = conn.id, error = %e, "client left before the reply");
             return;
         }
     };
     let linger = dialed.upstream.linger();
     if let Err(e) = relay(client, dialed.upstream, &shared.stats, linger).await {
-        tracing::debug!(conn, error = %e, "relay ended with an error");
+        tracing::debug!(conn = conn.id, error = %e, "relay ended with an error");
     }
-    tracing::debug!(conn, "closed");
+    tracing::debug!(conn = conn.id, "closed");
 }
 
 async fn authenticate(stream: TcpStream, shared: &Shared) -> Result<Authenticated, SocksServerError> {

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cli::{ConnectArgs, DisconnectArgs, Output, say};
-use crate::control::{
-    self, ConnectRequest, ConnectionStatus, ControlError, DEFAULT_HTTP_PORT, DEFAULT_SOCKS_PORT, ErrorKind, Request,
-    Response,
-};
-use crate::daemon::{Daemon, unix_now};
-use crate::engine::Listen;
-use crate::kubeconfig::{self, KubeSettings};
-use crate::state::{DaemonLock, StateDir};
+use kubesocks_engine::kubeconfig::{self, KubeSettings};
+use kubesocks_engine::{Listen, ProxyConfig, loopback};
+use kubesocks_managed::control::{self, ConnectRequest, ConnectionStatus, ControlError, ErrorKind, Request, Response};
+use kubesocks_managed::daemon::{Daemon, unix_now};
+use kubesocks_managed::state::{DaemonLock, StateDir};
+
+use crate::args::{ConnectArgs, DisconnectArgs, Output};
+use crate::hints::Refused;
+use crate::output::{human_bytes, human_duration, say};
 
 /// Quick requests (status, disconnect) get this long.
 const QUICK: Duration = Duration::from_secs(15);
@@ -24,7 +24,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 const DAEMON_START: Duration = Duration::from_secs(15);
 
 /// `kubesocks daemon`: serves until `quit`, Ctrl-C or SIGTERM.
-pub async fn daemon(state: StateDir) -> Result<()> {
+pub(crate) async fn daemon(state: StateDir) -> Result<()> {
     let daemon = Daemon::start(state, "kubesocks daemon").await?;
     eprintln!("kubesocks daemon (pid {}) serving {}", std::process::id(), daemon.state().socket().display());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -38,25 +38,28 @@ pub async fn daemon(state: StateDir) -> Result<()> {
     Ok(())
 }
 
-pub async fn connect(state: &StateDir, kube: &KubeSettings, args: &ConnectArgs) -> Result<()> {
+pub(crate) async fn connect(state: &StateDir, kube: &KubeSettings, args: &ConnectArgs) -> Result<()> {
     // --listen-* imply their protocol; neither protocol named means SOCKS.
     let want_http = args.http || args.listen_http.is_some();
     let want_socks = args.socks || args.listen_socks.is_some() || !want_http;
     let listen = |want: bool, asked: Option<std::net::SocketAddr>, default_port: u16| {
         want.then(|| match asked {
             Some(addr) => Listen::exact(addr),
-            None => Listen::or_next_free(control::loopback(default_port)),
+            None => Listen::or_next_free(loopback(default_port)),
         })
     };
     let request = ConnectRequest {
         kubeconfigs: kube.sources()?,
         context: kube.context.clone(),
         namespace: kube.namespace.clone(),
-        socks: listen(want_socks, args.listen_socks, DEFAULT_SOCKS_PORT),
-        http: listen(want_http, args.listen_http, DEFAULT_HTTP_PORT),
-        cluster_domain: args.resolve.cluster_domain.clone(),
-        passthrough: args.resolve.passthrough,
         exec_env: kubeconfig::exec_env(),
+        proxy: ProxyConfig {
+            socks: listen(want_socks, args.listen_socks, ProxyConfig::DEFAULT_SOCKS_PORT),
+            http: listen(want_http, args.listen_http, ProxyConfig::DEFAULT_HTTP_PORT),
+            cluster_domain: args.resolve.cluster_domain.clone(),
+            passthrough: args.resolve.passthrough,
+            ..ProxyConfig::default()
+        },
     };
     ensure_daemon(state).await?;
     let request = Request::Connect(request);
@@ -74,17 +77,17 @@ pub async fn connect(state: &StateDir, kube: &KubeSettings, args: &ConnectArgs) 
         }
     };
     if existing {
-        eprintln!("kubesocks: context {} is already connected; this is its connection", connection.context);
+        eprintln!("kubesocks: context {} is already connected; this is its connection", connection.record.context);
     }
     match args.output {
         Output::Json => say!("{}", serde_json::to_string_pretty(&connection)?),
         Output::Table => {
             say!(
                 "Connected {} ({}), namespace {}: connection {}",
-                connection.context,
-                connection.server,
-                connection.namespace,
-                connection.id
+                connection.record.context,
+                connection.record.server,
+                connection.record.namespace,
+                connection.record.id
             );
             if let Some(url) = &connection.socks_url {
                 say!("SOCKS5 proxy: {url}");
@@ -95,13 +98,13 @@ pub async fn connect(state: &StateDir, kube: &KubeSettings, args: &ConnectArgs) 
             if let (Some(url), Some(example)) = (&connection.socks_url, example) {
                 say!("Try:          curl --proxy {url} {example}");
             }
-            say!("Stop it with: kubesocks disconnect {}", connection.id);
+            say!("Stop it with: kubesocks disconnect {}", connection.record.id);
         }
     }
     Ok(())
 }
 
-pub async fn disconnect(state: &StateDir, args: &DisconnectArgs) -> Result<()> {
+pub(crate) async fn disconnect(state: &StateDir, args: &DisconnectArgs) -> Result<()> {
     let request = match (&args.id, args.all) {
         (_, true) => Request::DisconnectAll,
         (Some(id), false) if control::is_valid_id(id) => Request::Disconnect { id: id.clone() },
@@ -123,7 +126,12 @@ pub async fn disconnect(state: &StateDir, args: &DisconnectArgs) -> Result<()> {
         Response::Disconnected { connections } if connections.is_empty() => say!("no connections to stop"),
         Response::Disconnected { connections } => {
             for c in connections {
-                say!("disconnected {} ({}); its log stays at {}", c.id, c.context, c.log.display());
+                say!(
+                    "disconnected {} ({}); its log stays at {}",
+                    c.record.id,
+                    c.record.context,
+                    c.record.log.display()
+                );
             }
         }
         other => return Err(refusal(other)),
@@ -131,7 +139,7 @@ pub async fn disconnect(state: &StateDir, args: &DisconnectArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn quit(state: &StateDir) -> Result<()> {
+pub(crate) async fn quit(state: &StateDir) -> Result<()> {
     let Some(response) = call_running(state, &Request::Quit).await? else {
         say!("no kubesocks daemon is running");
         return Ok(());
@@ -152,13 +160,13 @@ pub async fn quit(state: &StateDir) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for c in &connections {
-        say!("disconnected {} ({})", c.id, c.context);
+        say!("disconnected {} ({})", c.record.id, c.record.context);
     }
     say!("kubesocks daemon stopped");
     Ok(())
 }
 
-pub async fn status(state: &StateDir, output: Output) -> Result<()> {
+pub(crate) async fn status(state: &StateDir, output: Output) -> Result<()> {
     let (daemon, connections) = match call_running(state, &Request::Status).await? {
         Some(Response::Status { daemon, connections }) => (Some(daemon), connections),
         Some(other) => return Err(refusal(other)),
@@ -192,21 +200,21 @@ fn print_table(connections: &[ConnectionStatus]) {
     );
     let now = unix_now();
     for c in connections {
-        let error = c
-            .last_error
-            .as_ref()
-            .map_or("-".to_string(), |e| format!("{} ago: {}", human_duration(now.saturating_sub(e.at)), e.message));
+        let error =
+            c.stats.last_error.as_ref().map_or("-".to_string(), |e| {
+                format!("{} ago: {}", human_duration(now.saturating_sub(e.at)), e.message)
+            });
         say!(
             "{:<9} {:<24} {:<16} {:<16} {:>6} {:>6} {:>9} {:>9} {:>8}  {}",
-            c.id,
-            c.context,
-            dash(c.socks),
-            dash(c.http),
-            c.active_connections,
-            c.total_connections,
-            human_bytes(c.bytes_up),
-            human_bytes(c.bytes_down),
-            human_duration(now.saturating_sub(c.started_at)),
+            c.record.id,
+            c.record.context,
+            dash(c.record.socks),
+            dash(c.record.http),
+            c.stats.active_connections,
+            c.stats.total_connections,
+            human_bytes(c.stats.bytes_up),
+            human_bytes(c.stats.bytes_down),
+            human_duration(now.saturating_sub(c.record.started_at)),
             error
         );
     }
@@ -326,48 +334,7 @@ fn spawn_daemon() -> Result<std::process::Child> {
 /// An error or unexpected answer from the daemon, as an error.
 fn refusal(response: Response) -> anyhow::Error {
     match response {
-        Response::Error { message, .. } => anyhow!(message),
+        Response::Error { kind, message } => Refused { kind, message }.into(),
         other => anyhow!("the daemon gave an unexpected answer: {other:?}"),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
-
-fn human_duration(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
-        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_read_well() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human_duration(59), "59s");
-        assert_eq!(human_duration(61), "1m01s");
-        assert_eq!(human_duration(3 * 3600 + 120), "3h02m");
-        assert_eq!(human_duration(2 * 86400 + 3600), "2d01h");
     }
 }

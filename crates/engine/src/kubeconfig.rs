@@ -8,71 +8,127 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::config::{KubeConfigOptions, KubeconfigError};
+
+pub use kube::config::Kubeconfig;
 use kube::{Client, Config};
 use serde::Serialize;
 
 /// The kubectl-style global flags.
 #[derive(Debug, Clone, Default)]
 pub struct KubeSettings {
+    /// The kubeconfig file; none: `$KUBECONFIG`, else `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// The context; none: the kubeconfig's current one.
     pub context: Option<String>,
+    /// The namespace for short names; none: the context's, else `default`.
     pub namespace: Option<String>,
 }
 
 /// A connected, verified cluster.
 #[derive(Clone)]
 pub struct Cluster {
+    /// The API client, with the context's credentials.
     pub client: Client,
+    /// The context's name.
     pub context: String,
+    /// The API server's URL.
     pub server: String,
     /// Namespace for short names: `-n`, else the context's, else `default`.
     pub namespace: String,
 }
 
+/// Why a kubeconfig could not be read, or its cluster not reached.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
+    /// A kubeconfig file is unreadable or malformed.
     #[error("cannot read the kubeconfig: {0}")]
     Read(#[source] KubeconfigError),
-    #[error("no kubeconfig: set --kubeconfig or KUBECONFIG, or create ~/.kube/config")]
+    /// There is no kubeconfig at all.
+    #[error("no kubeconfig: KUBECONFIG names none and ~/.kube/config does not exist")]
     NoKubeconfig,
+    /// A file the context names (a certificate, a key) is unreadable.
     #[error("cannot read {}, named by context {context}: {source}", path.display())]
     Flatten {
+        /// The context.
         context: String,
+        /// The file.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
+    /// The context asked for is not in the kubeconfig.
     #[error("the kubeconfig has no context {name:?}; it has: {available}")]
-    UnknownContext { name: String, available: String },
-    #[error("the kubeconfig has no current context; pass --context (it has: {available})")]
-    NoContext { available: String },
+    UnknownContext {
+        /// The context asked for.
+        name: String,
+        /// The contexts there are, comma-separated.
+        available: String,
+    },
+    /// No context was asked for and the kubeconfig names no current one.
+    #[error("the kubeconfig has no current context (it has: {available})")]
+    NoContext {
+        /// The contexts there are, comma-separated.
+        available: String,
+    },
+    /// The context's cluster, user or auth settings are not usable.
     #[error("the kubeconfig's context {context} is unusable: {source}")]
     Config {
+        /// The context.
         context: String,
+        /// What kube said.
         #[source]
         source: KubeconfigError,
     },
+    /// The context's exec credential plugin is not on PATH.
     #[error(
         "context {context} gets its credentials from the exec plugin {command:?}, which is not on PATH ({path}); install it, or connect from a shell that finds it"
     )]
-    ExecPluginMissing { context: String, command: String, path: String },
+    ExecPluginMissing {
+        /// The context.
+        context: String,
+        /// The plugin's command.
+        command: String,
+        /// The PATH it was looked for on.
+        path: String,
+    },
+    /// The API client could not be built (TLS settings, proxy).
     #[error("cannot create a client for {server}: {source}")]
     Client {
+        /// The API server's URL.
         server: String,
+        /// What kube said.
         #[source]
         source: kube::Error,
     },
+    /// The API server refused the credentials (401/403 to the first request).
     #[error("the API server at {server} rejected the credentials of context {context} (HTTP {code}): {message}")]
-    Unauthorized { server: String, context: String, code: u16, message: String },
+    Unauthorized {
+        /// The API server's URL.
+        server: String,
+        /// The context.
+        context: String,
+        /// The HTTP status.
+        code: u16,
+        /// The API server's message.
+        message: String,
+    },
+    /// The API server could not be reached.
     #[error("cannot reach the API server at {server}: {source}")]
     Unreachable {
+        /// The API server's URL.
         server: String,
+        /// What failed.
         #[source]
         source: kube::Error,
     },
+    /// The API server did not answer the first request in time.
     #[error("the API server at {server} did not answer within {0:?}", API_TIMEOUT)]
-    Timeout { server: String },
+    Timeout {
+        /// The API server's URL.
+        server: String,
+    },
 }
 
 const API_TIMEOUT: Duration = Duration::from_secs(15);
@@ -80,10 +136,15 @@ const API_TIMEOUT: Duration = Duration::from_secs(15);
 /// One context of a kubeconfig, as `contexts` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContextInfo {
+    /// The context's name.
     pub name: String,
+    /// Its cluster's name.
     pub cluster: String,
+    /// Its API server's URL.
     pub server: String,
+    /// Its namespace (`default` when it names none).
     pub namespace: String,
+    /// Whether it is the kubeconfig's current context.
     pub current: bool,
 }
 

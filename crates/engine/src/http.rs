@@ -18,14 +18,14 @@ use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
 use crate::dial::{DialError, Failure};
-use crate::engine::Shared;
 use crate::relay::relay;
 use crate::resolve::Host;
+use crate::shared::Shared;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Serves one client connection (possibly many requests) to its end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let shared_timeout = shared.handshake_timeout;
     let service = service_fn(move |req| {
         let shared = shared.clone();
@@ -60,28 +60,25 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -
 
 /// `CONNECT host:port`: answer 200 once the pod is reached, then relay bytes.
 async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
-    let conn = shared.next_conn_id();
     let Some((host, port)) = req.uri().authority().and_then(|a| Some((Host::parse(a.host()), a.port_u16()?))) else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let target = format!("{host}:{port}");
-    let dialed = match shared.dialer.dial(&host, port, conn).await {
+    let (conn, dialed) = shared.dial("HTTP CONNECT", peer, &host, port).await;
+    let dialed = match dialed {
         Ok(dialed) => dialed,
-        Err(e) => return refusal(&shared, conn, &target, &e),
+        Err(e) => return refusal(&host, port, &e),
     };
-    tracing::info!(conn, %peer, %target, reached = %dialed.reached, "HTTP CONNECT");
     let for_task = shared.clone();
     shared.spawn_tracked(async move {
         let shared = for_task;
-        let _active = shared.stats.connection();
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let linger = dialed.upstream.linger();
                 if let Err(e) = relay(TokioIo::new(upgraded), dialed.upstream, &shared.stats, linger).await {
-                    tracing::debug!(conn, error = %e, "relay ended with an error");
+                    tracing::debug!(conn = conn.id, error = %e, "relay ended with an error");
                 }
             }
-            Err(e) => tracing::info!(conn, error = %e, "CONNECT upgrade failed"),
+            Err(e) => tracing::info!(conn = conn.id, error = %e, "CONNECT upgrade failed"),
         }
     });
     Response::new(empty())
@@ -89,7 +86,6 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
 
 /// Absolute-form request: send it to the pod in origin form and stream the answer back.
 async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
-    let conn = shared.next_conn_id();
     let uri = req.uri().clone();
     match uri.scheme_str() {
         Some("http") => {}
@@ -107,12 +103,14 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
     let host = Host::parse(authority.host());
     let port = authority.port_u16().unwrap_or(80);
     let target = format!("{host}:{port}");
-    let _active = shared.stats.connection();
-    let dialed = match shared.dialer.dial(&host, port, conn).await {
+    // `request` counts as an active connection until its answer's head is back.
+    let (request, dialed) = shared.dial("HTTP request", peer, &host, port).await;
+    let dialed = match dialed {
         Ok(dialed) => dialed,
-        Err(e) => return refusal(&shared, conn, &target, &e),
+        Err(e) => return refusal(&host, port, &e),
     };
-    tracing::info!(conn, %peer, method = %req.method(), %uri, reached = %dialed.reached, "HTTP request");
+    let conn = request.id;
+    tracing::debug!(conn, method = %req.method(), %uri, "HTTP request forwarded");
 
     let counted = crate::relay::Counted::new(dialed.upstream, shared.stats.clone());
     let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(counted)).await {
@@ -141,20 +139,19 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
     match sender.send_request(req).await {
         Ok(resp) => resp.map(|b| b.boxed()),
         Err(e) => {
-            shared.stats.record_error(format!("{target}: {e}"));
+            shared.failed(conn, &target, &e);
             text(StatusCode::BAD_GATEWAY, &format!("{target} did not answer the request: {e}"))
         }
     }
 }
 
-fn refusal(shared: &Shared, conn: u64, target: &str, e: &DialError) -> Response<Body> {
-    shared.refused(conn, target, e);
+fn refusal(host: &Host, port: u16, e: &DialError) -> Response<Body> {
     let status = match e.failure() {
         Failure::NotAllowed => StatusCode::FORBIDDEN,
         Failure::TimedOut => StatusCode::GATEWAY_TIMEOUT,
         Failure::Unreachable | Failure::Refused | Failure::General => StatusCode::BAD_GATEWAY,
     };
-    text(status, &format!("kubesocks: {target}: {e}"))
+    text(status, &format!("kubesocks: {host}:{port}: {e}"))
 }
 
 fn text(status: StatusCode, reason: &str) -> Response<Body> {

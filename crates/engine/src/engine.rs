@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -15,14 +14,16 @@ use tracing::Instrument as _;
 
 use crate::auth::Credentials;
 use crate::cache::{CacheError, ClusterCache};
-use crate::dial::{DialError, Dialer};
+use crate::dial::Dialer;
 use crate::kubeconfig::Cluster;
 use crate::resolve::Rules;
-use crate::stats::{Stats, StatsSnapshot};
+use crate::shared::Shared;
+use crate::stats::StatsSnapshot;
 
 /// Where a listener binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listen {
+    /// The address asked for (port 0: any free port).
     pub addr: SocketAddr,
     /// When the port is taken, take the next free one above it.
     #[serde(default)]
@@ -62,100 +63,117 @@ impl Listen {
 /// How many ports above the asked one [`Listen::or_next_free`] tries.
 const PORT_SEARCH: u16 = 100;
 
-/// How a proxy should listen and resolve.
-#[derive(Debug, Clone)]
+/// How a proxy should listen and resolve. The defaults every shell uses are
+/// the associated constants and [`ProxyConfig::default`].
+///
+/// As JSON (a managed connection's request), an absent listener is none and
+/// other absent fields take their defaults; credentials are never serialised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProxyConfig {
+    /// The SOCKS5 listener, if any.
+    #[serde(default)]
     pub socks: Option<Listen>,
+    /// The HTTP proxy listener (CONNECT and absolute-form requests), if any.
+    #[serde(default)]
     pub http: Option<Listen>,
+    /// The cluster's DNS domain.
+    #[serde(default = "default_domain")]
     pub cluster_domain: String,
     /// Dial names outside the cluster from this machine instead of refusing them.
+    #[serde(default)]
     pub passthrough: bool,
     /// Required from clients when set; mandatory for a non-loopback listener.
+    #[serde(skip)]
     pub auth: Option<Credentials>,
     /// A client that has not finished its handshake by then is dropped.
+    #[serde(default = "default_handshake_timeout", with = "seconds")]
     pub handshake_timeout: Duration,
+}
+
+impl ProxyConfig {
+    /// The SOCKS port a proxy listens on unless told otherwise.
+    pub const DEFAULT_SOCKS_PORT: u16 = 1080;
+    /// The HTTP proxy port managed connections try first.
+    pub const DEFAULT_HTTP_PORT: u16 = 3128;
+    /// The cluster DNS domain unless told otherwise.
+    pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+    /// How long a client may take over its handshake unless told otherwise.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+fn default_domain() -> String {
+    ProxyConfig::DEFAULT_CLUSTER_DOMAIN.to_string()
+}
+
+fn default_handshake_timeout() -> Duration {
+    ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT
+}
+
+/// A [`Duration`] as whole seconds.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
-            socks: Some(Listen::exact(SocketAddr::from(([127, 0, 0, 1], 1080)))),
+            socks: Some(Listen::exact(loopback(ProxyConfig::DEFAULT_SOCKS_PORT))),
             http: None,
-            cluster_domain: "cluster.local".into(),
+            cluster_domain: default_domain(),
             passthrough: false,
             auth: None,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
 
+/// Why an engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// A listener's address could not be bound.
     #[error("cannot listen on {addr}: {source}{hint}", hint = bind_hint(source))]
     Bind {
+        /// The address asked for (the last one tried, for a port search).
         addr: SocketAddr,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{addr} is not a loopback address: anyone who can reach it could use the proxy; set --auth USER:PASSWORD to listen there"
-    )]
-    OpenListener { addr: SocketAddr },
-    #[error("no listener: give --listen-socks and/or --listen-http")]
+    /// A listener off loopback without credentials would be an open proxy.
+    #[error("{addr} is not a loopback address: anyone who can reach it could use the proxy, so it needs credentials")]
+    OpenListener {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// Neither a SOCKS nor an HTTP listener was asked for.
+    #[error("no listener to serve: neither SOCKS nor HTTP was asked for")]
     NoListener,
+    /// The watch caches could not be set up.
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
 
 fn bind_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            " (another program uses this port: pick another with --listen-socks / --listen-http)"
-        }
+        std::io::ErrorKind::AddrInUse => " (another program uses this port)",
         std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address)",
-        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges: pick a higher one)",
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
         _ => "",
-    }
-}
-
-/// What the listeners of one engine share.
-pub struct Shared {
-    pub(crate) dialer: Dialer,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) auth: Option<Credentials>,
-    pub(crate) handshake_timeout: Duration,
-    ids: AtomicU64,
-    /// Every client connection and every CONNECT tunnel, so a drain waits for them.
-    tasks: TaskTracker,
-    /// Cuts whatever is still open when a drain ends.
-    cut: CancellationToken,
-}
-
-impl Shared {
-    /// Runs one client's work as part of this engine: drains wait for it, and
-    /// it is cut when a drain ends. It logs in the caller's tracing span.
-    pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
-        let cut = self.cut.clone();
-        self.tasks.spawn(
-            async move {
-                tokio::select! {
-                    _ = work => {}
-                    _ = cut.cancelled() => {}
-                }
-            }
-            .in_current_span(),
-        );
-    }
-
-    pub(crate) fn next_conn_id(&self) -> u64 {
-        self.ids.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Logs a connection kubesocks could not make, and keeps it as the last error.
-    pub(crate) fn refused(&self, conn: u64, target: &str, e: &DialError) {
-        let chain = crate::error_chain(e);
-        tracing::warn!(conn, target, reason = %chain, "connection not forwarded");
-        self.stats.record_error(format!("{target}: {chain}"));
     }
 }
 
@@ -201,15 +219,8 @@ impl Engine {
 
         let cache = ClusterCache::start(cluster.client.clone(), &cluster.namespace).await?;
         let rules = Rules::new(&config.cluster_domain, &cluster.namespace);
-        let shared = Arc::new(Shared {
-            dialer: Dialer::new(cluster.client, cache, rules, config.passthrough),
-            stats: Arc::new(Stats::default()),
-            auth: config.auth,
-            handshake_timeout: config.handshake_timeout,
-            ids: AtomicU64::new(0),
-            tasks: TaskTracker::new(),
-            cut: CancellationToken::new(),
-        });
+        let dialer = Dialer::new(cluster.client, cache, rules, config.passthrough);
+        let shared = Arc::new(Shared::new(dialer, config.auth, config.handshake_timeout));
         let mut engine = Engine {
             shared,
             socks: None,
@@ -258,21 +269,19 @@ impl Engine {
         self.listeners.spawn(accept_loop.in_current_span());
     }
 
+    /// Where the SOCKS listener listens, if there is one.
     pub fn socks_addr(&self) -> Option<SocketAddr> {
         self.socks
     }
 
+    /// Where the HTTP listener listens, if there is one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
     }
 
+    /// The engine's live figures.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
-    }
-
-    /// The caches, e.g. to suggest a real Service in the start-up example.
-    pub fn dialer(&self) -> &Dialer {
-        &self.shared.dialer
     }
 
     /// A URL of a real Service in `namespace` (else a template), for a first try.

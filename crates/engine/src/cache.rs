@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 
 use crate::direct::{self, Fetched};
-use crate::resolve::{self, ClusterView, Host, Rules};
+use crate::resolve::{ClusterView, Query};
 
 /// How long a first list may take before a namespace is reported as not synced.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,16 +38,26 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
 /// then take effect without a restart.
 const RECHECK_DENIED: Duration = Duration::from_secs(60);
 
+/// Why the caches could not be set up, or a name not looked up.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    /// Asking the API server what RBAC allows failed.
     #[error("checking RBAC permissions failed: {0}")]
     AccessReview(#[source] kube::Error),
+    /// A first list did not finish in time.
     #[error("the watch caches for {scope} did not sync within {SYNC_TIMEOUT:?}; is the API server overloaded?")]
-    SyncTimeout { scope: String },
+    SyncTimeout {
+        /// The cluster, or a namespace.
+        scope: String,
+    },
+    /// A direct GET failed.
     #[error("looking up {what} in namespace {namespace} failed: {source}")]
     Lookup {
+        /// Where it was looked up.
         namespace: String,
+        /// What was looked up.
         what: String,
+        /// The API server's error.
         // Boxed: a kube error is large, and every engine error carries this enum.
         #[source]
         source: Box<kube::Error>,
@@ -56,7 +66,7 @@ pub enum CacheError {
 
 impl CacheError {
     /// RBAC refused a request (it changed since the access review).
-    pub fn is_forbidden(&self) -> bool {
+    pub(crate) fn is_forbidden(&self) -> bool {
         matches!(self, CacheError::Lookup { source, .. } if matches!(&**source, kube::Error::Api(s) if s.code == 403))
     }
 }
@@ -102,7 +112,7 @@ enum Scope {
 }
 
 /// The live caches of one engine. Cheap to share behind an `Arc`.
-pub struct ClusterCache {
+pub(crate) struct ClusterCache {
     client: Client,
     scope: Scope,
     namespaces: Option<Store<Namespace>>,
@@ -205,11 +215,11 @@ impl ClusterCache {
         Snapshot { scope, namespaces: self.namespaces.clone(), fetched: None }
     }
 
-    /// Everything the resolution of `host` needs: the namespace its name points
+    /// Everything the resolution of `query` needs: the namespace its name points
     /// into made readable (watched from now on, or its objects fetched with
     /// direct GETs where RBAC allows only those), and a snapshot.
-    pub async fn snapshot_for(&self, host: &Host, rules: &Rules) -> Result<Snapshot, CacheError> {
-        let named = resolve::named(host, rules);
+    pub async fn snapshot_for(&self, query: &Query) -> Result<Snapshot, CacheError> {
+        let named = query.named();
         if let Some(named) = &named {
             self.ensure_namespace(named.namespace()).await?;
         }
@@ -219,7 +229,7 @@ impl ClusterCache {
         {
             snapshot.fetched = direct::fetch(&self.client, &named).await.map_err(|source| CacheError::Lookup {
                 namespace: named.namespace().to_string(),
-                what: host.to_string(),
+                what: named.to_string(),
                 source: Box::new(source),
             })?;
         }
@@ -350,7 +360,7 @@ enum SnapshotScope {
 
 /// The caches as [`resolve`](crate::resolve::resolve) reads them, plus what
 /// was fetched for this one resolution in a namespace without a cache.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     scope: SnapshotScope,
     namespaces: Option<Store<Namespace>>,
     fetched: Option<Fetched>,

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kubesocks::kubeconfig::{KubeSettings, connect};
+use kubesocks_engine::kubeconfig::{KubeSettings, connect};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Parser)]

@@ -5,6 +5,7 @@ use base64::Engine as _;
 /// A user name and password clients must present. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name (safe to show; the password never is).
     pub user: String,
     password: String,
 }
@@ -31,7 +32,7 @@ impl std::str::FromStr for Credentials {
 
 impl Credentials {
     /// Compares without stopping at the first differing byte, so timing tells nothing.
-    pub fn matches(&self, user: &str, password: &str) -> bool {
+    pub(crate) fn matches(&self, user: &str, password: &str) -> bool {
         fn same(a: &[u8], b: &[u8]) -> bool {
             a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
         }
@@ -39,7 +40,7 @@ impl Credentials {
     }
 
     /// Checks a `Proxy-Authorization` header value.
-    pub fn matches_basic(&self, header: &str) -> bool {
+    pub(crate) fn matches_basic(&self, header: &str) -> bool {
         let Some(encoded) = header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic ")) else {
             return false;
         };

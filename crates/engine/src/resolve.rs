@@ -1,11 +1,13 @@
 //! Name and target resolution: the rules that turn what a client asked for
 //! (a name or an IP, and a port) into pods to port-forward to.
 //!
-//! Everything here is pure: [`resolve`] reads a [`ClusterView`] (a snapshot of
-//! the watch caches) and returns a [`Target`] or a typed [`Refusal`]. No I/O, no
-//! clock, so every rule has a fast unit test below. The cache layer
-//! ([`crate::cache`]) makes the namespace a name points into readable *before*
-//! it calls [`resolve`]; [`named`] tells it which one.
+//! Everything here is pure. A client's host is read once into a [`Query`]
+//! ([`Query::read`]: what the name says, before anything is looked up); the
+//! cache layer ([`crate::cache`]) asks it which namespace it points into
+//! ([`Query::named`]) and makes that namespace readable; then [`resolve`]
+//! reads a [`ClusterView`] (a snapshot of the watch caches) and returns a
+//! [`Target`] or a typed [`Refusal`]. No I/O, no clock, so every rule has a
+//! fast unit test below.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointSlice};
 
 /// Settings that shape how names are read.
 #[derive(Debug, Clone)]
-pub struct Rules {
+pub(crate) struct Rules {
     /// Cluster DNS domain, `cluster.local` unless the user says otherwise.
     pub cluster_domain: String,
     /// Namespace for short names: `-n`, else the context's, else `default`.
@@ -30,7 +32,7 @@ impl Rules {
 
 /// What a client asked to connect to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Host {
+pub(crate) enum Host {
     Name(String),
     Ip(IpAddr),
 }
@@ -59,7 +61,7 @@ impl std::fmt::Display for Host {
 
 /// A snapshot of what kubesocks knows about the cluster. Implemented by the
 /// live watch caches and, in tests, by plain lists of objects.
-pub trait ClusterView {
+pub(crate) trait ClusterView {
     /// `Some(true/false)` when namespaces can be listed, `None` when RBAC hides them.
     fn namespace_exists(&self, namespace: &str) -> Option<bool>;
     /// `Err(reason)` when the objects of this namespace cannot be seen (RBAC).
@@ -74,7 +76,7 @@ pub trait ClusterView {
 
 /// One pod port to port-forward to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub namespace: String,
     pub pod: String,
     pub port: u16,
@@ -88,7 +90,7 @@ impl std::fmt::Display for Endpoint {
 
 /// Where a connection goes: one or more equivalent pod ports, best first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// What the client's address turned out to be, for logs ("service default/web:80").
     pub what: String,
     /// Never empty. A Service's ready endpoints in a stable order; the dialer
@@ -99,12 +101,10 @@ pub struct Target {
 /// Why a connection is not forwarded. Each maps to a SOCKS reply and an HTTP
 /// status through [`Refusal::kind`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("{host} is not a name or address inside the cluster (use --passthrough to dial it from this machine)")]
+pub(crate) enum Refusal {
+    #[error("{host} is not a name or address inside the cluster")]
     OutsideCluster { host: String },
-    #[error(
-        "service {service} is an ExternalName for {external}; kubesocks does not dial outside the cluster without --passthrough"
-    )]
+    #[error("service {service} is an ExternalName for {external}, which is outside the cluster")]
     ExternalName { service: String, external: String },
     #[error("no service {name} in namespace {namespace}")]
     UnknownService { namespace: String, name: String },
@@ -122,7 +122,7 @@ pub enum Refusal {
 
 /// The three outcomes a client protocol can express for a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
+pub(crate) enum RefusalKind {
     /// Policy: outside the cluster, or RBAC. SOCKS 0x02, HTTP 403.
     NotAllowed,
     /// Nothing to connect to. SOCKS 0x04, HTTP 502.
@@ -146,9 +146,9 @@ impl Refusal {
     }
 }
 
-/// How a name reads, before looking anything up.
+/// How a client's host reads, before looking anything up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Query {
+pub(crate) enum Query {
     Ip(IpAddr),
     /// `svc`, `svc.ns.svc`, `svc.ns.svc.D`: certainly a Service name.
     Service {
@@ -159,6 +159,8 @@ enum Query {
     MaybeService {
         namespace: String,
         name: String,
+        /// The whole name, for a refusal.
+        host: String,
     },
     /// `host.sub.ns.svc[.D]`: a pod's stable per-pod name.
     PodHostname {
@@ -199,7 +201,7 @@ fn read_name(name: &str, rules: &Rules) -> Query {
     let owned = |s: &str| s.to_string();
     match labels.as_slice() {
         [svc] if !had_domain => Query::Service { namespace: rules.default_namespace.clone(), name: owned(svc) },
-        [svc, ns] if !had_domain => Query::MaybeService { namespace: owned(ns), name: owned(svc) },
+        [svc, ns] if !had_domain => Query::MaybeService { namespace: owned(ns), name: owned(svc), host: name.clone() },
         [svc, ns, "svc"] => Query::Service { namespace: owned(ns), name: owned(svc) },
         [host, sub, ns, "svc"] => {
             Query::PodHostname { namespace: owned(ns), hostname: owned(host), subdomain: owned(sub) }
@@ -223,13 +225,23 @@ fn pod_ip_from_dashes(label: &str) -> Option<IpAddr> {
 
 /// What a name points at inside one namespace, read from the name alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Named {
+pub(crate) enum Named {
     /// `svc`, `svc.ns`, `svc.ns.svc[.D]` (for `svc.ns` only if `ns` turns out to exist).
     Service { namespace: String, name: String },
     /// `host.sub.ns.svc[.D]`.
     PodHostname { namespace: String, hostname: String, subdomain: String },
     /// `a-b-c-d.ns.pod[.D]`.
     PodIp { namespace: String },
+}
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Named::Service { name, .. } => write!(f, "service {name}"),
+            Named::PodHostname { hostname, subdomain, .. } => write!(f, "pod {hostname}.{subdomain}"),
+            Named::PodIp { .. } => f.write_str("a pod by IP"),
+        }
+    }
 }
 
 impl Named {
@@ -242,36 +254,44 @@ impl Named {
     }
 }
 
-/// The namespaced object a name points at, if any. The cache layer uses it to
-/// make that namespace readable *before* it calls [`resolve`]: it starts a
-/// watch there, or, where RBAC allows only GETs, fetches just these objects.
-pub fn named(host: &Host, rules: &Rules) -> Option<Named> {
-    let Host::Name(name) = host else { return None };
-    match read_name(name, rules) {
-        Query::Service { namespace, name } | Query::MaybeService { namespace, name } => {
-            Some(Named::Service { namespace, name })
+impl Query {
+    /// Reads a client's host under `rules`; done once per connection.
+    pub fn read(host: &Host, rules: &Rules) -> Query {
+        match host {
+            Host::Ip(ip) => Query::Ip(*ip),
+            Host::Name(name) => read_name(name, rules),
         }
-        Query::PodHostname { namespace, hostname, subdomain } => {
-            Some(Named::PodHostname { namespace, hostname, subdomain })
+    }
+
+    /// The namespaced object the name points at, if any. The cache layer uses
+    /// it to make that namespace readable *before* it calls [`resolve`]: it
+    /// starts a watch there, or, where RBAC allows only GETs, fetches just
+    /// these objects.
+    pub fn named(&self) -> Option<Named> {
+        match self {
+            Query::Service { namespace, name } | Query::MaybeService { namespace, name, .. } => {
+                Some(Named::Service { namespace: namespace.clone(), name: name.clone() })
+            }
+            Query::PodHostname { namespace, hostname, subdomain } => Some(Named::PodHostname {
+                namespace: namespace.clone(),
+                hostname: hostname.clone(),
+                subdomain: subdomain.clone(),
+            }),
+            Query::PodIp { namespace, .. } => Some(Named::PodIp { namespace: namespace.clone() }),
+            _ => None,
         }
-        Query::PodIp { namespace, .. } => Some(Named::PodIp { namespace }),
-        _ => None,
     }
 }
 
 /// Resolves a client's destination against a snapshot of the cluster.
-pub fn resolve(host: &Host, port: u16, rules: &Rules, view: &impl ClusterView) -> Result<Target, Refusal> {
-    let query = match host {
-        Host::Ip(ip) => Query::Ip(*ip),
-        Host::Name(name) => read_name(name, rules),
-    };
+pub(crate) fn resolve(query: Query, port: u16, view: &impl ClusterView) -> Result<Target, Refusal> {
     match query {
         Query::Ip(ip) => resolve_ip(ip, port, view),
         Query::Service { namespace, name } => {
             must_see(view, &namespace)?;
             named_service(view, namespace, name, port)
         }
-        Query::MaybeService { namespace, name } => match view.namespace_exists(&namespace) {
+        Query::MaybeService { namespace, name, host } => match view.namespace_exists(&namespace) {
             Some(true) => {
                 must_see(view, &namespace)?;
                 named_service(view, namespace, name, port)
@@ -280,7 +300,7 @@ pub fn resolve(host: &Host, port: u16, rules: &Rules, view: &impl ClusterView) -
             // is not to be seen: an outside name like `example.com`.
             _ => match view.visible(&namespace).ok().and_then(|_| view.service(&namespace, &name)) {
                 Some(svc) => service_target(&svc, port, view),
-                None => Err(Refusal::OutsideCluster { host: host.to_string() }),
+                None => Err(Refusal::OutsideCluster { host }),
             },
         },
         Query::PodHostname { namespace, hostname, subdomain } => {
@@ -422,6 +442,15 @@ fn pod_of(ep: &SliceEndpoint) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Reads and resolves in one step, as the dial path does.
+    fn resolve(host: &Host, port: u16, rules: &Rules, view: &impl ClusterView) -> Result<Target, Refusal> {
+        super::resolve(Query::read(host, rules), port, view)
+    }
+
+    fn named(host: &Host, rules: &Rules) -> Option<Named> {
+        Query::read(host, rules).named()
+    }
 
     /// A snapshot made of plain object lists, the way the caches hold them.
     #[derive(Default)]

@@ -1,0 +1,136 @@
+//! The command line's shape: every command, argument and flag (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kubesocks_engine::kubeconfig::KubeSettings;
+use kubesocks_engine::{Credentials, ProxyConfig, loopback};
+
+/// Reach Kubernetes Services and Pods from this machine through a local
+/// SOCKS5 / HTTP proxy. Every connection is forwarded through the Kubernetes
+/// API (pod port-forward): nothing to install in the cluster, no root, no
+/// change to routes or DNS.
+#[derive(Debug, Parser)]
+#[command(name = "kubesocks", version, propagate_version = true)]
+pub struct Cli {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace for short names (default: the context's namespace, else `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// More logging: -v debug, -vv trace.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a proxy in the foreground until Ctrl-C.
+    ProxyOut(ProxyOutArgs),
+    /// Start a background proxy for a context in the kubesocks daemon
+    /// (starting the daemon if none runs) and print its ID and URL.
+    Connect(ConnectArgs),
+    /// Stop background proxies.
+    Disconnect(DisconnectArgs),
+    /// Stop every background proxy and the daemon.
+    Quit,
+    /// Show the background proxies and their live figures.
+    Status(OutputArgs),
+    /// Run the daemon that hosts background proxies, in the foreground
+    /// (`connect` starts one when none runs).
+    Daemon,
+    /// List the kubeconfig's contexts.
+    Contexts(OutputArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProxyOutArgs {
+    /// SOCKS5 listen address.
+    #[arg(long, value_name = "ADDR", default_value_t = loopback(ProxyConfig::DEFAULT_SOCKS_PORT))]
+    pub listen_socks: SocketAddr,
+    /// Also serve an HTTP proxy (CONNECT and plain http:// requests) here.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_http: Option<SocketAddr>,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
+    /// Require USER:PASSWORD from clients (required for a non-loopback listener).
+    #[arg(long, value_name = "USER:PASSWORD", env = "KUBESOCKS_AUTH", hide_env_values = true)]
+    pub auth: Option<Credentials>,
+    /// How long open connections may run on after Ctrl-C.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+    /// Drop clients that have not finished their SOCKS handshake or HTTP
+    /// request head by then.
+    #[arg(long, value_name = "SECONDS", default_value_t = ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    pub handshake_timeout: u64,
+}
+
+/// How names are resolved, for `proxy-out` and `connect`.
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    /// The cluster's DNS domain.
+    #[arg(long, value_name = "DOMAIN", default_value = ProxyConfig::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// Dial names and addresses outside the cluster directly from this machine
+    /// instead of refusing them.
+    #[arg(long)]
+    pub passthrough: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// Serve SOCKS5 (the default when neither --socks nor --http is given).
+    #[arg(long)]
+    pub socks: bool,
+    /// Serve an HTTP proxy (CONNECT and plain http:// requests).
+    #[arg(long)]
+    pub http: bool,
+    /// SOCKS5 listen address (default: 127.0.0.1:1080, or the next free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_socks: Option<SocketAddr>,
+    /// HTTP listen address (default: 127.0.0.1:3128, or the next free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_http: Option<SocketAddr>,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DisconnectArgs {
+    /// The connection ID shown by `connect` and `status`.
+    pub id: Option<String>,
+    /// Stop every background proxy.
+    #[arg(long, conflicts_with = "id")]
+    pub all: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+impl Cli {
+    pub fn kube(&self) -> KubeSettings {
+        KubeSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The commands that run the engine in this process: `proxy-out` (a proxy
+//! in the foreground until Ctrl-C) and `contexts`.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use kubesocks_engine::kubeconfig::{self, KubeSettings};
+use kubesocks_engine::{Engine, Listen, ProxyConfig};
+
+use crate::args::{Output, ProxyOutArgs};
+use crate::output::say;
+
+pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> {
+    let cluster = kubeconfig::connect(kube).await?;
+    let (context, server, namespace) = (cluster.context.clone(), cluster.server.clone(), cluster.namespace.clone());
+    let config = ProxyConfig {
+        socks: Some(Listen::exact(args.listen_socks)),
+        http: args.listen_http.map(Listen::exact),
+        cluster_domain: args.resolve.cluster_domain.clone(),
+        passthrough: args.resolve.passthrough,
+        auth: args.auth.clone(),
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+    };
+    // Take over Ctrl-C before saying it stops the proxy: a SIGINT in between
+    // would otherwise end the process at once.
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
+    let engine = Engine::start(cluster, config).await.context("cannot start the proxy")?;
+
+    let socks = engine.socks_addr().expect("proxy-out always listens for SOCKS");
+    let user = args.auth.as_ref().map(|c| format!("{}:<password>@", c.user)).unwrap_or_default();
+    let socks_url = format!("socks5h://{user}{socks}");
+    say!("kubesocks proxy-out: context {context} ({server}), namespace {namespace}");
+    say!("SOCKS5 proxy: {socks_url}");
+    if let Some(http) = engine.http_addr() {
+        say!("HTTP proxy:   http://{user}{http}");
+    }
+    let example = engine.example_url(&namespace, &args.resolve.cluster_domain).await;
+    say!("Try:          curl --proxy {socks_url} {example}");
+    say!("Or for a whole shell: export ALL_PROXY={socks_url}");
+    say!("Ctrl-C stops the proxy.");
+
+    interrupt.recv().await;
+    eprintln!("stopping: open connections get {}s to finish", args.drain_seconds);
+    engine.shutdown(Duration::from_secs(args.drain_seconds)).await;
+    Ok(())
+}
+
+pub(crate) fn contexts(kube: &KubeSettings, output: Output) -> Result<()> {
+    let contexts = kubeconfig::contexts(kube)?;
+    match output {
+        Output::Json => say!("{}", serde_json::to_string_pretty(&contexts)?),
+        Output::Table => {
+            say!("{:<2}{:<32} {:<24} {:<16} SERVER", "", "NAME", "CLUSTER", "NAMESPACE");
+            for c in contexts {
+                let mark = if c.current { "*" } else { "" };
+                say!("{:<2}{:<32} {:<24} {:<16} {}", mark, c.name, c.cluster, c.namespace, c.server);
+            }
+        }
+    }
+    Ok(())
+}

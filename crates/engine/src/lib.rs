@@ -1,0 +1,69 @@
+//! The kubesocks proxy engine: a local SOCKS5 / HTTP proxy into one
+//! Kubernetes cluster, every connection forwarded through the API server's
+//! `pods/portforward`.
+//!
+//! ```text
+//! app ──SOCKS5 / HTTP──▶ listener (socks, http; what they share: shared)
+//!     ──name or IP──▶ resolve, against the watch caches (cache, direct)
+//!     ──pods/portforward──▶ dial → portforward ──▶ the pod's port
+//! ```
+//!
+//! This crate is the bottom layer of kubesocks. It knows nothing of the
+//! command line, the daemon or the tray app: those shells (the
+//! `kubesocks-managed` and `kubesocks` crates, and `kubesocks-tray`) start an
+//! [`Engine`] with a [`ProxyConfig`] and read its [`StatsSnapshot`]s. Errors
+//! state facts; the shells add advice that fits their users (a flag to pass,
+//! a setting to change).
+//!
+//! Inside, each module has one job:
+//! * `resolve` holds the rules (service names, per-pod names, ClusterIPs,
+//!   Pod IPs → pod ports) as pure functions over a snapshot of the caches;
+//!   this is where it is decided whether a name is in the cluster at all.
+//! * `cache` keeps that snapshot current with kube-runtime reflectors, in the
+//!   widest scope RBAC allows; where RBAC allows no watch but GETs, `direct`
+//!   fetches the few objects each connection's name needs.
+//! * `dial` turns a destination into an open stream: resolve, port-forward
+//!   (`portforward`), fail over between endpoints, or dial directly when
+//!   passthrough is on. Its `Failure` is what a client is told.
+//! * `socks` and `http` are the listeners; `shared` is the one path both take
+//!   for each client (ID, count, dial, log, last error), and where a SOCKS
+//!   reply code or HTTP status is chosen for a failure.
+//! * `relay` copies bytes both ways; `stats` counts them.
+//! * [`kubeconfig`] reads kubeconfigs and builds the API client.
+//! * `engine` ties one cluster connection to its listeners and drains them.
+
+#![deny(missing_docs)]
+
+mod auth;
+mod cache;
+mod dial;
+mod direct;
+mod engine;
+mod http;
+pub mod kubeconfig;
+mod portforward;
+mod relay;
+mod resolve;
+mod shared;
+mod socks;
+mod stats;
+
+pub use auth::Credentials;
+pub use cache::CacheError;
+pub use engine::{Engine, EngineError, Listen, ProxyConfig, loopback};
+pub use stats::{ErrorReport, StatsSnapshot};
+
+/// An error and its sources in one line (`a: b: c`), skipping a source whose
+/// text its parent already includes. For logs, `status` and the tray.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,94 @@
+//! What the listeners of one engine share, and the one path every client
+//! request takes through it, whatever its protocol: an ID for the logs, a
+//! count in the figures, the dial, and on failure one log line and the last
+//! error. `socks` and `http` only speak their protocol around it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::auth::Credentials;
+use crate::dial::{DialError, Dialed, Dialer};
+use crate::resolve::Host;
+use crate::stats::{ActiveGuard, Stats};
+
+/// The state one engine's listeners share.
+pub(crate) struct Shared {
+    pub(crate) dialer: Dialer,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) auth: Option<Credentials>,
+    pub(crate) handshake_timeout: Duration,
+    ids: AtomicU64,
+    /// Every client connection and every CONNECT tunnel, so a drain waits for them.
+    pub(crate) tasks: TaskTracker,
+    /// Cuts whatever is still open when a drain ends.
+    pub(crate) cut: CancellationToken,
+}
+
+/// One client request on its way to the cluster. It counts as an active
+/// connection until dropped; `id` tags its log lines.
+pub(crate) struct ClientConn {
+    pub(crate) id: u64,
+    _active: ActiveGuard,
+}
+
+impl Shared {
+    pub(crate) fn new(dialer: Dialer, auth: Option<Credentials>, handshake_timeout: Duration) -> Shared {
+        Shared {
+            dialer,
+            stats: Arc::new(Stats::default()),
+            auth,
+            handshake_timeout,
+            ids: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
+            cut: CancellationToken::new(),
+        }
+    }
+
+    /// Runs one client's work as part of this engine: drains wait for it, and
+    /// it is cut when a drain ends. It logs in the caller's tracing span.
+    pub(crate) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let cut = self.cut.clone();
+        self.tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = work => {}
+                    _ = cut.cancelled() => {}
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Resolves and connects one client request (`what` names its protocol in
+    /// the log). A failure is logged with its reason and kept as the last
+    /// error before it is returned for the listener to answer.
+    pub(crate) async fn dial(
+        &self,
+        what: &str,
+        peer: SocketAddr,
+        host: &Host,
+        port: u16,
+    ) -> (ClientConn, Result<Dialed, DialError>) {
+        let conn = ClientConn { id: self.ids.fetch_add(1, Ordering::Relaxed) + 1, _active: self.stats.connection() };
+        let target = format!("{host}:{port}");
+        let dialed = self.dialer.dial(host, port, conn.id).await;
+        match &dialed {
+            Ok(d) => tracing::info!(conn = conn.id, %peer, %target, reached = %d.reached, "{what}"),
+            Err(e) => self.failed(conn.id, &target, e),
+        }
+        (conn, dialed)
+    }
+
+    /// Logs a connection that could not be made or broke, and keeps it as the last error.
+    pub(crate) fn failed(&self, conn: u64, target: &str, e: &dyn std::error::Error) {
+        let chain = crate::error_chain(e);
+        tracing::warn!(conn, target, reason = %chain, "connection not forwarded");
+        self.stats.record_error(format!("{target}: {chain}"));
+    }
+}
