@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kubesocks_engine::kubeconfig::KubeSettings;
-use kubesocks_engine::{Credentials, ProxyConfig, loopback};
+use kubesocks_engine::{Credentials, DataPath, Protocol, ProxyConfig, loopback};
 
 /// Reach Kubernetes Services and Pods from this machine through a local
 /// SOCKS5 / HTTP proxy. Every connection is forwarded through the Kubernetes
@@ -60,6 +60,8 @@ pub struct ProxyOutArgs {
     pub listen_http: Option<SocketAddr>,
     #[command(flatten)]
     pub resolve: ResolveArgs,
+    #[command(flatten)]
+    pub data_path: DataPathArgs,
     /// Require USER:PASSWORD from clients (required for a non-loopback listener).
     #[arg(long, value_name = "USER:PASSWORD", env = "KUBESOCKS_AUTH", hide_env_values = true)]
     pub auth: Option<Credentials>,
@@ -100,8 +102,52 @@ pub struct ConnectArgs {
     pub listen_http: Option<SocketAddr>,
     #[command(flatten)]
     pub resolve: ResolveArgs,
+    #[command(flatten)]
+    pub data_path: DataPathArgs,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// How connections travel to pods, for `proxy-out` and `connect`.
+#[derive(Debug, clap::Args)]
+pub struct DataPathArgs {
+    /// The port-forward protocol: `auto` takes the best the cluster accepts
+    /// (the SPDY tunnel in a WebSocket, else SPDY, else one WebSocket per
+    /// connection) and logs which.
+    #[arg(long, value_enum, value_name = "PROTOCOL", default_value_t = ProtocolArg::Auto)]
+    pub portforward_protocol: ProtocolArg,
+    /// Seconds between keepalive PINGs on a port-forward session.
+    #[arg(long, value_name = "SECONDS", default_value_t = DataPath::DEFAULT_KEEPALIVE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keepalive: u64,
+    /// Seconds a port-forward session without connections stays open.
+    #[arg(long, value_name = "SECONDS", default_value_t = DataPath::DEFAULT_IDLE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout: u64,
+}
+
+/// `--portforward-protocol`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    Auto,
+    Tunnel,
+    Spdy,
+    Websocket,
+}
+
+impl DataPathArgs {
+    pub fn data_path(&self) -> DataPath {
+        DataPath {
+            protocol: match self.portforward_protocol {
+                ProtocolArg::Auto => None,
+                ProtocolArg::Tunnel => Some(Protocol::Tunnel),
+                ProtocolArg::Spdy => Some(Protocol::Spdy),
+                ProtocolArg::Websocket => Some(Protocol::WebSocket),
+            },
+            keepalive: std::time::Duration::from_secs(self.keepalive),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use kubesocks_engine::kubeconfig::{self, KubeSettings};
-use kubesocks_engine::{Listen, ProxyConfig, loopback};
+use kubesocks_engine::{Listen, Protocol, ProxyConfig, loopback};
 use kubesocks_managed::control::{self, ConnectRequest, ConnectionStatus, ControlError, ErrorKind, Request, Response};
 use kubesocks_managed::daemon::{Daemon, unix_now};
 use kubesocks_managed::state::{DaemonLock, StateDir};
@@ -58,6 +58,7 @@ pub(crate) async fn connect(state: &StateDir, kube: &KubeSettings, args: &Connec
             http: listen(want_http, args.listen_http, ProxyConfig::DEFAULT_HTTP_PORT),
             cluster_domain: args.resolve.cluster_domain.clone(),
             passthrough: args.resolve.passthrough,
+            data_path: args.data_path.data_path(),
             ..ProxyConfig::default()
         },
     };
@@ -187,11 +188,12 @@ pub(crate) async fn status(state: &StateDir, output: Output) -> Result<()> {
 fn print_table(connections: &[ConnectionStatus]) {
     let dash = |a: Option<std::net::SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
     say!(
-        "{:<9} {:<24} {:<16} {:<16} {:>6} {:>6} {:>9} {:>9} {:>8}  LAST ERROR",
+        "{:<9} {:<24} {:<16} {:<16} {:<9} {:>6} {:>6} {:>9} {:>9} {:>8}  LAST ERROR",
         "ID",
         "CONTEXT",
         "SOCKS",
         "HTTP",
+        "PROTOCOL",
         "ACTIVE",
         "TOTAL",
         "UP",
@@ -205,11 +207,12 @@ fn print_table(connections: &[ConnectionStatus]) {
                 format!("{} ago: {}", human_duration(now.saturating_sub(e.at)), e.message)
             });
         say!(
-            "{:<9} {:<24} {:<16} {:<16} {:>6} {:>6} {:>9} {:>9} {:>8}  {}",
+            "{:<9} {:<24} {:<16} {:<16} {:<9} {:>6} {:>6} {:>9} {:>9} {:>8}  {}",
             c.record.id,
             c.record.context,
             dash(c.record.socks),
             dash(c.record.http),
+            protocol_name(c.stats.portforward_protocol),
             c.stats.active_connections,
             c.stats.total_connections,
             human_bytes(c.stats.bytes_up),
@@ -217,6 +220,16 @@ fn print_table(connections: &[ConnectionStatus]) {
             human_duration(now.saturating_sub(c.record.started_at)),
             error
         );
+    }
+}
+
+/// A port-forward protocol in a table cell; `-` until the first connection chose one.
+fn protocol_name(protocol: Option<Protocol>) -> &'static str {
+    match protocol {
+        Some(Protocol::Tunnel) => "tunnel",
+        Some(Protocol::Spdy) => "spdy",
+        Some(Protocol::WebSocket) => "websocket",
+        None => "-",
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
         passthrough: args.resolve.passthrough,
         auth: args.auth.clone(),
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        data_path: args.data_path.data_path(),
     };
     // Take over Ctrl-C before saying it stops the proxy: a SIGINT in between
     // would otherwise end the process at once.

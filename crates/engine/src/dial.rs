@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use kube::Client;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::cache::{CacheError, ClusterCache};
-use crate::portforward::{self, ForwardError, PodStream};
+use crate::portforward::{ForwardError, Forwarder, PodStream, Protocol};
 use crate::resolve::{self, Endpoint, Host, Query, Refusal, RefusalKind, Rules};
 
 /// How long resolving plus port-forwarding may take before the client is told.
@@ -91,14 +90,18 @@ pub(crate) const POD_LINGER: Duration = Duration::from_secs(2);
 
 impl Upstream {
     /// The relay's linger for this kind of upstream: a direct TCP connection
-    /// carries the FIN itself and needs none.
+    /// and a SPDY stream carry the FIN themselves and need none.
     pub fn linger(&self) -> Option<Duration> {
         match self {
-            Upstream::Pod(_) => Some(POD_LINGER),
-            Upstream::Direct(_) => None,
+            Upstream::Pod(pod) if !pod.carries_fin() => Some(POD_LINGER),
+            Upstream::Pod(_) | Upstream::Direct(_) => None,
         }
     }
 }
+
+/// How long one endpoint may take before the next is tried: a hung kubelet
+/// must not use up the whole [`DIAL_TIMEOUT`].
+const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A successful dial: the stream and what it reaches, for logs.
 pub(crate) struct Dialed {
@@ -107,7 +110,7 @@ pub(crate) struct Dialed {
 }
 
 pub(crate) struct Dialer {
-    client: Client,
+    forwarder: Forwarder,
     cache: ClusterCache,
     rules: Rules,
     passthrough: bool,
@@ -116,8 +119,13 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    pub fn new(client: Client, cache: ClusterCache, rules: Rules, passthrough: bool) -> Dialer {
-        Dialer { client, cache, rules, passthrough, next: AtomicUsize::new(0) }
+    pub fn new(forwarder: Forwarder, cache: ClusterCache, rules: Rules, passthrough: bool) -> Dialer {
+        Dialer { forwarder, cache, rules, passthrough, next: AtomicUsize::new(0) }
+    }
+
+    /// The port-forward protocol in use, once one has worked.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.forwarder.protocol()
     }
 
     pub fn cache(&self) -> &ClusterCache {
@@ -156,9 +164,15 @@ impl Dialer {
             let on_late_error = move |message: String| {
                 tracing::warn!(conn, %target, kubelet = %message, "port-forward failed during the connection");
             };
-            match portforward::open(&self.client, endpoint, on_late_error).await {
+            let opened = tokio::time::timeout(ENDPOINT_TIMEOUT, self.forwarder.open(endpoint, on_late_error)).await;
+            match opened.unwrap_or(Err(ForwardError::Session(format!("no answer within {ENDPOINT_TIMEOUT:?}")))) {
                 Ok(stream) => {
                     tracing::debug!(conn, %endpoint, "port-forward established");
+                    // The Service's other pods get a session too, so their
+                    // first connections are as fast as this pod's next.
+                    if endpoints.len() > 1 {
+                        self.forwarder.prewarm(endpoints);
+                    }
                     return Ok(Upstream::Pod(Box::new(stream)));
                 }
                 Err(source) => {

@@ -16,6 +16,7 @@ use crate::auth::Credentials;
 use crate::cache::{CacheError, ClusterCache};
 use crate::dial::Dialer;
 use crate::kubeconfig::Cluster;
+use crate::portforward::{DataPath, Forwarder};
 use crate::resolve::Rules;
 use crate::shared::Shared;
 use crate::stats::StatsSnapshot;
@@ -88,6 +89,9 @@ pub struct ProxyConfig {
     /// A client that has not finished its handshake by then is dropped.
     #[serde(default = "default_handshake_timeout", with = "seconds")]
     pub handshake_timeout: Duration,
+    /// The port-forward protocol and session settings.
+    #[serde(default)]
+    pub data_path: DataPath,
 }
 
 impl ProxyConfig {
@@ -110,7 +114,7 @@ fn default_handshake_timeout() -> Duration {
 }
 
 /// A [`Duration`] as whole seconds.
-mod seconds {
+pub(crate) mod seconds {
     use std::time::Duration;
 
     use serde::{Deserialize as _, Deserializer, Serializer};
@@ -138,6 +142,7 @@ impl Default for ProxyConfig {
             passthrough: false,
             auth: None,
             handshake_timeout: ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT,
+            data_path: DataPath::default(),
         }
     }
 }
@@ -219,7 +224,8 @@ impl Engine {
 
         let cache = ClusterCache::start(cluster.client.clone(), &cluster.namespace).await?;
         let rules = Rules::new(&config.cluster_domain, &cluster.namespace);
-        let dialer = Dialer::new(cluster.client, cache, rules, config.passthrough);
+        let forwarder = Forwarder::new(cluster.client, config.data_path);
+        let dialer = Dialer::new(forwarder, cache, rules, config.passthrough);
         let shared = Arc::new(Shared::new(dialer, config.auth, config.handshake_timeout));
         let mut engine = Engine {
             shared,
@@ -281,7 +287,7 @@ impl Engine {
 
     /// The engine's live figures.
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot()
+        StatsSnapshot { portforward_protocol: self.shared.dialer.protocol(), ..self.shared.stats.snapshot() }
     }
 
     /// A URL of a real Service in `namespace` (else a template), for a first try.

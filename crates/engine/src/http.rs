@@ -14,11 +14,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
 use crate::dial::{DialError, Failure};
-use crate::relay::relay;
+use crate::relay::{relay, reset};
 use crate::resolve::Host;
 use crate::shared::Shared;
 
@@ -71,14 +72,31 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
     let for_task = shared.clone();
     shared.spawn_tracked(async move {
         let shared = for_task;
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let linger = dialed.upstream.linger();
-                if let Err(e) = relay(TokioIo::new(upgraded), dialed.upstream, &shared.stats, linger).await {
-                    tracing::debug!(conn = conn.id, error = %e, "relay ended with an error");
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::info!(conn = conn.id, error = %e, "CONNECT upgrade failed"),
+        };
+        let linger = dialed.upstream.linger();
+        // Back to the client's own socket, so that a broken relay can reset it.
+        let result = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let mut client = parts.io.into_inner();
+                let mut upstream = dialed.upstream;
+                let early = async {
+                    // Bytes the client sent after its CONNECT head, already read.
+                    upstream.write_all(&parts.read_buf).await?;
+                    relay(&mut client, upstream, &shared.stats, linger).await
+                };
+                let result = early.await;
+                if result.is_err() {
+                    reset(client);
                 }
+                result
             }
-            Err(e) => tracing::info!(conn = conn.id, error = %e, "CONNECT upgrade failed"),
+            Err(upgraded) => relay(TokioIo::new(upgraded), dialed.upstream, &shared.stats, linger).await,
+        };
+        if let Err(e) = result {
+            tracing::info!(conn = conn.id, error = %e, "connection broke; resetting the client");
         }
     });
     Response::new(empty())

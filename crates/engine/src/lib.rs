@@ -25,6 +25,10 @@
 //! * `dial` turns a destination into an open stream: resolve, port-forward
 //!   (`portforward`), fail over between endpoints, or dial directly when
 //!   passthrough is on. Its `Failure` is what a client is told.
+//! * `portforward` speaks the data path: one SPDY/3.1 session per pod
+//!   (tunnelled in a WebSocket, or over the legacy SPDY upgrade; the framing
+//!   is the `kubesocks-spdy` crate), a stream pair per connection, and
+//!   `v4.channel.k8s.io` as the last resort.
 //! * `socks` and `http` are the listeners; `shared` is the one path both take
 //!   for each client (ID, count, dial, log, last error), and where a SOCKS
 //!   reply code or HTTP status is chosen for a failure.
@@ -51,6 +55,7 @@ mod stats;
 pub use auth::Credentials;
 pub use cache::CacheError;
 pub use engine::{Engine, EngineError, Listen, ProxyConfig, loopback};
+pub use portforward::{DataPath, Protocol};
 pub use stats::{ErrorReport, StatsSnapshot};
 
 /// An error and its sources in one line (`a: b: c`), skipping a source whose

@@ -17,6 +17,9 @@ const BUF: usize = 64 * 1024;
 /// The client's FIN is passed on with `shutdown` and the upstream's FIN is
 /// passed to the client. The relay ends when the upstream's side is done:
 /// nothing can answer the client after that, whatever it still sends.
+/// An error (above all an upstream that broke: a session reset) is returned
+/// without a FIN to the client, which the caller then resets ([`reset`]),
+/// so a truncated stream never looks complete.
 ///
 /// `linger`: for upstreams that cannot carry a FIN (a pod stream, see
 /// [`crate::portforward::PodStream`]) the pod never learns that the client
@@ -67,6 +70,15 @@ where
         // A client that closed its side early is normal (half-close); only its errors end the relay here.
         Err(e) = &mut to_upstream => Err(e),
     }
+}
+
+/// Ends a client connection with a reset (RST) instead of a FIN, for a
+/// relay that failed: the client must not take what it got for all there was.
+pub(crate) fn reset(client: tokio::net::TcpStream) {
+    if let Err(e) = client.set_zero_linger() {
+        tracing::debug!(error = %e, "cannot reset the client connection");
+    }
+    drop(client);
 }
 
 /// An upstream stream that counts the bytes through it: reads are bytes

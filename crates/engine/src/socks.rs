@@ -16,7 +16,7 @@ use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::TcpStream;
 
 use crate::dial::Failure;
-use crate::relay::relay;
+use crate::relay::{relay, reset};
 use crate::resolve::Host;
 use crate::shared::Shared;
 
@@ -71,9 +71,11 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             return;
         }
     };
+    let mut client = client;
     let linger = dialed.upstream.linger();
-    if let Err(e) = relay(client, dialed.upstream, &shared.stats, linger).await {
-        tracing::debug!(conn = conn.id, error = %e, "relay ended with an error");
+    if let Err(e) = relay(&mut client, dialed.upstream, &shared.stats, linger).await {
+        tracing::info!(conn = conn.id, error = %e, "connection broke; resetting the client");
+        reset(client);
     }
     tracing::debug!(conn = conn.id, "closed");
 }

@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::portforward::Protocol;
+
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     active: AtomicU64,
@@ -17,6 +19,7 @@ pub(crate) struct Stats {
 
 /// The last thing that went wrong, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ErrorReport {
     /// One line: the target and the reason (see [`crate::error_chain`]).
     pub message: String,
@@ -26,6 +29,7 @@ pub struct ErrorReport {
 
 /// A copy of an engine's figures at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct StatsSnapshot {
     /// Client connections open now.
     pub active_connections: u64,
@@ -37,6 +41,9 @@ pub struct StatsSnapshot {
     pub bytes_down: u64,
     /// The latest connection that could not be made, or that failed.
     pub last_error: Option<ErrorReport>,
+    /// The port-forward protocol connections use, once one has worked.
+    #[serde(default)]
+    pub portforward_protocol: Option<Protocol>,
 }
 
 impl Stats {
@@ -67,6 +74,7 @@ impl Stats {
             bytes_up: self.bytes_up.load(Ordering::Relaxed),
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
             last_error: self.last_error.lock().unwrap().clone(),
+            portforward_protocol: None,
         }
     }
 }

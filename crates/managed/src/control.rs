@@ -157,6 +157,7 @@ pub enum ErrorKind {
 /// A managed connection as `status` and the tray show it: its record and
 /// its live figures, side by side in one JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ConnectionStatus {
     /// What was asked for and where it listens.
     #[serde(flatten)]

@@ -200,6 +200,7 @@ fn create_private(dir: &Path) -> Result<(), StateError> {
 /// What `connections/<id>.json` holds: enough to find and explain a
 /// connection without asking the daemon.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ConnectionRecord {
     pub id: String,
     pub context: String,

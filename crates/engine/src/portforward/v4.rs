@@ -1,5 +1,5 @@
-//! One TCP connection to a pod port through the API server's `pods/portforward`
-//! (kube-rs speaks the WebSocket `v4.channel.k8s.io` protocol).
+//! The fallback protocol: one `v4.channel.k8s.io` WebSocket session per
+//! connection (what kube-rs speaks).
 //!
 //! The protocol has no "connected" signal: the kubelet dials the pod's port
 //! after the upgrade and reports a failure (such as "connection refused") on the
@@ -20,43 +20,19 @@ use kube::api::Portforwarder;
 use kube::{Api, Client};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
+use super::ForwardError;
 use crate::resolve::Endpoint;
 
 const MIN_SETTLE: Duration = Duration::from_millis(2);
 const MAX_SETTLE: Duration = Duration::from_millis(50);
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ForwardError {
-    /// The API server refused the upgrade: RBAC, a missing pod, an unreachable kubelet.
-    #[error("the API server refused the port-forward: {0}")]
-    Api(#[source] kube::Error),
-    /// The kubelet's own message from the port's error channel.
-    #[error("the kubelet reported: {0}")]
-    Kubelet(String),
-}
-
-impl ForwardError {
-    /// RBAC forbids `pods/portforward`: no other endpoint will do better.
-    pub fn is_forbidden(&self) -> bool {
-        matches!(self, ForwardError::Api(kube::Error::Api(s)) if s.code == 403)
-    }
-
-    pub fn is_refused(&self) -> bool {
-        matches!(self, ForwardError::Kubelet(m) if m.contains("connection refused"))
-    }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, ForwardError::Api(kube::Error::Api(s)) if s.code == 404)
-    }
-}
-
 /// A byte stream to one pod port. Dropping it ends the port-forward session.
-pub(crate) struct PodStream {
+pub(crate) struct V4Stream {
     stream: DuplexStream,
     forwarder: Portforwarder,
 }
 
-impl Drop for PodStream {
+impl Drop for V4Stream {
     fn drop(&mut self) {
         self.forwarder.abort();
     }
@@ -68,7 +44,7 @@ pub(crate) async fn open(
     client: &Client,
     endpoint: &Endpoint,
     on_late_error: impl FnOnce(String) + Send + 'static,
-) -> Result<PodStream, ForwardError> {
+) -> Result<V4Stream, ForwardError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &endpoint.namespace);
     let started = Instant::now();
     let mut forwarder = api.portforward(&endpoint.pod, &[endpoint.port]).await.map_err(ForwardError::Api)?;
@@ -94,16 +70,16 @@ pub(crate) async fn open(
             );
         }
     }
-    Ok(PodStream { stream, forwarder })
+    Ok(V4Stream { stream, forwarder })
 }
 
-impl AsyncRead for PodStream {
+impl AsyncRead for V4Stream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for PodStream {
+impl AsyncWrite for V4Stream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }

@@ -1,0 +1,139 @@
+//! The SPDY sessions of one engine, per pod: opened on first use, shared by
+//! every later connection to that pod, a second one opened once a session
+//! carries many streams (Kubernetes' side serialises a session's frames on
+//! a few workers), replaced when one fails, and closed after a few idle
+//! minutes. Keepalive PINGs (the session's own) keep idle ones alive
+//! through NATs and load balancers and measure their round trip.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kubesocks_spdy::{Config, Session};
+use tracing::Instrument as _;
+
+use super::spdy::Tunnel;
+use super::upgrade::{self, UpgradeError};
+use super::{DataPath, Protocol};
+use crate::resolve::Endpoint;
+
+/// Streams (two per connection) a session carries before another is opened.
+const MAX_STREAMS: usize = 200;
+/// How many of a Service's other pods get a session ahead of use.
+const PREWARM: usize = 8;
+
+type PodKey = (String, String);
+/// One pod's sessions, behind the lock that opening one holds.
+type PodSessions = Arc<tokio::sync::Mutex<Vec<Arc<Tunnel>>>>;
+
+pub(crate) struct Pool {
+    client: Client,
+    data_path: DataPath,
+    /// Per pod; the pod's lock is held while a session is opened, so
+    /// concurrent first connections share the one they wait for.
+    pods: Mutex<HashMap<PodKey, PodSessions>>,
+}
+
+impl Pool {
+    pub(crate) fn new(client: Client, data_path: DataPath) -> Arc<Pool> {
+        let pool = Arc::new(Pool { client, data_path, pods: Mutex::default() });
+        tokio::spawn(reap(Arc::downgrade(&pool), data_path.idle_timeout).in_current_span());
+        pool
+    }
+
+    /// A live session to `endpoint`'s pod with room for a connection,
+    /// opening one with `protocol` if there is none.
+    pub(crate) async fn session(&self, endpoint: &Endpoint, protocol: Protocol) -> Result<Arc<Tunnel>, UpgradeError> {
+        let pod = {
+            let key = (endpoint.namespace.clone(), endpoint.pod.clone());
+            self.pods.lock().unwrap().entry(key).or_default().clone()
+        };
+        let mut sessions = pod.lock().await;
+        sessions.retain(|t| !t.session.is_closed());
+        if let Some(t) = sessions
+            .iter()
+            .filter(|t| t.session.active_streams() < MAX_STREAMS)
+            .min_by_key(|t| t.session.active_streams())
+        {
+            return Ok(t.clone());
+        }
+        let started = Instant::now();
+        let transport = upgrade::open(&self.client, protocol, &endpoint.namespace, &endpoint.pod).await?;
+        let config = Config {
+            keepalive: Some(self.data_path.keepalive),
+            ping_timeout: (self.data_path.keepalive * 2).max(Duration::from_secs(5)),
+            ..Config::default()
+        };
+        let tunnel = Arc::new(Tunnel::new(Session::client(transport, config)));
+        tracing::debug!(namespace = endpoint.namespace, pod = endpoint.pod, %protocol, took = ?started.elapsed(), sessions = sessions.len() + 1, "port-forward session opened");
+        watch_session(&tunnel, endpoint);
+        // A first round-trip figure at once, for the first connections' wait.
+        let session = tunnel.session.clone();
+        tokio::spawn(async move { session.ping().await });
+        sessions.push(tunnel.clone());
+        Ok(tunnel)
+    }
+
+    /// Opens a session in the background to each of these pods that has none.
+    pub(crate) fn prewarm(self: &Arc<Self>, endpoints: &[Endpoint], protocol: Protocol) {
+        for endpoint in endpoints.iter().take(PREWARM) {
+            let key = (endpoint.namespace.clone(), endpoint.pod.clone());
+            if self.pods.lock().unwrap().contains_key(&key) {
+                continue;
+            }
+            let (pool, endpoint) = (self.clone(), endpoint.clone());
+            tokio::spawn(
+                async move {
+                    if let Err(e) = pool.session(&endpoint, protocol).await {
+                        tracing::debug!(%endpoint, error = %e, "opening a session ahead of use failed");
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+    }
+}
+
+/// Logs why a session ended, once it does.
+fn watch_session(tunnel: &Arc<Tunnel>, endpoint: &Endpoint) {
+    let session = tunnel.session.clone();
+    let endpoint = endpoint.to_string();
+    tokio::spawn(
+        async move {
+            let reason = session.closed().await;
+            match reason {
+                kubesocks_spdy::SessionError::Closed => tracing::debug!(pod = endpoint, "port-forward session closed"),
+                reason => {
+                    tracing::warn!(pod = endpoint, %reason, "port-forward session broke; its connections were reset")
+                }
+            }
+        }
+        .in_current_span(),
+    );
+}
+
+/// Closes sessions that carried no connection for `idle`, until the pool goes.
+async fn reap(pool: Weak<Pool>, idle: Duration) {
+    let every = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let pods: Vec<_> = pool.pods.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (key, sessions) in pods {
+            // A pod whose lock is held is opening a session: not idle.
+            let Ok(mut sessions) = sessions.try_lock() else { continue };
+            sessions.retain(|t| {
+                let idle_for = t.session.idle_since().map(|since| since.elapsed());
+                let keep = !t.session.is_closed() && idle_for.is_none_or(|d| d < idle);
+                if !keep {
+                    t.session.close();
+                }
+                keep
+            });
+            if sessions.is_empty() {
+                pool.pods.lock().unwrap().remove(&key);
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! One forwarded connection on a SPDY session: the error stream and the
+//! data stream client-go pairs (headers `streamtype`, `port`, `requestid`).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use kubesocks_spdy::{Session, Stream};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::sync::oneshot;
+
+use super::ForwardError;
+
+/// The longest kubelet error message kept.
+const MAX_ERROR: u64 = 16 * 1024;
+/// After the data stream's SYN_REPLY, how long to wait for an error on top:
+/// about a round trip of the session, within these bounds.
+const MIN_SETTLE: Duration = Duration::from_millis(1);
+const MAX_SETTLE: Duration = Duration::from_millis(25);
+/// When the data stream ends, how long its error stream may take to end too
+/// (the kubelet closes both at once) before the end is taken as clean.
+const ERROR_GRACE: Duration = Duration::from_millis(500);
+
+/// A SPDY session and the request IDs of its connections.
+pub(crate) struct Tunnel {
+    pub(crate) session: Session,
+    next_request: AtomicU64,
+}
+
+impl Tunnel {
+    pub(crate) fn new(session: Session) -> Tunnel {
+        Tunnel { session, next_request: AtomicU64::new(0) }
+    }
+}
+
+/// The data stream of a connection; the error stream is watched by a task.
+pub(crate) struct SpdyStream {
+    data: Stream,
+    /// The kubelet's message, if it reports one before the error stream ends.
+    error: oneshot::Receiver<Option<String>>,
+    /// Set once the data stream has ended: waiting for the error stream.
+    ending: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Opens a connection to `port` on `tunnel`'s pod.
+pub(crate) async fn open(tunnel: &Tunnel, port: u16) -> Result<SpdyStream, ForwardError> {
+    let request = tunnel.next_request.fetch_add(1, Ordering::Relaxed).to_string();
+    let port = port.to_string();
+    let session_failed = |e: &dyn std::fmt::Display| ForwardError::Session(e.to_string());
+    let headers = |kind| [("streamtype", kind), ("port", port.as_str()), ("requestid", request.as_str())];
+    let mut error = tunnel.session.open(&headers("error")).map_err(|e| session_failed(&e))?;
+    let mut data = tunnel.session.open(&headers("data")).map_err(|e| session_failed(&e))?;
+    let started = Instant::now();
+    // Nothing goes to the kubelet on the error stream (as client-go does).
+    error.shutdown().await.map_err(|e| session_failed(&e))?;
+
+    let settled = async {
+        data.reply().await.map_err(|e| session_failed(&e))?;
+        // This reply took a round trip too: the larger of it and the PING figure.
+        let rtt = tunnel.session.rtt().unwrap_or_default().max(started.elapsed());
+        tokio::time::sleep(rtt.clamp(MIN_SETTLE, MAX_SETTLE)).await;
+        Ok::<_, ForwardError>(())
+    };
+    tokio::select! {
+        biased;
+        message = read_error(&mut error) => match message {
+            Ok(Some(message)) => return Err(ForwardError::Kubelet(message)),
+            // The error stream ended without a word: the connection is over already.
+            Ok(None) => return Err(ForwardError::Session("the kubelet closed the connection at once".into())),
+            Err(e) => return Err(session_failed(&e)),
+        },
+        settled = settled => settled?,
+    }
+    let (tell, told) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tell.send(read_error(&mut error).await.ok().flatten());
+    });
+    Ok(SpdyStream { data, error: told, ending: None })
+}
+
+/// Reads the error stream to its end: the kubelet's message, if any. The
+/// kubelet resets both streams right after writing a message, so a reset
+/// after some text still means "this is the message".
+async fn read_error(error: &mut Stream) -> std::io::Result<Option<String>> {
+    let mut text = Vec::new();
+    let read = (&mut *error).take(MAX_ERROR).read_to_end(&mut text).await;
+    match read {
+        Err(e) if text.is_empty() => Err(e),
+        _ => Ok((!text.is_empty()).then(|| String::from_utf8_lossy(&text).trim().to_string())),
+    }
+}
+
+impl AsyncRead for SpdyStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.ending.is_none() {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.data).poll_read(cx, buf))?;
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+            this.ending = Some(Box::pin(tokio::time::sleep(ERROR_GRACE)));
+        }
+        // The data stream ended: a clean end only if the kubelet reported no error.
+        match Pin::new(&mut this.error).poll(cx) {
+            Poll::Ready(Ok(Some(message))) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                format!("the kubelet reported: {message}"),
+            ))),
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => match this.ending.as_mut().map(|s| s.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Ok(())),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for SpdyStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.data).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.data).poll_flush(cx)
+    }
+    /// The client's FIN: the data stream's FIN.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.data).poll_shutdown(cx)
+    }
+}
+
+use std::future::Future as _;

@@ -1,0 +1,296 @@
+//! The one task that owns a session's transport.
+//!
+//! It runs four loops concurrently and ends the session when the first one
+//! stops, with that loop's reason: the reader (decodes frames and dispatches
+//! them), the writer (sends queued control frames before queued DATA), the
+//! keepalive (PINGs the peer) and the close timer (gives a GOAWAY a moment
+//! to leave, then ends even if the transport is stuck).
+//!
+//! Flow control: SPDY/3.1 gives each stream, and the session, a 64 KiB send
+//! window that the receiver widens with WINDOW_UPDATE. Kubernetes' peer
+//! (moby/spdystream) never sends WINDOW_UPDATE and never checks windows, so a
+//! sender that honours them stalls after 64 KiB. The writer therefore ignores
+//! windows; memory stays bounded because writers wait for room in the write
+//! queue. On the receiving side the reader stops reading the transport when a
+//! stream's buffer is full (TCP then pushes back on the peer), and announces
+//! consumed bytes with WINDOW_UPDATE, which is harmless to spdystream and
+//! correct for a peer that does count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{debug, trace};
+
+use crate::frame::{Decoder, Encoder, Frame, RstStatus};
+use crate::session::{SessionError, Shared};
+
+/// Bytes read from the transport at a time.
+const READ_CHUNK: usize = 16 << 10;
+/// DATA bytes the writer sends in one go (at least one frame).
+const WRITE_BATCH: usize = 64 << 10;
+/// Control frames the peer can make us queue (PING echoes, refusals) before
+/// the reader waits for the writer.
+const MAX_CONTROL_QUEUE: usize = 256;
+/// How long a GOAWAY from [`close`](crate::Session::close) may take to leave.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run<T>(shared: Arc<Shared>, io: T)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (reader, writer) = tokio::io::split(io);
+    let reason = tokio::select! {
+        reason = read_loop(&shared, reader) => reason,
+        reason = write_loop(&shared, writer) => reason,
+        reason = keepalive_loop(&shared) => reason,
+        reason = close_timer(&shared) => reason,
+    };
+    shared.finish(reason);
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(shared: &Shared, mut io: R) -> SessionError {
+    let mut decoder = Decoder::new(shared.config.limits);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => dispatch(shared, frame).await,
+                Ok(None) => break,
+                Err(e) => return SessionError::Protocol(e),
+            }
+        }
+        buf.reserve(READ_CHUNK);
+        match io.read_buf(&mut (&mut buf).limit(READ_CHUNK)).await {
+            Ok(0) => return shared.lock().going_away.clone().unwrap_or(SessionError::PeerClosed),
+            Ok(_) => {}
+            Err(e) => return SessionError::Io(Arc::new(e)),
+        }
+    }
+}
+
+async fn dispatch(shared: &Shared, frame: Frame) {
+    match frame {
+        Frame::Data { stream_id, fin, data } => deliver(shared, stream_id, fin, data).await,
+        Frame::SynReply { stream_id, fin, headers } => {
+            let mut state = shared.lock();
+            if let Some(stream) = state.streams.get_mut(&stream_id) {
+                stream.reply.get_or_insert(headers);
+                stream.remote_fin |= fin;
+                stream.wake();
+            }
+        }
+        Frame::Headers { stream_id, fin, .. } => {
+            let mut state = shared.lock();
+            if let Some(stream) = state.streams.get_mut(&stream_id).filter(|_| fin) {
+                stream.remote_fin = true;
+                stream.wake();
+            }
+        }
+        Frame::RstStream { stream_id, status } => shared.peer_reset(stream_id, status),
+        Frame::SynStream { stream_id, .. } => {
+            debug!(stream_id, "refusing a SPDY stream opened by the peer");
+            queue_control(shared, Frame::RstStream { stream_id, status: RstStatus::RefusedStream }).await;
+        }
+        Frame::Ping { id } if id % 2 == 0 => queue_control(shared, Frame::Ping { id }).await,
+        Frame::Ping { id } => {
+            let mut state = shared.lock();
+            if let Some(ping) = state.pings.remove(&id) {
+                let rtt = ping.sent.elapsed();
+                state.rtt = Some(rtt);
+                // The asker may have given up; the figure is kept anyway.
+                let _ = ping.reply.send(rtt);
+            }
+        }
+        Frame::GoAway { last_good_stream_id, status } => shared.peer_going_away(last_good_stream_id, status),
+        Frame::Settings { settings, .. } => debug!(?settings, "SPDY peer sent SETTINGS (ignored)"),
+        Frame::WindowUpdate { .. } => {}
+    }
+}
+
+/// Hands DATA to its stream, waiting while the stream's buffer is full.
+async fn deliver(shared: &Shared, stream_id: u32, fin: bool, data: Bytes) {
+    let limit = shared.config.stream_receive_buffer;
+    loop {
+        {
+            let mut state = shared.lock();
+            let Some(stream) = state.streams.get_mut(&stream_id) else {
+                trace!(stream_id, "DATA for a closed SPDY stream dropped");
+                return;
+            };
+            if stream.reset.is_some() || stream.remote_fin {
+                trace!(stream_id, "DATA after the end of a SPDY stream dropped");
+                return;
+            }
+            if stream.recv.is_empty() || stream.recv.len() + data.len() <= limit {
+                stream.recv.extend_from_slice(&data);
+                stream.remote_fin = fin;
+                stream.wake();
+                state.reader_paused = false;
+                return;
+            }
+            if !state.reader_paused {
+                state.reader_paused = true;
+                state.pauses += 1;
+                trace!(stream_id, "SPDY stream buffer full: pausing the transport reader");
+            }
+        }
+        shared.reader_wake.notified().await;
+    }
+}
+
+async fn queue_control(shared: &Shared, frame: Frame) {
+    loop {
+        {
+            let mut state = shared.lock();
+            if state.control.len() < MAX_CONTROL_QUEUE {
+                state.control.push_back(frame);
+                drop(state);
+                shared.writer_wake.notify_one();
+                return;
+            }
+        }
+        shared.control_drained.notified().await;
+    }
+}
+
+/// What the writer took from the queues in one go.
+#[derive(Default)]
+struct Batch {
+    frames: Vec<Frame>,
+    /// (stream, bytes, fin) for each DATA frame, to account for once written.
+    data: Vec<(u32, usize, bool)>,
+    goaway: bool,
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(shared: &Shared, mut io: W) -> SessionError {
+    let mut encoder = match Encoder::new() {
+        Ok(encoder) => encoder,
+        Err(e) => return SessionError::Protocol(e),
+    };
+    let mut out = BytesMut::with_capacity(WRITE_BATCH + 1024);
+    loop {
+        let batch = take_batch(shared);
+        if batch.frames.is_empty() {
+            shared.writer_wake.notified().await;
+            continue;
+        }
+        out.clear();
+        for frame in &batch.frames {
+            // Frames are built valid; an error here is a bug, reported rather than sent.
+            if let Err(e) = encoder.encode(frame, &mut out) {
+                return SessionError::Protocol(e);
+            }
+        }
+        if let Err(e) = async {
+            io.write_all(&out).await?;
+            io.flush().await
+        }
+        .await
+        {
+            return SessionError::Io(Arc::new(e));
+        }
+        written(shared, &batch);
+        if batch.goaway {
+            let _ = io.shutdown().await;
+            return SessionError::Closed;
+        }
+    }
+}
+
+fn take_batch(shared: &Shared) -> Batch {
+    let mut state = shared.lock();
+    let state = &mut *state;
+    let mut batch = Batch::default();
+    batch.frames.extend(state.control.drain(..));
+    batch.goaway = batch.frames.iter().any(|f| matches!(f, Frame::GoAway { .. }));
+    while let Some(stream_id) = state.window_updates.pop_front() {
+        let delta = if stream_id == 0 {
+            state.session_update_queued = false;
+            std::mem::take(&mut state.session_credit)
+        } else if let Some(stream) = state.streams.get_mut(&stream_id) {
+            stream.update_queued = false;
+            std::mem::take(&mut stream.credit)
+        } else {
+            0
+        };
+        if delta > 0 {
+            batch.frames.push(Frame::WindowUpdate { stream_id, delta: delta.min(0x7fff_ffff) });
+        }
+    }
+    let mut bytes = 0;
+    while bytes < WRITE_BATCH
+        && let Some(out) = state.data.pop_front()
+    {
+        bytes += out.data.len();
+        batch.data.push((out.stream_id, out.data.len(), out.fin));
+        batch.frames.push(Frame::Data { stream_id: out.stream_id, fin: out.fin, data: out.data });
+    }
+    if !batch.frames.is_empty() {
+        shared.control_drained.notify_one();
+    }
+    batch
+}
+
+/// Accounts for DATA that reached the transport and wakes who waited for it.
+fn written(shared: &Shared, batch: &Batch) {
+    if batch.data.is_empty() {
+        return;
+    }
+    let mut state = shared.lock();
+    for &(stream_id, len, fin) in &batch.data {
+        state.data_queued = state.data_queued.saturating_sub(len);
+        if let Some(stream) = state.streams.get_mut(&stream_id) {
+            stream.unsent = stream.unsent.saturating_sub(len);
+            stream.fin_written |= fin;
+        }
+    }
+    // Room was made in the queue: every waiting writer may go on.
+    for stream in state.streams.values_mut() {
+        if let Some(waker) = stream.write_waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+async fn keepalive_loop(shared: &Shared) -> SessionError {
+    let Some(interval) = shared.config.keepalive else {
+        return std::future::pending().await;
+    };
+    let timeout = shared.config.ping_timeout;
+    loop {
+        tokio::time::sleep(interval).await;
+        if shared.lock().reader_paused {
+            // The peer's answer would sit unread behind a full stream buffer.
+            continue;
+        }
+        let mut reply = match shared.send_ping() {
+            Ok(reply) => reply,
+            Err(reason) => return reason,
+        };
+        let mut pauses = shared.lock().pauses;
+        let mut deadline = Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                _ = &mut reply => break,
+                () = tokio::time::sleep_until(deadline) => {
+                    let state = shared.lock();
+                    if !state.reader_paused && state.pauses == pauses {
+                        return SessionError::KeepaliveTimeout(timeout);
+                    }
+                    // The reader stopped for a while, so the answer may be unread: wait again.
+                    pauses = state.pauses;
+                    deadline = Instant::now() + timeout;
+                }
+            }
+        }
+    }
+}
+
+async fn close_timer(shared: &Shared) -> SessionError {
+    shared.close_requested.notified().await;
+    tokio::time::sleep(CLOSE_GRACE).await;
+    SessionError::Closed
+}
