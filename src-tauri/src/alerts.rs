@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::host::Live;
 
 /// The least time between two notifications about one connection's errors.
-pub const QUIET_SECS: u64 = 60;
+const QUIET_SECS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
@@ -64,11 +64,12 @@ fn failed_connects(before: &Live, after: &Live) -> Vec<Alert> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{Attempt, ConnectionStatus, sample_connection};
+    use crate::host::{Attempt, sample_connection};
     use kubesocks_engine::ErrorReport;
+    use kubesocks_managed::control::ConnectionStatus;
 
     fn conn(id: &str, error: Option<(&str, u64)>) -> ConnectionStatus {
-        let mut c = sample_connection(id, &format!("ctx-{id}"), 1080);
+        let mut c = sample_connection(id, &format!("ctx-{id}"), 1081);
         c.stats.last_error = error.map(|(m, at)| ErrorReport { message: m.into(), at });
         c
     }

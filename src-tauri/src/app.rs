@@ -2,38 +2,29 @@
 //! and carries changes between them.
 //!
 //! ```text
-//! daemon ──watch──▶ Host (connections + the app's connect attempts)
-//!                     └─▶ forward_live: "live" event to the window, tray redraw, notifications
-//! tray menu ──Action──▶ handle_actions ─┐
-//! window ──invoke──▶ commands ──────────┴─▶ connect / disconnect / copy / settings
+//! daemon ──watch──▶ Host (connections + the app's connect attempts) ─┐
+//! kubeconfig ──actions::refresh_contexts──▶ AppState.contexts ───────┴─▶ forward:
+//!     view::build ──▶ "view" event to the window, tray redraw; alerts ──▶ notifications
+//! tray menu ──Action──▶ actions::perform ─┐
+//! window ──invoke──▶ commands ────────────┴─▶ actions (connect, disconnect, copy, ...)
 //! `kubesocks quit` ──▶ daemon.quit_requested ──▶ app exit ──▶ every proxy stopped
 //! ```
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tauri::{AppHandle, Emitter as _, Manager as _, RunEvent, WebviewUrl, WebviewWindowBuilder, WindowEvent};
 use tauri_plugin_autostart::{MacosLauncher, ManagerExt as _};
-use tauri_plugin_clipboard_manager::ClipboardExt as _;
-use tauri_plugin_notification::NotificationExt as _;
 use tokio::sync::mpsc;
 
-use crate::host::{self, ConnectionStatus, Contexts, Host};
-use crate::settings::{self, Settings};
-use crate::tray::{self, Action};
-use crate::{alerts, commands, launch, path_env};
+use crate::actions::{self, Action, AppState, WINDOW};
+use crate::host::Host;
+use crate::view::{self, View};
+use crate::{alerts, commands, hints, launch, path_env, settings, tray};
 
-const WINDOW: &str = "main";
-
-/// What the commands and background tasks share.
-pub struct AppState {
-    pub host: Host,
-    pub settings: Mutex<Settings>,
-    settings_path: Option<PathBuf>,
-    contexts: Mutex<Contexts>,
-    tray: Mutex<Option<tray::Handle>>,
-}
+/// The tray item, once it is on the bus; `None` without a session bus.
+struct TrayItem(Mutex<Option<tray::Handle>>);
 
 /// Runs the tray app until Quit, the last window closing without a tray, or `kubesocks quit`.
 pub fn run(background: bool) -> ExitCode {
@@ -50,10 +41,10 @@ pub fn run(background: bool) -> ExitCode {
         path.path.to_string_lossy()
     );
 
-    let (actions, action_rx) = mpsc::unbounded_channel();
+    let (clicks, click_rx) = mpsc::unbounded_channel();
     let app = tauri::Builder::default()
         // First: a second start hands its arguments to the running app and exits.
-        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| show_window(app)))
+        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| actions::show_window(app)))
         .plugin(tauri_plugin_autostart::init(MacosLauncher::LaunchAgent, Some(vec![launch::BACKGROUND])))
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_opener::init())
@@ -68,7 +59,7 @@ pub fn run(background: bool) -> ExitCode {
             commands::reload_contexts,
         ])
         .setup(move |app| {
-            setup(app.handle(), background, actions, action_rx);
+            setup(app.handle(), background, clicks, click_rx);
             Ok(())
         })
         .build(tauri::generate_context!());
@@ -86,18 +77,14 @@ pub fn run(background: bool) -> ExitCode {
 fn setup(
     app: &AppHandle,
     background: bool,
-    actions: mpsc::UnboundedSender<Action>,
-    action_rx: mpsc::UnboundedReceiver<Action>,
+    clicks: mpsc::UnboundedSender<Action>,
+    click_rx: mpsc::UnboundedReceiver<Action>,
 ) {
     let signals = tauri::async_runtime::block_on(async { Signals::listen() });
     let host = match tauri::async_runtime::block_on(Host::start()) {
         Ok(host) => host,
         Err(e) => {
-            let mut message = host::error_text(&e);
-            if e.is_already_running() {
-                // Most likely a headless `kubesocks daemon` that `kubesocks connect` started.
-                message.push_str(". Stop it with `kubesocks quit`, then start kubesocks again.");
-            }
+            let message = hints::cannot_start(&e);
             tracing::error!("{message}");
             eprintln!("kubesocks-tray: {message}");
             // Sent here and now: the notification plugin sends in the background,
@@ -121,13 +108,7 @@ fn setup(
     if let Ok(enabled) = app.autolaunch().is_enabled() {
         saved.start_at_login = enabled;
     }
-    app.manage(AppState {
-        host: host.clone(),
-        settings: Mutex::new(saved),
-        settings_path,
-        contexts: Mutex::new(host::contexts()),
-        tray: Mutex::new(None),
-    });
+    app.manage(AppState::new(host.clone(), saved, settings_path));
 
     let window = WebviewWindowBuilder::new(app, WINDOW, WebviewUrl::App("index.html".into()))
         .title("kubesocks")
@@ -139,11 +120,11 @@ fn setup(
         tracing::error!(error = %e, "cannot open the window");
     }
 
-    let tray = tauri::async_runtime::block_on(tray::spawn(actions));
-    *app.state::<AppState>().tray.lock().unwrap() = tray;
+    let tray = tauri::async_runtime::block_on(tray::spawn(clicks));
+    app.manage(TrayItem(Mutex::new(tray)));
 
-    tauri::async_runtime::spawn(forward_live(app.clone(), host.live()));
-    tauri::async_runtime::spawn(handle_actions(app.clone(), action_rx));
+    tauri::async_runtime::spawn(forward(app.clone()));
+    tauri::async_runtime::spawn(handle_clicks(app.clone(), click_rx));
     if let Some(signals) = signals {
         tauri::async_runtime::spawn(exit_on_signals(app.clone(), signals));
     }
@@ -172,7 +153,7 @@ fn on_event(app: &AppHandle, event: RunEvent) {
                 }
                 tracing::info!("stopping every proxy");
                 tauri::async_runtime::block_on(state.host.shutdown());
-                let tray = state.tray.lock().unwrap().take();
+                let tray = app.try_state::<TrayItem>().and_then(|t| t.0.lock().unwrap().take());
                 if let Some(tray) = tray {
                     tauri::async_runtime::block_on(tray.shutdown());
                 }
@@ -183,52 +164,57 @@ fn on_event(app: &AppHandle, event: RunEvent) {
 }
 
 fn tray_shown(app: &AppHandle) -> bool {
-    app.try_state::<AppState>().and_then(|s| s.tray.lock().unwrap().as_ref().map(tray::Handle::shown)).unwrap_or(false)
+    app.try_state::<TrayItem>().and_then(|t| t.0.lock().unwrap().as_ref().map(tray::Handle::shown)).unwrap_or(false)
 }
 
-/// Pushes every change to the window and the tray, and raises notifications.
-/// The tray is also redrawn every few seconds, so an old error stops showing
-/// even when nothing else changes.
-async fn forward_live(app: AppHandle, mut live: tokio::sync::watch::Receiver<host::Live>) {
+/// Pushes the view to the window (event `view`) and the tray whenever it
+/// changes: the live status or the contexts changed, or an error got too old
+/// to count as failing (hence the tick). Also raises notifications, and tells
+/// the window what started or stopped (event `announce`).
+async fn forward(app: AppHandle) {
+    let state = app.state::<AppState>();
+    let mut live = state.host.live();
+    let mut contexts = state.contexts.subscribe();
     let mut before = live.borrow_and_update().clone();
     let mut alerts = alerts::Alerts::default();
-    let mut redraw = tokio::time::interval(std::time::Duration::from_secs(5));
-    update_tray(&app, &before).await;
+    let mut shown: Option<View> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        let mut announcement = None;
         tokio::select! {
             changed = live.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                let now = live.borrow_and_update().clone();
+                for alert in alerts.between(&before, &now, view::unix_now()) {
+                    actions::notify(&app, &alert.title, &alert.body);
+                }
+                announcement = view::announcement(&before, &now);
+                before = now;
             }
-            _ = redraw.tick() => {
-                update_tray(&app, &before).await;
-                continue;
+            changed = contexts.changed() => {
+                if changed.is_err() {
+                    return;
+                }
             }
+            _ = tick.tick() => {}
         }
-        let now = live.borrow_and_update().clone();
-        if let Err(e) = app.emit("live", &now) {
-            tracing::warn!(error = %e, "cannot send the live status to the window");
+        let fresh = state.view();
+        if shown.as_ref() != Some(&fresh) {
+            if let Err(e) = app.emit("view", &fresh) {
+                tracing::warn!(error = %e, "cannot send the view to the window");
+            }
+            let tray = app.try_state::<TrayItem>().and_then(|t| t.0.lock().unwrap().clone());
+            if let Some(tray) = tray {
+                tray.update(&fresh).await;
+            }
+            shown = Some(fresh);
         }
-        update_tray(&app, &now).await;
-        for alert in alerts.between(&before, &now, unix_now()) {
-            notify(&app, &alert.title, &alert.body);
+        if let Some(text) = announcement {
+            let _ = app.emit("announce", &text);
         }
-        before = now;
     }
-}
-
-async fn update_tray(app: &AppHandle, live: &host::Live) {
-    let state = app.state::<AppState>();
-    let tray = state.tray.lock().unwrap().clone();
-    if let Some(tray) = tray {
-        let contexts = state.contexts.lock().unwrap().contexts.clone();
-        tray.update(&contexts, live, unix_now()).await;
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// SIGTERM (logout, `kill`), SIGINT and SIGHUP, listened for from the start of
@@ -257,91 +243,9 @@ async fn exit_on_signals(app: AppHandle, mut signals: Signals) {
     app.exit(0);
 }
 
-async fn handle_actions(app: AppHandle, mut actions: mpsc::UnboundedReceiver<Action>) {
-    while let Some(action) = actions.recv().await {
-        let state = app.state::<AppState>();
-        match action {
-            Action::Connect(context) => {
-                let app = app.clone();
-                // Connecting takes a while (API server, caches): don't hold up the menu.
-                tauri::async_runtime::spawn(async move {
-                    let _ = connect(&app, &context).await;
-                });
-            }
-            Action::Disconnect(context) => {
-                if let Err(e) = state.host.disconnect_context(&context).await {
-                    notify(&app, &format!("kubesocks: cannot disconnect {context}"), &e);
-                }
-            }
-            Action::Copy(text) => {
-                if let Err(e) = copy(&app, &text) {
-                    notify(&app, "kubesocks: cannot copy", &e);
-                }
-            }
-            Action::Open => show_window(&app),
-            Action::Quit => app.exit(0),
-            Action::Refresh => {
-                refresh_contexts(&app);
-                update_tray(&app, &state.host.current()).await;
-            }
-        }
-    }
-}
-
-/// Connects a context with the current settings; failures also reach the
-/// window (as a failed attempt) and a notification, through the live stream.
-pub async fn connect(app: &AppHandle, context: &str) -> Result<ConnectionStatus, String> {
-    let state = app.state::<AppState>();
-    let settings = state.settings.lock().unwrap().clone();
-    state.host.connect(context, &settings).await
-}
-
-pub fn copy(app: &AppHandle, text: &str) -> Result<(), String> {
-    app.clipboard().write_text(text).map_err(|e| e.to_string())
-}
-
-/// Re-reads the kubeconfig; tells the window when the list changed.
-pub fn refresh_contexts(app: &AppHandle) -> Contexts {
-    let fresh = host::contexts();
-    // A second start can ask for the window while setup has not finished.
-    let Some(state) = app.try_state::<AppState>() else { return fresh };
-    let mut current = state.contexts.lock().unwrap();
-    let changed = serde_json::to_value(&*current).ok() != serde_json::to_value(&fresh).ok();
-    *current = fresh.clone();
-    drop(current);
-    if changed {
-        let _ = app.emit("contexts", &fresh);
-    }
-    fresh
-}
-
-pub fn save_settings(app: &AppHandle, settings: Settings) -> Result<Settings, String> {
-    let settings = settings.validated().map_err(|e| e.to_string())?;
-    let state = app.state::<AppState>();
-    let autostart = app.autolaunch();
-    let result = if settings.start_at_login { autostart.enable() } else { autostart.disable() };
-    result.map_err(|e| format!("cannot change start at login: {e}"))?;
-    if let Some(path) = &state.settings_path {
-        settings::save(path, &settings).map_err(|e| format!("cannot save the settings to {}: {e}", path.display()))?;
-    }
-    *state.settings.lock().unwrap() = settings.clone();
-    Ok(settings)
-}
-
-pub fn show_window(app: &AppHandle) {
-    if let Some(window) = app.get_webview_window(WINDOW) {
-        let _ = window.show();
-        let _ = window.unminimize();
-        let _ = window.set_focus();
-    }
-    refresh_contexts(app);
-}
-
-/// A desktop notification; without a notification service it is only logged.
-fn notify(app: &AppHandle, title: &str, body: &str) {
-    tracing::warn!("{title}: {body}");
-    // Returns at once: the plugin sends over D-Bus on a blocking thread of its own.
-    if let Err(e) = app.notification().builder().title(title).body(body).show() {
-        tracing::debug!(error = %e, "no desktop notification");
+/// The tray menu's clicks, in order.
+async fn handle_clicks(app: AppHandle, mut clicks: mpsc::UnboundedReceiver<Action>) {
+    while let Some(action) = clicks.recv().await {
+        actions::perform(&app, action).await;
     }
 }

@@ -1,64 +1,67 @@
-//! The commands the window calls (`invoke` in ui/src/api.ts). Each is a thin
-//! wrapper over the app's actions in [`crate::app`].
+//! The commands the window calls (`invoke` in ui/src/api.ts): the first
+//! [`Snapshot`], then thin wrappers over [`crate::actions`]. After the
+//! snapshot, the window learns of changes from the events the app pushes
+//! (`view`, `announce`; see `app::forward`).
 
-use std::path::PathBuf;
+use tauri::{AppHandle, Manager as _};
 
-use serde::Serialize;
-use tauri::{AppHandle, State};
-
-use crate::app::{self, AppState};
-use crate::host::{Contexts, Live};
-use crate::settings::Settings;
+use crate::actions::{self, AppState};
+use crate::settings::{Defaults, Settings};
+use crate::view::View;
 
 /// Everything the window needs to draw itself the first time.
-#[derive(Serialize)]
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Snapshot {
-    #[serde(flatten)]
-    contexts: Contexts,
-    live: Live,
-    settings: Settings,
-    log_dir: PathBuf,
-    version: String,
+    pub view: View,
+    pub settings: Settings,
+    /// What the settings page offers where a setting is off or empty.
+    pub defaults: Defaults,
+    /// The folder "Open log folder" opens.
+    pub log_dir: String,
+    /// The app's version.
+    pub version: String,
 }
 
 #[tauri::command]
-pub fn snapshot(app: AppHandle, state: State<'_, AppState>) -> Snapshot {
+pub fn snapshot(app: AppHandle) -> Snapshot {
+    actions::refresh_contexts(&app);
+    let state = app.state::<AppState>();
     Snapshot {
-        contexts: app::refresh_contexts(&app),
-        live: state.host.current(),
-        settings: state.settings.lock().unwrap().clone(),
-        log_dir: state.host.logs_dir(),
+        view: state.view(),
+        settings: state.settings(),
+        defaults: Defaults::default(),
+        log_dir: state.host.logs_dir().to_string_lossy().into_owned(),
         version: app.package_info().version.to_string(),
     }
 }
 
 #[tauri::command]
 pub async fn connect(app: AppHandle, context: String) -> Result<(), String> {
-    app::connect(&app, &context).await.map(|_| ())
+    actions::connect(&app, &context).await
 }
 
 #[tauri::command]
-pub async fn disconnect(state: State<'_, AppState>, id: String) -> Result<(), String> {
-    state.host.disconnect(&id).await
+pub async fn disconnect(app: AppHandle, context: String) -> Result<(), String> {
+    actions::disconnect(&app, &context).await
 }
 
 #[tauri::command]
 pub fn copy_text(app: AppHandle, text: String) -> Result<(), String> {
-    app::copy(&app, &text)
+    actions::copy(&app, &text)
 }
 
 #[tauri::command]
-pub fn open_logs(app: AppHandle, state: State<'_, AppState>) -> Result<(), String> {
-    use tauri_plugin_opener::OpenerExt as _;
-    app.opener().open_path(state.host.logs_dir().to_string_lossy(), None::<&str>).map_err(|e| e.to_string())
+pub fn open_logs(app: AppHandle) -> Result<(), String> {
+    actions::open_logs(&app)
 }
 
 #[tauri::command]
 pub fn save_settings(app: AppHandle, settings: Settings) -> Result<Settings, String> {
-    app::save_settings(&app, settings)
+    actions::save_settings(&app, settings)
 }
 
 #[tauri::command]
-pub fn reload_contexts(app: AppHandle) -> Contexts {
-    app::refresh_contexts(&app)
+pub fn reload_contexts(app: AppHandle) {
+    actions::refresh_contexts(&app);
 }

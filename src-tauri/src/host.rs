@@ -3,46 +3,45 @@
 //! in a terminal drive this app. This module is the app's only contact with
 //! it: it turns the app's settings into connect requests and merges the
 //! daemon's pushed connection list with the app's own connect attempts into
-//! one [`Live`] stream for the window and the tray.
+//! one [`Live`] stream, from which [`crate::view`] computes what the window
+//! and the tray show.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use kubesocks_engine::Listen;
 use kubesocks_engine::kubeconfig::{self, ContextInfo, KubeSettings};
-use kubesocks_engine::{ProxyConfig, loopback};
-use kubesocks_managed::control::ConnectRequest;
+use kubesocks_engine::{Listen, ProxyConfig, error_chain, loopback};
+use kubesocks_managed::control::{ConnectRequest, ConnectionStatus};
 use kubesocks_managed::state::StateDir;
 use kubesocks_managed::{Daemon, DaemonError};
-use serde::Serialize;
 use tokio::sync::watch;
 
-pub use kubesocks_managed::control::ConnectionStatus;
-
+use crate::hints;
 use crate::settings::Settings;
 
 /// What the hosting program is called in `kubesocks status`.
 const HOST_NAME: &str = "kubesocks-tray";
 
 /// A connect started from the app that has not produced a connection yet, or failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub context: String,
-    /// None while under way; the reason once it failed.
+    /// None while under way; the reason (with the app's advice) once it failed.
     pub error: Option<String>,
 }
 
-/// Everything live, as pushed to the window and the tray.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Everything live: the daemon's connections and the app's own attempts.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Live {
     pub connections: Vec<ConnectionStatus>,
     pub attempts: Vec<Attempt>,
 }
 
-/// The kubeconfig's contexts as the window lists them.
-#[derive(Debug, Clone, Default, Serialize)]
+/// The kubeconfig's contexts, as read last.
+#[derive(Debug, Clone, Default)]
 pub struct Contexts {
     pub contexts: Vec<ContextInfo>,
+    /// Why they could not be read, with the app's advice.
     pub kubeconfig_error: Option<String>,
     /// The files they come from, for display (`~/.kube/config`).
     pub kubeconfig: Vec<String>,
@@ -58,9 +57,9 @@ pub struct Host {
 impl Host {
     /// Becomes the daemon of the state directory. Fails when another daemon
     /// (a headless `kubesocks daemon`, or another tray) already serves it.
-    pub async fn start() -> Result<Host, HostError> {
-        let state = StateDir::locate().map_err(|e| HostError::Daemon(e.into()))?;
-        let daemon = Daemon::start(state, HOST_NAME).await.map_err(HostError::Daemon)?;
+    pub async fn start() -> Result<Host, DaemonError> {
+        let state = StateDir::locate()?;
+        let daemon = Daemon::start(state, HOST_NAME).await?;
         let host = Host { daemon, attempts: Arc::default(), live: watch::Sender::new(Live::default()) };
         host.publish();
         let follower = host.clone();
@@ -105,9 +104,9 @@ impl Host {
         self.publish();
     }
 
-    /// Connects `context` with the listeners and domain of `settings`; returns
-    /// the new connection, or the one the context already has.
-    pub async fn connect(&self, context: &str, settings: &Settings) -> Result<ConnectionStatus, String> {
+    /// Connects `context` with the listeners and domain of `settings` (or
+    /// finds the connection it already has).
+    pub async fn connect(&self, context: &str, settings: &Settings) -> Result<(), String> {
         self.set_attempt(context, Some(Attempt { context: context.into(), error: None }));
         let request = ConnectRequest {
             kubeconfigs: Vec::new(),
@@ -123,36 +122,32 @@ impl Host {
             },
         };
         match self.daemon.connect(request).await {
-            Ok(outcome) => {
+            Ok(_) => {
                 self.set_attempt(context, None);
-                Ok(outcome.connection)
+                Ok(())
             }
             // Another request (the window and the tray at once, or a terminal)
             // is connecting this context: that one decides, this one is no failure.
             Err(e @ DaemonError::Busy { .. }) => {
                 self.set_attempt(context, None);
-                Err(error_text(&e))
+                Err(error_chain(&e))
             }
             Err(e) => {
-                let message = error_text(&e);
+                let message = hints::connect_failed(&e, settings);
                 self.set_attempt(context, Some(Attempt { context: context.into(), error: Some(message.clone()) }));
                 Err(message)
             }
         }
     }
 
-    /// Stops a connection; its ports are free when this returns.
-    pub async fn disconnect(&self, id: &str) -> Result<(), String> {
-        self.daemon.disconnect(id).await.map(|_| ()).map_err(|e| error_text(&e))
-    }
-
-    /// Stops the context's connection, or forgets its failed attempt.
-    pub async fn disconnect_context(&self, context: &str) -> Result<(), String> {
+    /// Stops the context's connection (its ports are free when this returns),
+    /// or forgets its failed attempt.
+    pub async fn disconnect(&self, context: &str) -> Result<(), String> {
         let ids: Vec<String> =
             self.daemon.status().into_iter().filter(|c| c.record.context == context).map(|c| c.record.id).collect();
         self.set_attempt(context, None);
         for id in ids {
-            self.disconnect(&id).await?;
+            self.daemon.disconnect(&id).await.map_err(|e| error_chain(&e))?;
         }
         Ok(())
     }
@@ -181,7 +176,9 @@ pub fn contexts() -> Contexts {
         settings.sources().unwrap_or_default().iter().map(|p| tilde(p, home.as_deref())).collect::<Vec<_>>();
     match kubeconfig::contexts(&settings) {
         Ok(contexts) => Contexts { contexts, kubeconfig_error: None, kubeconfig },
-        Err(e) => Contexts { contexts: Vec::new(), kubeconfig_error: Some(error_text(&e)), kubeconfig },
+        Err(e) => {
+            Contexts { contexts: Vec::new(), kubeconfig_error: Some(hints::kubeconfig_unreadable(&e)), kubeconfig }
+        }
     }
 }
 
@@ -192,22 +189,6 @@ fn tilde(path: &std::path::Path, home: Option<&std::path::Path>) -> String {
         None => path.display().to_string(),
     }
 }
-
-#[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    #[error("cannot start the kubesocks daemon: {}", error_text(.0))]
-    Daemon(#[source] DaemonError),
-}
-
-impl HostError {
-    /// Another daemon (a headless one, most likely) serves the state directory.
-    pub fn is_already_running(&self) -> bool {
-        matches!(self, HostError::Daemon(DaemonError::AlreadyRunning { .. }))
-    }
-}
-
-/// An error and its sources in one line, as the window and notifications show it.
-pub use kubesocks_engine::error_chain as error_text;
 
 /// A connection as the daemon reports it (no error, no traffic), for the app's unit tests.
 #[cfg(test)]
@@ -221,7 +202,7 @@ pub fn sample_connection(id: &str, context: &str, port: u16) -> ConnectionStatus
         source_kubeconfigs: Vec::new(),
         socks: Some(([127, 0, 0, 1], port).into()),
         http: None,
-        cluster_domain: "cluster.local".into(),
+        cluster_domain: ProxyConfig::DEFAULT_CLUSTER_DOMAIN.into(),
         passthrough: false,
         pid: 1,
         log: "/l".into(),
@@ -242,18 +223,5 @@ mod tests {
         assert_eq!(tilde(Path::new("/etc/kube/config"), home), "/etc/kube/config");
         assert_eq!(tilde(Path::new("/home/adam/config"), home), "/home/adam/config");
         assert_eq!(tilde(Path::new("/home/ada/c"), None), "/home/ada/c");
-    }
-
-    #[test]
-    fn error_text_joins_the_sources_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer: {0}")]
-        struct Outer(#[source] std::io::Error);
-        let e = Outer(std::io::Error::other("inner"));
-        assert_eq!(error_text(&e), "outer: inner");
-        #[derive(Debug, thiserror::Error)]
-        #[error("cannot start")]
-        struct Plain(#[source] std::io::Error);
-        assert_eq!(error_text(&Plain(std::io::Error::other("denied"))), "cannot start: denied");
     }
 }

@@ -1,28 +1,59 @@
 //! The tray's settings: what new connections listen on and resolve with, and
 //! whether the app starts at login. Kept as JSON in the config directory.
+//! Every default is the engine's ([`ProxyConfig`]'s constants), so the CLI,
+//! the daemon, the tray and the window agree on them.
 
 use std::path::{Path, PathBuf};
 
+use kubesocks_engine::ProxyConfig;
 use serde::{Deserialize, Serialize};
 
+/// What new connections listen on and resolve with, and whether the app starts at login.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
 pub struct Settings {
     /// First SOCKS port tried; the next free one is taken when it is busy.
     pub socks_port: u16,
-    /// Serve an HTTP proxy too, from this port on.
+    /// Serve an HTTP proxy too, from this port on; none: SOCKS only.
     pub http_port: Option<u16>,
+    /// The DNS suffix of the cluster's Service names.
     pub cluster_domain: String,
+    /// Start the app in the tray at login.
     pub start_at_login: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let defaults = Defaults::default();
         Settings {
-            socks_port: kubesocks_engine::ProxyConfig::DEFAULT_SOCKS_PORT,
+            socks_port: defaults.socks_port,
             http_port: None,
-            cluster_domain: "cluster.local".into(),
+            cluster_domain: defaults.cluster_domain,
             start_at_login: false,
+        }
+    }
+}
+
+/// What the settings page starts a field at: the engine's defaults. The HTTP
+/// port is offered when HTTP is switched on, though HTTP is off by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct Defaults {
+    /// The first SOCKS port tried.
+    pub socks_port: u16,
+    /// The first HTTP port tried.
+    pub http_port: u16,
+    /// The cluster DNS domain.
+    pub cluster_domain: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            socks_port: ProxyConfig::DEFAULT_SOCKS_PORT,
+            http_port: ProxyConfig::DEFAULT_HTTP_PORT,
+            cluster_domain: ProxyConfig::DEFAULT_CLUSTER_DOMAIN.into(),
         }
     }
 }
@@ -33,7 +64,7 @@ pub enum SettingsError {
     ZeroPort,
     #[error("the SOCKS and HTTP proxies need different ports")]
     SamePort,
-    #[error("{0:?} is not a DNS domain (letters, digits, '-' and '.', e.g. cluster.local)")]
+    #[error("{0:?} is not a DNS domain (letters, digits, '-' and '.', e.g. {example})", example = ProxyConfig::DEFAULT_CLUSTER_DOMAIN)]
     Domain(String),
 }
 
@@ -90,6 +121,7 @@ pub fn load(path: &Path) -> Settings {
     }
 }
 
+/// Writes the settings, replacing the file at once.
 pub fn save(path: &Path, settings: &Settings) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -105,12 +137,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_socks_on_1080_and_cluster_local() {
+    fn defaults_are_the_engines_socks_only_and_no_autostart() {
         let s = Settings::default();
         assert_eq!(
             (s.socks_port, s.http_port, s.cluster_domain.as_str(), s.start_at_login),
-            (1080, None, "cluster.local", false)
+            (ProxyConfig::DEFAULT_SOCKS_PORT, None, ProxyConfig::DEFAULT_CLUSTER_DOMAIN, false)
         );
+        let offered = Defaults::default();
+        assert_eq!(offered.http_port, ProxyConfig::DEFAULT_HTTP_PORT, "the port offered when HTTP is switched on");
+        assert_eq!((offered.socks_port, offered.cluster_domain), (s.socks_port, s.cluster_domain));
     }
 
     #[test]
@@ -123,7 +158,7 @@ mod tests {
         }
         let zero = Settings { socks_port: 0, ..Settings::default() };
         assert_eq!(zero.validated(), Err(SettingsError::ZeroPort));
-        let same = Settings { http_port: Some(1080), ..Settings::default() };
+        let same = Settings { socks_port: 2000, http_port: Some(2000), ..Settings::default() };
         assert_eq!(same.validated(), Err(SettingsError::SamePort));
     }
 
@@ -133,7 +168,7 @@ mod tests {
         let path = dir.join("nested/tray.json");
         assert_eq!(load(&path), Settings::default(), "missing file: defaults");
         let s =
-            Settings { socks_port: 1999, http_port: Some(3128), cluster_domain: "c.l".into(), start_at_login: true };
+            Settings { socks_port: 1999, http_port: Some(2999), cluster_domain: "c.l".into(), start_at_login: true };
         save(&path, &s).unwrap();
         assert_eq!(load(&path), s);
         std::fs::write(&path, b"{not json").unwrap();

@@ -6,102 +6,28 @@
 //! bus and is what KDE, GNOME (AppIndicator extension), Xfce, Cinnamon, sway
 //! and others show. Without a tray host the app keeps working through its
 //! window.
+//!
+//! It draws the rows and icon state of a [`View`] (the same the window
+//! draws) and sends what a click asks for as an [`Action`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ksni::menu::{CheckmarkItem, StandardItem};
 use ksni::{MenuItem, TrayMethods as _};
-use kubesocks_engine::kubeconfig::ContextInfo;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::host::{ConnectionStatus, Live};
-
-/// What a click in the menu asks the app to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    Connect(String),
-    Disconnect(String),
-    Copy(String),
-    Open,
-    Quit,
-    /// The menu is about to open: re-read the kubeconfig.
-    Refresh,
-}
-
-/// What the icon shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Idle,
-    Connected,
-    /// A connection reports an error, or a connect failed.
-    Error,
-}
-
-/// How long a connection's last error keeps the icon red. Refusals count as
-/// errors (a typo in a URL, a browser asking for outside hosts), so a red icon
-/// that never went back would soon mean nothing. A failed connect stays red
-/// until it is retried or switched off.
-pub const ERROR_SHOWN_FOR_SECS: u64 = 60;
-
-/// Whether the connection had an error in the last [`ERROR_SHOWN_FOR_SECS`] before `now` (Unix seconds).
-fn recent_error(connection: &ConnectionStatus, now: u64) -> bool {
-    connection.stats.last_error.as_ref().is_some_and(|e| now.saturating_sub(e.at) < ERROR_SHOWN_FOR_SECS)
-}
-
-/// The icon for `live` at `now` (Unix seconds).
-pub fn state_of(live: &Live, now: u64) -> State {
-    if live.connections.iter().any(|c| recent_error(c, now)) || live.attempts.iter().any(|a| a.error.is_some()) {
-        State::Error
-    } else if live.connections.is_empty() {
-        State::Idle
-    } else {
-        State::Connected
-    }
-}
-
-/// One context line of the menu.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub context: String,
-    pub connected: bool,
-    pub connecting: bool,
-    pub url: Option<String>,
-    pub error: bool,
-}
-
-/// The kubeconfig's contexts in order, then connected contexts it lacks.
-pub fn entries(contexts: &[ContextInfo], live: &Live, now: u64) -> Vec<Entry> {
-    let mut names: Vec<&str> = contexts.iter().map(|c| c.name.as_str()).collect();
-    for c in &live.connections {
-        if !names.contains(&c.record.context.as_str()) {
-            names.push(&c.record.context);
-        }
-    }
-    names
-        .into_iter()
-        .map(|name| {
-            let connection = live.connections.iter().find(|c| c.record.context == name);
-            let attempt = live.attempts.iter().find(|a| a.context == name);
-            Entry {
-                context: name.to_string(),
-                connected: connection.is_some(),
-                connecting: connection.is_none() && attempt.is_some_and(|a| a.error.is_none()),
-                url: connection.and_then(|c| c.socks_url.clone()),
-                error: connection.is_some_and(|c| recent_error(c, now)) || attempt.is_some_and(|a| a.error.is_some()),
-            }
-        })
-        .collect()
-}
+use crate::actions::Action;
+use crate::view::{Icon, Row, RowState, View};
 
 /// dbusmenu reads `_` as a mnemonic marker; context names are full of them (gke_project_zone_name).
 fn label(text: &str) -> String {
     text.replace('_', "__")
 }
 
-pub struct Tray {
-    entries: Vec<Entry>,
-    state: State,
+struct Tray {
+    rows: Vec<Row>,
+    icon: Icon,
     summary: String,
     actions: UnboundedSender<Action>,
     /// Whether a tray host shows the item; the window must stay reachable when not.
@@ -125,15 +51,15 @@ impl ksni::Tray for Tray {
     }
 
     fn icon_pixmap(&self) -> Vec<ksni::Icon> {
-        let pngs: [&[u8]; 2] = match self.state {
-            State::Idle => {
+        let pngs: [&[u8]; 2] = match self.icon {
+            Icon::Idle => {
                 [include_bytes!("../../icons/tray-idle-32.png"), include_bytes!("../../icons/tray-idle-64.png")]
             }
-            State::Connected => [
+            Icon::Connected => [
                 include_bytes!("../../icons/tray-connected-32.png"),
                 include_bytes!("../../icons/tray-connected-64.png"),
             ],
-            State::Error => {
+            Icon::Error => {
                 [include_bytes!("../../icons/tray-error-32.png"), include_bytes!("../../icons/tray-error-64.png")]
             }
         };
@@ -167,22 +93,22 @@ impl ksni::Tray for Tray {
             StandardItem { label: label(&self.summary), enabled: false, ..Default::default() }.into(),
             MenuItem::Separator,
         ];
-        if self.entries.is_empty() {
+        if self.rows.is_empty() {
             items.push(StandardItem { label: "No kube contexts".into(), enabled: false, ..Default::default() }.into());
         }
-        for entry in &self.entries {
-            let suffix = match (entry.connecting, entry.error) {
-                (true, _) => " (connecting…)",
-                (false, true) => " (error)",
-                _ => "",
+        for row in &self.rows {
+            let suffix = match row.state {
+                RowState::Connecting => " (connecting…)",
+                RowState::Failing | RowState::Failed => " (error)",
+                RowState::Off | RowState::On => "",
             };
-            let context = entry.context.clone();
-            let connected = entry.connected;
+            let context = row.name.clone();
+            let connected = row.connection.is_some();
             items.push(
                 CheckmarkItem {
-                    label: label(&format!("{}{suffix}", entry.context)),
-                    checked: entry.connected || entry.connecting,
-                    enabled: !entry.connecting,
+                    label: label(&format!("{}{suffix}", row.name)),
+                    checked: row.switched_on,
+                    enabled: row.state != RowState::Connecting,
                     activate: Box::new(move |tray: &mut Self| {
                         tray.send(if connected {
                             Action::Disconnect(context.clone())
@@ -194,7 +120,7 @@ impl ksni::Tray for Tray {
                 }
                 .into(),
             );
-            if let Some(url) = &entry.url {
+            if let Some(url) = &row.url {
                 let copy = url.clone();
                 items.push(
                     StandardItem {
@@ -229,8 +155,9 @@ impl ksni::Tray for Tray {
     }
 }
 
-fn summary(entries: &[Entry]) -> String {
-    let connected: Vec<&str> = entries.iter().filter(|e| e.connected).map(|e| e.context.as_str()).collect();
+/// The menu's first line and the tooltip.
+fn summary(rows: &[Row]) -> String {
+    let connected: Vec<&str> = rows.iter().filter(|r| r.connection.is_some()).map(|r| r.name.as_str()).collect();
     match connected.len() {
         0 => "Not connected".into(),
         1 => format!("Connected: {}", connected[0]),
@@ -256,16 +183,15 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Shows the state at `now` (Unix seconds); returns at once (the tray
-    /// service redraws on its own task).
-    pub async fn update(&self, contexts: &[ContextInfo], live: &Live, now: u64) {
-        let fresh = entries(contexts, live, now);
-        let state = state_of(live, now);
+    /// Shows `view`; returns at once (the tray service redraws on its own task).
+    pub async fn update(&self, view: &View) {
+        let rows = view.rows.clone();
+        let icon = view.icon;
         self.inner
             .update(move |tray| {
-                tray.summary = summary(&fresh);
-                tray.entries = fresh;
-                tray.state = state;
+                tray.summary = summary(&rows);
+                tray.rows = rows;
+                tray.icon = icon;
             })
             .await;
     }
@@ -288,13 +214,8 @@ pub async fn spawn(actions: UnboundedSender<Action>) -> Option<Handle> {
     // Shown until told otherwise: ksni reports a missing host (during spawn,
     // or later) through watcher_offline, and only a return through watcher_online.
     let shown = Arc::new(AtomicBool::new(true));
-    let tray = Tray {
-        entries: Vec::new(),
-        state: State::Idle,
-        summary: "Not connected".into(),
-        actions,
-        shown: shown.clone(),
-    };
+    let tray =
+        Tray { rows: Vec::new(), icon: Icon::Idle, summary: "Not connected".into(), actions, shown: shown.clone() };
     match tray.assume_sni_available(true).spawn().await {
         Ok(inner) => {
             tracing::info!("tray item registered on the session bus");
@@ -310,8 +231,8 @@ pub async fn spawn(actions: UnboundedSender<Action>) -> Option<Handle> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{Attempt, sample_connection};
-    use kubesocks_engine::ErrorReport;
+    use crate::host::{Attempt, Contexts, Live, sample_connection};
+    use kubesocks_engine::kubeconfig::ContextInfo;
 
     fn ctx(name: &str) -> ContextInfo {
         ContextInfo {
@@ -323,49 +244,58 @@ mod tests {
         }
     }
 
-    const NOW: u64 = 1_800_000_000;
-
-    fn conn(context: &str, port: u16, error: bool) -> ConnectionStatus {
-        let mut c = sample_connection(&format!("{port:08x}"), context, port);
-        c.stats.last_error = error.then(|| ErrorReport { message: "boom".into(), at: NOW - 5 });
-        c
-    }
-
     #[test]
-    fn the_icon_state_follows_connections_and_errors() {
-        assert_eq!(state_of(&Live::default(), NOW), State::Idle);
-        let on = Live { connections: vec![conn("a", 1080, false)], attempts: vec![] };
-        assert_eq!(state_of(&on, NOW), State::Connected);
-        let failing = Live { connections: vec![conn("a", 1080, true)], attempts: vec![] };
-        assert_eq!(state_of(&failing, NOW), State::Error);
-        let later = NOW - 5 + ERROR_SHOWN_FOR_SECS;
-        assert_eq!(state_of(&failing, later), State::Connected, "an old error no longer turns the icon red");
-        let failed =
-            Live { connections: vec![], attempts: vec![Attempt { context: "b".into(), error: Some("x".into()) }] };
-        assert_eq!(state_of(&failed, later), State::Error, "a failed connect stays red");
-        let pending = Live { connections: vec![], attempts: vec![Attempt { context: "b".into(), error: None }] };
-        assert_eq!(state_of(&pending, NOW), State::Idle);
-    }
-
-    #[test]
-    fn entries_list_contexts_in_order_with_urls_and_add_foreign_connections() {
+    fn the_menu_has_a_check_item_per_row_with_its_url_and_state() {
+        let contexts = Contexts { contexts: vec![ctx("dev"), ctx("prod"), ctx("staging")], ..Contexts::default() };
         let live = Live {
-            connections: vec![conn("prod", 1081, false), conn("elsewhere", 1082, true)],
-            attempts: vec![Attempt { context: "dev".into(), error: None }],
+            connections: vec![
+                sample_connection("00000439", "prod", 1081),
+                sample_connection("0000043a", "elsewhere", 1082),
+            ],
+            attempts: vec![
+                Attempt { context: "dev".into(), error: None },
+                Attempt { context: "staging".into(), error: Some("unreachable".into()) },
+            ],
         };
-        let got = entries(&[ctx("dev"), ctx("prod"), ctx("staging")], &live, NOW);
-        let summary: Vec<_> =
-            got.iter().map(|e| (e.context.as_str(), e.connected, e.connecting, e.url.as_deref(), e.error)).collect();
+        let view = crate::view::build(&contexts, &live, 0);
+        let tray = Tray {
+            summary: summary(&view.rows),
+            rows: view.rows,
+            icon: view.icon,
+            actions: tokio::sync::mpsc::unbounded_channel().0,
+            shown: Arc::default(),
+        };
+        let items: Vec<(String, Option<bool>, bool)> = ksni::Tray::menu(&tray)
+            .into_iter()
+            .filter_map(|item| match item {
+                MenuItem::Checkmark(c) => Some((c.label, Some(c.checked), c.enabled)),
+                MenuItem::Standard(s) => Some((s.label, None, s.enabled)),
+                _ => None,
+            })
+            .collect();
+        let expect = |label: &str, checked: Option<bool>, enabled: bool| (label.to_string(), checked, enabled);
         assert_eq!(
-            summary,
+            items,
             [
-                ("dev", false, true, None, false),
-                ("prod", true, false, Some("socks5h://127.0.0.1:1081"), false),
-                ("staging", false, false, None, false),
-                ("elsewhere", true, false, Some("socks5h://127.0.0.1:1082"), true),
+                expect("2 connected: prod, elsewhere", None, false),
+                expect("dev (connecting…)", Some(true), false),
+                expect("prod", Some(true), true),
+                expect("    Copy socks5h://127.0.0.1:1081", None, true),
+                expect("staging (error)", Some(false), true),
+                expect("elsewhere", Some(true), true),
+                expect("    Copy socks5h://127.0.0.1:1082", None, true),
+                expect("Open kubesocks", None, true),
+                expect("Quit", None, true),
             ]
         );
-        assert_eq!(super::summary(&got), "2 connected: prod, elsewhere");
+    }
+
+    #[test]
+    fn the_summary_names_the_connected_contexts() {
+        let contexts = Contexts { contexts: vec![ctx("dev")], ..Contexts::default() };
+        assert_eq!(summary(&crate::view::build(&contexts, &Live::default(), 0).rows), "Not connected");
+        let one = Live { connections: vec![sample_connection("00000001", "dev", 1081)], attempts: vec![] };
+        assert_eq!(summary(&crate::view::build(&contexts, &one, 0).rows), "Connected: dev");
     }
 
     #[test]

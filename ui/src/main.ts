@@ -1,36 +1,23 @@
-// The window: the contexts with their switches, live counters pushed by the
-// app, and the settings page.
+// The window: the contexts with their switches, as the app computes them
+// and pushes them (a View on every change), and the settings page.
 
 import logo from "../../icons/app.svg";
 import * as api from "./api";
 import { byId } from "./dom";
-import {
-  buildRows,
-  connectionUrl,
-  diffConnections,
-  headline,
-  type ContextInfo,
-  type Live,
-  type Row,
-  type Settings,
-} from "./model";
+import type { Defaults, Row, Settings, View } from "./generated";
 import { renderRows, tickUptimes } from "./rows";
 
-interface View {
-  contexts: ContextInfo[];
-  live: Live;
-  settings: Settings | null;
-}
-
-const view: View = { contexts: [], live: { connections: [], attempts: [] }, settings: null };
 const list = byId<HTMLDivElement>("contexts");
+let view: View | null = null;
+let settings: Settings | null = null;
+let defaults: Defaults | null = null;
 
 function render(): void {
-  const rows = buildRows(view.contexts, view.live);
-  renderRows(list, rows, { toggle, copy }, Date.now());
-  byId("headline").textContent = headline(rows);
-  document.body.dataset.connected = String(rows.some((r) => r.connection));
-  if (rows.length === 0) {
+  if (!view) return;
+  renderRows(list, view.rows, { toggle, copy }, Date.now());
+  byId("headline").textContent = view.headline;
+  document.body.dataset.connected = String(view.rows.some((r) => r.connection !== null));
+  if (view.rows.length === 0) {
     list.replaceChildren();
     const empty = document.createElement("div");
     empty.className = "empty";
@@ -39,15 +26,10 @@ function render(): void {
   } else {
     list.querySelector(".empty")?.remove();
   }
-}
-
-/** Says what started or stopped, wherever it came from (switch, tray menu or a terminal). */
-function announce(before: Live, after: Live): void {
-  const diff = diffConnections(before.connections, after.connections);
-  const started = diff.added.map((c) => `${c.context} on ${connectionUrl(c) ?? c.http ?? c.id}`);
-  const stopped = diff.removed.map((c) => c.context);
-  if (started.length > 0) toast(`Connected ${started.join(", ")}`);
-  else if (stopped.length > 0) toast(`Disconnected ${stopped.join(", ")}`);
+  const banner = byId("banner");
+  banner.hidden = !view.kubeconfig_error;
+  banner.textContent = view.kubeconfig_error ?? "";
+  byId("kubeconfig-path").textContent = view.kubeconfig.length > 0 ? `From ${view.kubeconfig.join(", ")}` : "";
 }
 
 let toastTimer: number | undefined;
@@ -62,14 +44,15 @@ function toast(message: string, kind: "info" | "error" = "info"): void {
 const reason = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 function toggle(row: Row, on: boolean): void {
-  if (on) {
-    // The app pushes the attempt and then the connection; nothing to track here.
-    api.connect(row.name).catch((e) => toast(`${row.name}: ${reason(e)}`, "error"));
-  } else if (row.connection) {
-    api.disconnect(row.connection.id).catch((e) => toast(`${row.name}: ${reason(e)}`, "error"));
-  } else {
+  // The app pushes the attempt and then the connection (or the failure).
+  const done = on ? api.connect(row.name) : api.disconnect(row.name);
+  done.catch((e) => {
+    toast(`${row.name}: ${reason(e)}`, "error");
+    // Nothing changed, so no push comes: put the switch back as the view has it.
+    const el = list.querySelector<HTMLElement>(`.row[data-context="${CSS.escape(row.name)}"]`);
+    if (el) el.dataset.key = "";
     render();
-  }
+  });
 }
 
 function copy(url: string): void {
@@ -77,16 +60,6 @@ function copy(url: string): void {
     .copyText(url)
     .then(() => toast(`Copied ${url}`))
     .catch((e) => toast(`Cannot copy: ${reason(e)}`, "error"));
-}
-
-function showContexts(changed: api.ContextsChanged): void {
-  view.contexts = changed.contexts;
-  const banner = byId("banner");
-  banner.hidden = !changed.kubeconfig_error;
-  banner.textContent = changed.kubeconfig_error ?? "";
-  byId("kubeconfig-path").textContent =
-    changed.kubeconfig.length > 0 ? `From ${changed.kubeconfig.join(", ")}` : "";
-  render();
 }
 
 // Settings page.
@@ -97,35 +70,39 @@ const httpPort = byId<HTMLInputElement>("http-port");
 const clusterDomain = byId<HTMLInputElement>("cluster-domain");
 const startAtLogin = byId<HTMLInputElement>("start-at-login");
 
-function fillSettings(s: Settings): void {
+function fillSettings(s: Settings, d: Defaults): void {
   socksPort.value = String(s.socks_port);
+  socksPort.placeholder = String(d.socks_port);
   httpEnabled.checked = s.http_port !== null;
-  httpPort.value = String(s.http_port ?? 3128);
+  // Off, HTTP still offers the port it would start from.
+  httpPort.value = String(s.http_port ?? d.http_port);
+  httpPort.placeholder = String(d.http_port);
   httpPort.disabled = !httpEnabled.checked;
   clusterDomain.value = s.cluster_domain;
+  clusterDomain.placeholder = d.cluster_domain;
   startAtLogin.checked = s.start_at_login;
 }
 
-function showPage(settings: boolean): void {
-  byId("contexts-view").hidden = settings;
-  byId("settings-view").hidden = !settings;
-  if (settings && view.settings) fillSettings(view.settings);
+function showPage(show: boolean): void {
+  byId("contexts-view").hidden = show;
+  byId("settings-view").hidden = !show;
+  if (show && settings && defaults) fillSettings(settings, defaults);
   byId("settings-error").hidden = true;
 }
 
 httpEnabled.addEventListener("change", () => (httpPort.disabled = !httpEnabled.checked));
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  const settings: Settings = {
+  const asked: Settings = {
     socks_port: Number(socksPort.value),
     http_port: httpEnabled.checked ? Number(httpPort.value) : null,
     cluster_domain: clusterDomain.value.trim(),
     start_at_login: startAtLogin.checked,
   };
   api
-    .saveSettings(settings)
+    .saveSettings(asked)
     .then((saved) => {
-      view.settings = saved;
+      settings = saved;
       showPage(false);
       toast("Settings saved; they apply to new connections");
     })
@@ -139,10 +116,7 @@ byId("open-settings").addEventListener("click", () => showPage(true));
 byId("close-settings").addEventListener("click", () => showPage(false));
 
 byId("refresh").addEventListener("click", () => {
-  api
-    .reloadContexts()
-    .then(showContexts)
-    .catch((e) => toast(reason(e), "error"));
+  api.reloadContexts().catch((e) => toast(reason(e), "error"));
 });
 byId("open-logs").addEventListener("click", (event) => {
   event.preventDefault();
@@ -152,18 +126,18 @@ byId("open-logs").addEventListener("click", (event) => {
 async function start(): Promise<void> {
   byId<HTMLImageElement>("logo").src = logo;
   // Listen first so no push between the snapshot and the subscription is lost.
-  await api.onLive((live) => {
-    announce(view.live, live);
-    view.live = live;
+  await api.onView((pushed) => {
+    view = pushed;
     render();
   });
-  await api.onContexts(showContexts);
+  await api.onAnnounce((text) => toast(text));
   const snap = await api.snapshot();
-  view.settings = snap.settings;
-  view.live = snap.live;
+  settings = snap.settings;
+  defaults = snap.defaults;
+  view = snap.view;
   byId("version").textContent = `v${snap.version}`;
   byId("open-logs").title = snap.log_dir;
-  showContexts({ contexts: snap.contexts, kubeconfig_error: snap.kubeconfig_error, kubeconfig: snap.kubeconfig });
+  render();
   document.body.dataset.ready = "true";
   window.setInterval(() => tickUptimes(list, Date.now()), 1000);
 }

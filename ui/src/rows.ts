@@ -1,15 +1,17 @@
-// Draws the context rows. A row is redrawn only when its shape changed;
-// counters are updated in place, so a switch is never replaced under the pointer.
+// Draws the context rows as the app computed them (src-tauri/src/view.rs).
+// A row is redrawn only when its shape changed; counters are updated in
+// place, so a switch is never replaced under the pointer.
 
 import { h, icon } from "./dom";
-import { connectionUrl, counterFields, rowShapeKey, switchedOn, uptime, type Row } from "./model";
+import type { ErrorReport, Row, RowState } from "./generated";
+import { counterFields, rowShapeKey, uptime } from "./model";
 
 export interface RowActions {
   toggle(row: Row, on: boolean): void;
   copy(url: string): void;
 }
 
-const STATE_LABEL: Record<Row["state"], string> = {
+const STATE_LABEL: Record<RowState, string> = {
   off: "Off",
   connecting: "Connecting…",
   on: "Connected",
@@ -30,7 +32,7 @@ function drawRow(row: Row, actions: RowActions, now: number): HTMLElement {
     class: "switch-input",
     "aria-label": `Connect ${row.name}`,
     "data-action": "toggle",
-    checked: switchedOn(row.state),
+    checked: row.switched_on,
     disabled: row.state === "connecting",
   });
   toggle.addEventListener("change", () => actions.toggle(row, toggle.checked));
@@ -40,7 +42,7 @@ function drawRow(row: Row, actions: RowActions, now: number): HTMLElement {
     { class: "row-title" },
     h("span", { class: "name", "data-field": "name" }, row.name),
     row.current && h("span", { class: "badge" }, "current"),
-    !row.inKubeconfig && h("span", { class: "badge muted" }, "other kubeconfig"),
+    !row.in_kubeconfig && h("span", { class: "badge muted" }, "other kubeconfig"),
   );
   const sub = h(
     "div",
@@ -67,7 +69,7 @@ function drawRow(row: Row, actions: RowActions, now: number): HTMLElement {
   const el = h("div", { class: `row state-${row.state}`, "data-context": row.name }, main);
   const c = row.connection;
   if (c) {
-    const url = connectionUrl(c);
+    const url = row.url;
     const counters = counterFields(c);
     const facts = h(
       "dl",
@@ -88,19 +90,36 @@ function drawRow(row: Row, actions: RowActions, now: number): HTMLElement {
     el.append(h("div", { class: "row-detail" }, facts, urlLine));
   }
   if (row.error) {
-    const when = c?.last_error ? new Date(c.last_error.at * 1000) : null;
+    // Failing: the connection's recent error, with its time; failed: why the connect did not work.
+    const report = row.state === "failing" ? c?.last_error : null;
     el.append(
       h(
         "div",
         { class: "row-error", "data-field": "error", role: "alert" },
         icon("warning"),
         h("span", {}, row.error),
-        when && !Number.isNaN(when.getTime()) ? h("time", {}, when.toLocaleTimeString()) : null,
+        report ? time(report) : null,
+      ),
+    );
+  } else if (c?.last_error) {
+    // No longer counted as failing (the app decides when), but still the last thing that went wrong.
+    el.append(
+      h(
+        "div",
+        { class: "row-error past", "data-field": "last-error" },
+        icon("warning"),
+        h("span", {}, `Last error: ${c.last_error.message}`),
+        time(c.last_error),
       ),
     );
   }
   el.dataset.startedAt = c ? String(c.started_at) : "";
   return el;
+}
+
+function time(report: ErrorReport): HTMLElement | null {
+  const when = new Date(report.at * 1000);
+  return Number.isNaN(when.getTime()) ? null : h("time", {}, when.toLocaleTimeString());
 }
 
 /** Keeps `container`'s children in step with `rows`, redrawing only changed rows. */

@@ -1,0 +1,153 @@
+//! What the user can do, whether from the window (through [`crate::commands`])
+//! or the tray menu (an [`Action`], through [`perform`]): connect, disconnect,
+//! copy, reload the contexts, save the settings, open the logs, show the
+//! window, quit. Also the state these act on, [`AppState`].
+//!
+//! Nothing here redraws: each action changes the host's live status or the
+//! contexts, and the app's forwarding task (`app::forward`) pushes the new
+//! [`View`] to the window and the tray.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tauri::{AppHandle, Manager as _};
+use tauri_plugin_autostart::ManagerExt as _;
+use tauri_plugin_clipboard_manager::ClipboardExt as _;
+use tauri_plugin_notification::NotificationExt as _;
+use tauri_plugin_opener::OpenerExt as _;
+use tokio::sync::watch;
+
+use crate::host::{self, Contexts, Host};
+use crate::settings::{self, Settings};
+use crate::view::{self, View};
+
+/// The label of the app's one window.
+pub const WINDOW: &str = "main";
+
+/// What the actions, the commands and the forwarding task share.
+pub struct AppState {
+    pub host: Host,
+    settings: Mutex<Settings>,
+    settings_path: Option<PathBuf>,
+    /// The kubeconfig's contexts as read last; a change is pushed to the window and the tray.
+    pub contexts: watch::Sender<Contexts>,
+}
+
+impl AppState {
+    pub fn new(host: Host, settings: Settings, settings_path: Option<PathBuf>) -> AppState {
+        AppState { host, settings: Mutex::new(settings), settings_path, contexts: watch::Sender::new(host::contexts()) }
+    }
+
+    /// What the window and the tray show now.
+    pub fn view(&self) -> View {
+        view::build(&self.contexts.borrow(), &self.host.current(), view::unix_now())
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.lock().unwrap().clone()
+    }
+}
+
+/// What a click in the tray menu asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Connect(String),
+    Disconnect(String),
+    Copy(String),
+    Open,
+    Quit,
+    /// The menu is about to open: re-read the kubeconfig.
+    Refresh,
+}
+
+/// Does what the tray menu asked. Failures become notifications: the menu has
+/// no other way to say them.
+pub async fn perform(app: &AppHandle, action: Action) {
+    match action {
+        Action::Connect(context) => {
+            let app = app.clone();
+            // Connecting takes a while (API server, caches): don't hold up the
+            // menu. A failure reaches the window and a notification as a failed
+            // attempt, through the live status.
+            tauri::async_runtime::spawn(async move {
+                let _ = connect(&app, &context).await;
+            });
+        }
+        Action::Disconnect(context) => {
+            if let Err(e) = disconnect(app, &context).await {
+                notify(app, &format!("kubesocks: cannot disconnect {context}"), &e);
+            }
+        }
+        Action::Copy(text) => {
+            if let Err(e) = copy(app, &text) {
+                notify(app, "kubesocks: cannot copy", &e);
+            }
+        }
+        Action::Open => show_window(app),
+        Action::Quit => app.exit(0),
+        Action::Refresh => refresh_contexts(app),
+    }
+}
+
+/// Connects a context with the current settings.
+pub async fn connect(app: &AppHandle, context: &str) -> Result<(), String> {
+    let state = app.state::<AppState>();
+    let settings = state.settings();
+    state.host.connect(context, &settings).await
+}
+
+/// Stops the context's connection, or forgets its failed connect.
+pub async fn disconnect(app: &AppHandle, context: &str) -> Result<(), String> {
+    app.state::<AppState>().host.disconnect(context).await
+}
+
+pub fn copy(app: &AppHandle, text: &str) -> Result<(), String> {
+    app.clipboard().write_text(text).map_err(|e| e.to_string())
+}
+
+/// Re-reads the kubeconfig.
+pub fn refresh_contexts(app: &AppHandle) {
+    // A second start can ask for the window while setup has not finished.
+    if let Some(state) = app.try_state::<AppState>() {
+        state.contexts.send_replace(host::contexts());
+    }
+}
+
+/// Checks and saves the settings (and the autostart entry); returns them as saved.
+pub fn save_settings(app: &AppHandle, settings: Settings) -> Result<Settings, String> {
+    let settings = settings.validated().map_err(|e| e.to_string())?;
+    let state = app.state::<AppState>();
+    let autostart = app.autolaunch();
+    let result = if settings.start_at_login { autostart.enable() } else { autostart.disable() };
+    result.map_err(|e| format!("cannot change start at login: {e}"))?;
+    if let Some(path) = &state.settings_path {
+        settings::save(path, &settings).map_err(|e| format!("cannot save the settings to {}: {e}", path.display()))?;
+    }
+    *state.settings.lock().unwrap() = settings.clone();
+    Ok(settings)
+}
+
+/// Opens the state directory's `logs/` in the file manager.
+pub fn open_logs(app: &AppHandle) -> Result<(), String> {
+    let dir = app.state::<AppState>().host.logs_dir();
+    app.opener().open_path(dir.to_string_lossy(), None::<&str>).map_err(|e| e.to_string())
+}
+
+/// Brings the window forward, with the contexts read afresh.
+pub fn show_window(app: &AppHandle) {
+    if let Some(window) = app.get_webview_window(WINDOW) {
+        let _ = window.show();
+        let _ = window.unminimize();
+        let _ = window.set_focus();
+    }
+    refresh_contexts(app);
+}
+
+/// A desktop notification; without a notification service it is only logged.
+pub fn notify(app: &AppHandle, title: &str, body: &str) {
+    tracing::warn!("{title}: {body}");
+    // Returns at once: the plugin sends over D-Bus on a blocking thread of its own.
+    if let Err(e) = app.notification().builder().title(title).body(body).show() {
+        tracing::debug!(error = %e, "no desktop notification");
+    }
+}

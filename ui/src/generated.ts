@@ -1,0 +1,140 @@
+// The types the window gets from the app, generated from their Rust
+// definitions by src-tauri/src/typescript.rs. Do not edit: after changing
+// one of those types, run
+//   KUBESOCKS_BLESS=1 cargo test -p kubesocks-tray generated
+
+/** Everything the window needs to draw itself the first time. */
+export type Snapshot = {
+  view: View,
+  settings: Settings,
+  /** What the settings page offers where a setting is off or empty. */
+  defaults: Defaults,
+  /** The folder "Open log folder" opens. */
+  log_dir: string,
+  /** The app's version. */
+  version: string,
+};
+
+/** What new connections listen on and resolve with, and whether the app starts at login. */
+export type Settings = {
+  /** First SOCKS port tried; the next free one is taken when it is busy. */
+  socks_port: number,
+  /** Serve an HTTP proxy too, from this port on; none: SOCKS only. */
+  http_port: number | null,
+  /** The DNS suffix of the cluster's Service names. */
+  cluster_domain: string,
+  /** Start the app in the tray at login. */
+  start_at_login: boolean,
+};
+
+/**
+ * What the settings page starts a field at: the engine's defaults. The HTTP
+ * port is offered when HTTP is switched on, though HTTP is off by default.
+ */
+export type Defaults = {
+  /** The first SOCKS port tried. */
+  socks_port: number,
+  /** The first HTTP port tried. */
+  http_port: number,
+  /** The cluster DNS domain. */
+  cluster_domain: string,
+};
+
+/** Everything the window shows apart from the settings, pushed on every change. */
+export type View = {
+  /** The kubeconfig's contexts in its order, then connected contexts it lacks. */
+  rows: Array<Row>,
+  /** The one-line summary under the window's title. */
+  headline: string,
+  /** What the tray icon shows. */
+  icon: Icon,
+  /** The kubeconfig files the contexts come from (`~/.kube/config`). */
+  kubeconfig: Array<string>,
+  /** Why the kubeconfig could not be read, if it could not. */
+  kubeconfig_error: string | null,
+};
+
+/** One context as the user sees it. */
+export type Row = {
+  /** The context's name. */
+  name: string,
+  /** Its API server. */
+  server: string,
+  /** Its namespace. */
+  namespace: string,
+  /** Whether it is the kubeconfig's current context. */
+  current: boolean,
+  /**
+   * False for a connection whose context this kubeconfig lacks (started
+   * from a terminal with another kubeconfig).
+   */
+  in_kubeconfig: boolean,
+  /** Where it stands. */
+  state: RowState,
+  /** Whether its switch (in the tray: its check mark) is on. */
+  switched_on: boolean,
+  /** Its connection, when connected. */
+  connection: ConnectionStatus | null,
+  /** Why it is failing or failed, while it is. */
+  error: string | null,
+  /** The socks5h:// URL to give clients; none without a SOCKS listener. */
+  url: string | null,
+};
+
+/**
+ * A managed connection as `status` and the tray show it: its record and
+ * its live figures, side by side in one JSON object.
+ */
+export type ConnectionStatus = {
+  /** `socks5h://ADDR`, for clients that resolve names through the proxy. */
+  socks_url: string | null,
+  /** `http://ADDR`. */
+  http_url: string | null,
+  id: string,
+  context: string,
+  server: string,
+  namespace: string,
+  /** The connection's own kubeconfig (`kubeconfig/<id>.yaml`). */
+  kubeconfig: string,
+  /** The kubeconfig files it was made from. */
+  source_kubeconfigs: Array<string>,
+  socks: string | null,
+  http: string | null,
+  /** How names resolve, so a `connect` asking otherwise is told apart. */
+  cluster_domain: string,
+  passthrough: boolean,
+  /** The process hosting the connection (the daemon or the tray app). */
+  pid: number,
+  log: string,
+  /** Seconds since the Unix epoch. */
+  started_at: number,
+  /** Client connections open now. */
+  active_connections: number,
+  /** Client connections since the engine started. */
+  total_connections: number,
+  /** Bytes from clients to the cluster. */
+  bytes_up: number,
+  /** Bytes from the cluster to clients. */
+  bytes_down: number,
+  /** The latest connection that could not be made, or that failed. */
+  last_error: ErrorReport | null,
+  /** The port-forward protocol connections use, once one has worked. */
+  portforward_protocol: Protocol | null,
+};
+
+/** A data-path protocol of `pods/portforward`. */
+export type Protocol = "tunnel" | "spdy" | "websocket";
+
+/** The last thing that went wrong, and when. */
+export type ErrorReport = {
+  /** One line: the target and the reason (see [`crate::error_chain`]). */
+  message: string,
+  /** Seconds since the Unix epoch. */
+  at: number,
+};
+
+/** Where a context stands. */
+export type RowState = "off" | "connecting" | "on" | "failing" | "failed";
+
+/** What the tray icon shows. */
+export type Icon = "idle" | "connected" | "error";
