@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::byte_stream::AsyncReadWrite;
 use crate::cache::{CacheError, ClusterCache};
 use crate::portforward::{ForwardError, Forwarder, PodStream, Protocol};
 use crate::resolve::{self, Endpoint, Host, Query, Refusal, RefusalKind, Rules};
@@ -205,10 +206,6 @@ impl Upstream {
         }
     }
 }
-
-/// Both directions of a byte stream, so the two upstream kinds can be used alike.
-pub(crate) trait AsyncReadWrite: AsyncRead + AsyncWrite {}
-impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
 
 impl AsyncRead for Upstream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {

@@ -87,7 +87,7 @@ pub struct ProxyConfig {
     #[serde(skip)]
     pub auth: Option<Credentials>,
     /// A client that has not finished its handshake by then is dropped.
-    #[serde(default = "default_handshake_timeout", with = "seconds")]
+    #[serde(default = "default_handshake_timeout", with = "crate::seconds")]
     pub handshake_timeout: Duration,
     /// The port-forward protocol and session settings.
     #[serde(default)]
@@ -111,21 +111,6 @@ fn default_domain() -> String {
 
 fn default_handshake_timeout() -> Duration {
     ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT
-}
-
-/// A [`Duration`] as whole seconds.
-pub(crate) mod seconds {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_secs())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
 }
 
 /// `127.0.0.1:port`.

@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod byte_stream;
 mod cache;
 mod dial;
 mod direct;
@@ -48,6 +49,7 @@ pub mod kubeconfig;
 mod portforward;
 mod relay;
 mod resolve;
+mod seconds;
 mod shared;
 mod socks;
 mod stats;

@@ -76,10 +76,10 @@ pub struct DataPath {
     pub protocol: Option<Protocol>,
     /// How often an idle session is PINGed (keeping it alive and measuring
     /// its round trip).
-    #[serde(default = "DataPath::default_keepalive", with = "crate::engine::seconds")]
+    #[serde(default = "DataPath::default_keepalive", with = "crate::seconds")]
     pub keepalive: Duration,
     /// How long a session without connections stays open.
-    #[serde(default = "DataPath::default_idle", with = "crate::engine::seconds")]
+    #[serde(default = "DataPath::default_idle", with = "crate::seconds")]
     pub idle_timeout: Duration,
 }
 

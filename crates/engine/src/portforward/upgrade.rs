@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::Protocol;
 use super::websocket::WebSocketBytes;
-use crate::dial::AsyncReadWrite;
+use crate::byte_stream::AsyncReadWrite;
 
 /// The WebSocket subprotocol of the SPDY tunnel.
 const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
