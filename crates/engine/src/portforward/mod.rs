@@ -208,7 +208,7 @@ impl Forwarder {
             let attempt = match protocol {
                 Protocol::WebSocket => v4::open(&self.client, endpoint, on_late_error).await.map(PodStream::V4),
                 Protocol::Tunnel | Protocol::Spdy => match self.pool.session(endpoint, protocol).await {
-                    Ok(session) => spdy::open(&session, endpoint.port).await.map(PodStream::Spdy),
+                    Ok(session) => self.open_on(session, endpoint, protocol).await,
                     Err(e) if e.may_fall_back() && i + 1 < order.len() => {
                         tracing::debug!(%endpoint, %protocol, error = %e, "port-forward protocol refused; trying the next");
                         last = Some(e.into());
@@ -223,6 +223,25 @@ impl Forwarder {
             return attempt;
         }
         Err(last.unwrap_or_else(|| ForwardError::NotSwitched("no port-forward protocol to try".into())))
+    }
+
+    /// Opens the stream pair on `tunnel`; if that session turns out to have
+    /// broken (an API server restart the pool had not noticed yet), once
+    /// more on a new one.
+    async fn open_on(
+        &self,
+        tunnel: Arc<spdy::Tunnel>,
+        endpoint: &Endpoint,
+        protocol: Protocol,
+    ) -> Result<PodStream, ForwardError> {
+        match spdy::open(&tunnel, endpoint.port).await {
+            Err(ForwardError::Session(reason)) if tunnel.session.is_closed() => {
+                tracing::debug!(%endpoint, reason, "port-forward session had broken; opening a new one");
+                let tunnel = self.pool.session(endpoint, protocol).await?;
+                spdy::open(&tunnel, endpoint.port).await.map(PodStream::Spdy)
+            }
+            opened => opened.map(PodStream::Spdy),
+        }
     }
 
     /// Opens sessions to these endpoints in the background (a Service's
