@@ -523,3 +523,19 @@ async fn exec_plugins_run_with_the_variables_of_the_shell_that_connects() {
     let _ = daemon.wait().await;
     let _ = std::fs::remove_dir_all(&bin);
 }
+
+#[tokio::test]
+async fn the_example_a_connect_prints_names_a_service_that_answers() {
+    let m = Managed::new("example");
+    let (ns, _backend, url) = own_service("example").await;
+    // Sorts first by name, but has no endpoint: curl would fail on it.
+    ns.service("aaa-no-endpoints", json!({"selector": {"app": "nothing-here"}, "ports": [{"port": 80}]})).await;
+    let first = m.connect(&["--context", "kubesocks-test", "-n", &ns.name, "--listen-socks", "127.0.0.1:0"]).await;
+    answer_via(first["socks_url"].as_str().unwrap(), &url).await;
+    m.ok(&["disconnect", first["id"].as_str().unwrap()]).await;
+
+    let run = m.ok(&["--context", "kubesocks-test", "-n", &ns.name, "connect", "--listen-socks", "127.0.0.1:0"]).await;
+    let try_line = run.stdout.lines().find(|l| l.starts_with("Try:")).unwrap_or_else(|| panic!("{}", run.stdout));
+    println!("{try_line}");
+    assert!(try_line.contains(&format!("http://example-svc.{}.svc.cluster.local:80/", ns.name)), "{try_line}");
+}

@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 
 use crate::direct::{self, Fetched};
-use crate::resolve::{ClusterView, Query};
+use crate::resolve::{self, ClusterView, Query};
 
 /// How long a first list may take before a namespace is reported as not synced.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -367,8 +367,9 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// A Service of `namespace` to show in examples: the first by name that
-    /// has a port, leaving out the API server's own `kubernetes` Service.
+    /// A Service of `namespace` to show in examples: the first by name whose
+    /// first port reaches a ready endpoint, leaving out the API server's own
+    /// `kubernetes` Service (so the example a user tries answers).
     pub fn example_service(&self, namespace: &str) -> Option<(String, i32)> {
         let mut found: Vec<(String, i32)> = self
             .stores(Some(namespace))
@@ -381,6 +382,11 @@ impl Snapshot {
                     return None;
                 }
                 Some((svc.name_any(), spec.ports.as_ref()?.first()?.port))
+            })
+            // Only a Service that answers: its port resolves to a ready endpoint.
+            .filter(|(name, port)| {
+                let query = Query::Service { namespace: namespace.to_string(), name: name.clone() };
+                u16::try_from(*port).is_ok_and(|port| resolve::resolve(query, port, self).is_ok())
             })
             .collect();
         found.sort();
