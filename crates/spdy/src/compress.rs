@@ -14,7 +14,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::frame::FrameError;
+use crate::frame_error::FrameError;
 
 /// The zlib dictionary of SPDY/3 (and 3.1), from the SPDY Protocol Draft 3.1,
 /// section 2.6.10.1 "Compression": length-prefixed header names and values,

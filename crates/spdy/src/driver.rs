@@ -24,8 +24,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
+use crate::error::SessionError;
 use crate::frame::{Decoder, Encoder, Frame, RstStatus};
-use crate::session::{SessionError, Shared};
+use crate::state::Shared;
 
 /// Bytes read from the transport at a time.
 const READ_CHUNK: usize = 16 << 10;

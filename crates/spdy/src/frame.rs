@@ -14,8 +14,9 @@
 //! direction's header compression context, so a session needs exactly one
 //! encoder and one decoder and must use them in wire order.
 //!
-//! After an error the byte stream cannot be resynchronised: the session must
-//! end (SPDY has no way to recover from a framing error either).
+//! After an error (a [`FrameError`], which header compression and header
+//! block parsing report too) the byte stream cannot be resynchronised: the
+//! session must end (SPDY has no way to recover from a framing error either).
 
 use std::fmt;
 
@@ -23,6 +24,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::compress::{HeaderCompressor, HeaderDecompressor};
 use crate::headers::{Headers, encode_block, parse_block};
+
+pub use crate::frame_error::FrameError;
 
 /// The protocol version this crate speaks (SPDY/3 framing, 3.1 semantics).
 pub const VERSION: u16 = 3;
@@ -263,54 +266,6 @@ pub struct Setting {
     pub flags: u8,
     /// The value.
     pub value: u32,
-}
-
-/// Why bytes could not be decoded as frames, or a frame could not be encoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    /// A control frame of another SPDY version.
-    #[error("unsupported SPDY version {0}")]
-    UnsupportedVersion(u16),
-    /// A frame longer than the configured limit.
-    #[error("frame of {len} bytes is larger than the {max}-byte limit")]
-    FrameTooLarge {
-        /// The frame's payload length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A control frame whose length does not fit its type.
-    #[error("{frame} frame with invalid length {len}")]
-    InvalidLength {
-        /// The frame type.
-        frame: &'static str,
-        /// Its payload length.
-        len: usize,
-    },
-    /// Stream id 0 in a frame that needs a stream.
-    #[error("{0} frame for stream 0")]
-    ZeroStreamId(&'static str),
-    /// A stream id above 2^31-1 given to the encoder.
-    #[error("stream id {0} does not fit in 31 bits")]
-    StreamIdTooLarge(u32),
-    /// RST_STREAM with status 0, which the protocol forbids.
-    #[error("RST_STREAM with status 0")]
-    InvalidRstStatus,
-    /// A header block that does not parse.
-    #[error("malformed header block: {0}")]
-    InvalidHeaderBlock(&'static str),
-    /// A header that cannot be encoded.
-    #[error("{0}")]
-    InvalidHeader(String),
-    /// A header block that decompresses to more than the limit.
-    #[error("header block decompresses to more than {max} bytes")]
-    HeaderBlockTooLarge {
-        /// The limit.
-        max: usize,
-    },
-    /// zlib failed.
-    #[error("header compression: {0}")]
-    Compression(String),
 }
 
 /// Size limits the decoder enforces.

@@ -7,7 +7,7 @@
 //! them again. Parsing checks every length against the bytes that are really
 //! there before allocating anything.
 
-use crate::frame::FrameError;
+use crate::frame_error::FrameError;
 
 /// An ordered list of header names and values, as carried by SYN_STREAM,
 /// SYN_REPLY and HEADERS frames.

@@ -76,12 +76,18 @@
 #![deny(missing_docs)]
 
 mod compress;
+mod config;
 mod driver;
+mod error;
 pub mod frame;
+mod frame_error;
 mod headers;
 mod session;
+mod state;
 mod stream;
 
+pub use config::Config;
+pub use error::{SessionError, StreamError};
 pub use headers::Headers;
-pub use session::{Config, Session, SessionError};
-pub use stream::{Stream, StreamError};
+pub use session::Session;
+pub use stream::Stream;

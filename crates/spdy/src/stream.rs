@@ -19,35 +19,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::error::{SessionError, StreamError};
 use crate::frame::{Frame, RstStatus};
 use crate::headers::Headers;
-use crate::session::{Handle, Outgoing, SessionError, State, StreamState};
+use crate::state::{Handle, Outgoing, State, StreamState};
 
 /// An emptied receive buffer larger than this is freed.
 const RELEASE_ABOVE: usize = 64 << 10;
-
-/// Why a stream failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StreamError {
-    /// The peer sent RST_STREAM.
-    #[error("stream reset by the peer ({0})")]
-    Reset(RstStatus),
-    /// The peer sent GOAWAY without having accepted this stream.
-    #[error("stream not accepted: the peer sent GOAWAY after stream {last_good_stream_id}")]
-    GoneAway {
-        /// The last stream the peer accepted.
-        last_good_stream_id: u32,
-    },
-    /// The session ended before the stream did.
-    #[error("SPDY session ended: {0}")]
-    Session(SessionError),
-}
-
-impl From<StreamError> for io::Error {
-    fn from(e: StreamError) -> io::Error {
-        io::Error::new(io::ErrorKind::ConnectionReset, e)
-    }
-}
 
 /// A stream opened by [`Session::open`](crate::Session::open).
 ///

@@ -1,0 +1,43 @@
+//! The tunables of a session, [`Config`].
+//!
+//! A module of its own because [`Session::client`](crate::Session::client)
+//! takes it and the shared state (see `state`) keeps it for the driver and
+//! the streams to read: kept in `session`, it would make `state` depend on
+//! `session`, which depends on `state`.
+
+use std::time::Duration;
+
+use crate::frame::Limits;
+
+/// Tunables of a session.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often to send a keepalive PING; `None` sends none.
+    pub keepalive: Option<Duration>,
+    /// How long a keepalive PING may go unanswered before the session is
+    /// declared dead. Time spent not reading the transport (because a stream's
+    /// reader is slow) does not count.
+    pub ping_timeout: Duration,
+    /// Bytes of received DATA buffered per stream before the session stops
+    /// reading the transport until that stream's reader catches up.
+    pub stream_receive_buffer: usize,
+    /// Bytes of DATA queued for sending, all streams together, before writers wait.
+    pub write_queue: usize,
+    /// The largest DATA frame sent.
+    pub max_data_frame: usize,
+    /// Limits on what the peer may send.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            keepalive: Some(Duration::from_secs(10)),
+            ping_timeout: Duration::from_secs(20),
+            stream_receive_buffer: 256 << 10,
+            write_queue: 256 << 10,
+            max_data_frame: 32 << 10,
+            limits: Limits::default(),
+        }
+    }
+}
