@@ -8,7 +8,7 @@
 //! differs; with `KUBESOCKS_BLESS=1` it writes the file instead.
 
 use std::any::TypeId;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use ts_rs::{Config, TS, TypeVisitor};
@@ -25,27 +25,32 @@ fn path() -> PathBuf {
 }
 
 /// The whole file: the roots and every type they use, each declared once,
-/// in the order they are first met.
+/// sorted by name (ts-rs visits dependencies in no fixed order).
 fn render() -> String {
     // JSON numbers are JavaScript numbers: the counters (u64) stay below 2^53.
     let cfg = Config::new().with_large_int("number");
-    let mut out = Declarations { cfg, seen: HashSet::new(), text: String::new() };
-    out.text.push_str(&format!(
+    let mut out = Declarations { cfg, seen: HashSet::new(), decls: BTreeMap::new() };
+    out.visit::<Snapshot>();
+    out.visit::<View>();
+    out.visit::<Settings>();
+    let mut text = format!(
         "// The types the window gets from the app, generated from their Rust\n\
          // definitions by src-tauri/src/typescript.rs. Do not edit: after changing\n\
          // one of those types, run\n\
          //   {BLESS}\n"
-    ));
-    out.visit::<Snapshot>();
-    out.visit::<View>();
-    out.visit::<Settings>();
-    out.text
+    );
+    for decl in out.decls.values() {
+        text.push('\n');
+        text.push_str(decl);
+    }
+    text
 }
 
 struct Declarations {
     cfg: Config,
     seen: HashSet<TypeId>,
-    text: String,
+    /// Each type's declaration, by name.
+    decls: BTreeMap<String, String>,
 }
 
 impl TypeVisitor for Declarations {
@@ -54,13 +59,11 @@ impl TypeVisitor for Declarations {
         if T::output_path().is_none() || !self.seen.insert(TypeId::of::<T>()) {
             return;
         }
-        self.text.push('\n');
-        if let Some(docs) = T::docs() {
-            self.text.push_str(&jsdoc(&docs, ""));
-        }
-        self.text.push_str("export ");
-        self.text.push_str(&pretty(&T::decl(&self.cfg)));
-        self.text.push('\n');
+        let mut decl = T::docs().map(|docs| jsdoc(&docs, "")).unwrap_or_default();
+        decl.push_str("export ");
+        decl.push_str(&pretty(&T::decl(&self.cfg)));
+        decl.push('\n');
+        self.decls.insert(T::ident(&self.cfg), decl);
         T::visit_dependencies(self);
     }
 }

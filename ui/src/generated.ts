@@ -3,84 +3,6 @@
 // one of those types, run
 //   KUBESOCKS_BLESS=1 cargo test -p kubesocks-tray generated
 
-/** Everything the window needs to draw itself the first time. */
-export type Snapshot = {
-  view: View,
-  settings: Settings,
-  /** What the settings page offers where a setting is off or empty. */
-  defaults: Defaults,
-  /** The folder "Open log folder" opens. */
-  log_dir: string,
-  /** The app's version. */
-  version: string,
-};
-
-/** What new connections listen on and resolve with, and whether the app starts at login. */
-export type Settings = {
-  /** First SOCKS port tried; the next free one is taken when it is busy. */
-  socks_port: number,
-  /** Serve an HTTP proxy too, from this port on; none: SOCKS only. */
-  http_port: number | null,
-  /** The DNS suffix of the cluster's Service names. */
-  cluster_domain: string,
-  /** Start the app in the tray at login. */
-  start_at_login: boolean,
-};
-
-/**
- * What the settings page starts a field at: the engine's defaults. The HTTP
- * port is offered when HTTP is switched on, though HTTP is off by default.
- */
-export type Defaults = {
-  /** The first SOCKS port tried. */
-  socks_port: number,
-  /** The first HTTP port tried. */
-  http_port: number,
-  /** The cluster DNS domain. */
-  cluster_domain: string,
-};
-
-/** Everything the window shows apart from the settings, pushed on every change. */
-export type View = {
-  /** The kubeconfig's contexts in its order, then connected contexts it lacks. */
-  rows: Array<Row>,
-  /** The one-line summary under the window's title. */
-  headline: string,
-  /** What the tray icon shows. */
-  icon: Icon,
-  /** The kubeconfig files the contexts come from (`~/.kube/config`). */
-  kubeconfig: Array<string>,
-  /** Why the kubeconfig could not be read, if it could not. */
-  kubeconfig_error: string | null,
-};
-
-/** One context as the user sees it. */
-export type Row = {
-  /** The context's name. */
-  name: string,
-  /** Its API server. */
-  server: string,
-  /** Its namespace. */
-  namespace: string,
-  /** Whether it is the kubeconfig's current context. */
-  current: boolean,
-  /**
-   * False for a connection whose context this kubeconfig lacks (started
-   * from a terminal with another kubeconfig).
-   */
-  in_kubeconfig: boolean,
-  /** Where it stands. */
-  state: RowState,
-  /** Whether its switch (in the tray: its check mark) is on. */
-  switched_on: boolean,
-  /** Its connection, when connected. */
-  connection: ConnectionStatus | null,
-  /** Why it is failing or failed, while it is. */
-  error: string | null,
-  /** The socks5h:// URL to give clients; none without a SOCKS listener. */
-  url: string | null,
-};
-
 /**
  * A managed connection as `status` and the tray show it: its record and
  * its live figures, side by side in one JSON object.
@@ -122,8 +44,18 @@ export type ConnectionStatus = {
   portforward_protocol: Protocol | null,
 };
 
-/** A data-path protocol of `pods/portforward`. */
-export type Protocol = "tunnel" | "spdy" | "websocket";
+/**
+ * What the settings page starts a field at: the engine's defaults. The HTTP
+ * port is offered when HTTP is switched on, though HTTP is off by default.
+ */
+export type Defaults = {
+  /** The first SOCKS port tried. */
+  socks_port: number,
+  /** The first HTTP port tried. */
+  http_port: number,
+  /** The cluster DNS domain. */
+  cluster_domain: string,
+};
 
 /** The last thing that went wrong, and when. */
 export type ErrorReport = {
@@ -133,8 +65,76 @@ export type ErrorReport = {
   at: number,
 };
 
+/** What the tray icon shows. */
+export type Icon = "idle" | "connected" | "error";
+
+/** A data-path protocol of `pods/portforward`. */
+export type Protocol = "tunnel" | "spdy" | "websocket";
+
+/** One context as the user sees it. */
+export type Row = {
+  /** The context's name. */
+  name: string,
+  /** Its API server. */
+  server: string,
+  /** Its namespace. */
+  namespace: string,
+  /** Whether it is the kubeconfig's current context. */
+  current: boolean,
+  /**
+   * False for a connection whose context this kubeconfig lacks (started
+   * from a terminal with another kubeconfig).
+   */
+  in_kubeconfig: boolean,
+  /** Where it stands. */
+  state: RowState,
+  /** Whether its switch (in the tray: its check mark) is on. */
+  switched_on: boolean,
+  /** Its connection, when connected. */
+  connection: ConnectionStatus | null,
+  /** Why it is failing or failed, while it is. */
+  error: string | null,
+  /** The socks5h:// URL to give clients; none without a SOCKS listener. */
+  url: string | null,
+};
+
 /** Where a context stands. */
 export type RowState = "off" | "connecting" | "on" | "failing" | "failed";
 
-/** What the tray icon shows. */
-export type Icon = "idle" | "connected" | "error";
+/** What new connections listen on and resolve with, and whether the app starts at login. */
+export type Settings = {
+  /** First SOCKS port tried; the next free one is taken when it is busy. */
+  socks_port: number,
+  /** Serve an HTTP proxy too, from this port on; none: SOCKS only. */
+  http_port: number | null,
+  /** The DNS suffix of the cluster's Service names. */
+  cluster_domain: string,
+  /** Start the app in the tray at login. */
+  start_at_login: boolean,
+};
+
+/** Everything the window needs to draw itself the first time. */
+export type Snapshot = {
+  view: View,
+  settings: Settings,
+  /** What the settings page offers where a setting is off or empty. */
+  defaults: Defaults,
+  /** The folder "Open log folder" opens. */
+  log_dir: string,
+  /** The app's version. */
+  version: string,
+};
+
+/** Everything the window shows apart from the settings, pushed on every change. */
+export type View = {
+  /** The kubeconfig's contexts in its order, then connected contexts it lacks. */
+  rows: Array<Row>,
+  /** The one-line summary under the window's title. */
+  headline: string,
+  /** What the tray icon shows. */
+  icon: Icon,
+  /** The kubeconfig files the contexts come from (`~/.kube/config`). */
+  kubeconfig: Array<string>,
+  /** Why the kubeconfig could not be read, if it could not. */
+  kubeconfig_error: string | null,
+};
