@@ -539,3 +539,79 @@ async fn the_example_a_connect_prints_names_a_service_that_answers() {
     println!("{try_line}");
     assert!(try_line.contains(&format!("http://example-svc.{}.svc.cluster.local:80/", ns.name)), "{try_line}");
 }
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => found.extend(files_under(&path)),
+            Ok(t) if t.is_file() => found.push(path),
+            _ => {}
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_failing_exec_plugin_leaks_no_credential_anywhere() {
+    let m = Managed::new("leak");
+    let canary = "kubesocks-canary-AKIA-7f3e9c1d5b";
+    // A plugin that fails and, like some do, prints what it was given.
+    let bin = m.state.with_extension("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("kubesocks-test-failing-credential");
+    let script = "#!/bin/sh\necho \"login failed for key $AWS_SECRET_ACCESS_KEY\" >&2\nenv >&2\nexit 1\n";
+    std::fs::write(&plugin, script).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let admin = kube::config::Kubeconfig::read_from(&cluster().admin_kubeconfig).unwrap();
+    let kubeconfig = bin.join("failing.kubeconfig");
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "failing",
+        "clusters": [{"name": "test", "cluster": admin.clusters[0].cluster}],
+        "users": [{"name": "plugin", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": plugin,
+            "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "failing", "context": {"cluster": "test", "user": "plugin"}}]
+    });
+    std::fs::write(&kubeconfig, config.to_string()).unwrap();
+
+    // The daemon logs everything it can, to its files and to stderr.
+    let daemon_stderr = bin.join("daemon.stderr");
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+        .arg("daemon")
+        .env("KUBESOCKS_STATE_DIR", &m.state)
+        .env("RUST_LOG", "debug")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&daemon_stderr).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start kubesocks daemon");
+    let socket = m.state.join("control.sock");
+    support::wait_for("the daemon's socket", || async { socket.exists().then_some(()) }).await;
+
+    let args = ["--kubeconfig", kubeconfig.to_str().unwrap(), "connect", "--listen-socks", "127.0.0.1:0"];
+    let env = [("AWS_SECRET_ACCESS_KEY", canary), ("RUST_LOG", "debug")];
+    let run = m.run_env(&args, &env).await;
+    assert_ne!(run.code, 0, "the plugin fails, so does connect");
+    assert!(run.stderr.contains("failed (exit status: 1)") && run.stderr.contains("<redacted>"), "{}", run.stderr);
+    let status = m.run(&["status", "-o", "json"]).await;
+    m.ok(&["quit"]).await;
+    let _ = daemon.wait().await;
+
+    let mut seen = vec![("connect's stdout".to_string(), run.stdout), ("connect's stderr".to_string(), run.stderr)];
+    seen.push(("status -o json".to_string(), status.stdout + &status.stderr));
+    for file in files_under(&m.state).into_iter().chain([daemon_stderr]) {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        seen.push((file.display().to_string(), text));
+    }
+    let daemon_log = seen.iter().find(|(name, _)| name.ends_with("daemon.log")).expect("a daemon.log");
+    assert!(daemon_log.1.contains("connect failed"), "the failure is logged: {}", daemon_log.1);
+    println!("looked in: {:?}", seen.iter().map(|(name, _)| name).collect::<Vec<_>>());
+    for (name, text) in &seen {
+        assert!(!text.contains(canary), "the secret reached {name}:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&bin);
+}

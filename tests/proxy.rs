@@ -466,3 +466,177 @@ async fn clients_that_stall_in_their_handshake_are_dropped() {
         assert!(read.is_ok(), "{addr}: a stalled client is dropped after the handshake timeout");
     }
 }
+
+/// A namespace with one Service `web` (port 80 → 8080) on one pod served by `backend`.
+async fn one_service(prefix: &str, backend: &Backend) -> (TestNamespace, IpAddr) {
+    let ns = TestNamespace::new(prefix).await;
+    let mut spec = PodSpec::new("web-0", backend, &[("http", 8080)]);
+    spec.labels = json!({"app": "web"});
+    ns.pod(spec).await;
+    let svc = ns.service("web", json!({"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.ready_endpoints("web", 1).await;
+    (ns, svc.spec.unwrap().cluster_ip.unwrap().parse().unwrap())
+}
+
+#[tokio::test]
+async fn plain_http_requests_are_forwarded_as_the_url_says() {
+    let backend = Backend::start_echo("echo-0", &[8080]).await;
+    let (ns, _) = one_service("fwd", &backend).await;
+    let n = &ns.name;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &["-v"]).await;
+    let http = proxy.http.unwrap();
+
+    // No path, only a query: the pod is asked for `/?x=1` (this used to panic the connection's task).
+    let answer = support::raw_http(
+        http,
+        &format!("GET http://web.{n}?x=1 HTTP/1.1\r\nHost: web.{n}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains("path /?x=1"), "{answer}");
+
+    // The Host comes from the URL; headers `Connection` names stay here; the token stays out of the log.
+    let request = format!(
+        "GET http://web.{n}:80/echo?token=kubesocks-query-secret HTTP/1.1\r\nHost: evil.example\r\n\
+         Connection: close, X-Hop\r\nX-Hop: drop-me\r\nProxy-Connection: keep-alive\r\nX-Keep: kept\r\n\r\n"
+    );
+    let answer = support::raw_http(http, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let head =
+        answer.split("head:\n").nth(1).unwrap_or_else(|| panic!("no echoed head: {answer}")).to_ascii_lowercase();
+    assert!(head.starts_with("get /echo?token=kubesocks-query-secret http/1.1"), "{head}");
+    assert!(head.contains(&format!("\nhost: web.{n}:80\n")), "the Host is the URL's: {head}");
+    assert!(!head.contains("evil.example"), "the client's Host is replaced: {head}");
+    assert!(!head.contains("x-hop") && !head.contains("drop-me"), "headers named in Connection are removed: {head}");
+    assert!(!head.contains("proxy-connection") && !head.contains("\nconnection:"), "{head}");
+    assert!(head.contains("\nx-keep: kept\n"), "{head}");
+    assert!(proxy.logged(&format!("web.{n}:80")).await, "{}", proxy.log());
+    assert!(!proxy.log().contains("kubesocks-query-secret"), "query strings are never logged:\n{}", proxy.log());
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused_until_some_finish() {
+    let backend = Backend::start_keep_alive("capped", &[8080]).await;
+    let (ns, _) = one_service("cap", &backend).await;
+    let host = format!("web.{}", ns.name);
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &["--max-connections", "5"]).await;
+
+    let mut held = Vec::new();
+    for i in 0..5 {
+        let mut s = RawSocks::connect(proxy.socks).await;
+        assert_eq!(s.greet(&[0]).await, 0);
+        assert_eq!(s.request_domain(CONNECT, &host, 80).await, 0x00, "connection {i} under the cap");
+        held.push(s);
+    }
+    println!("connections held: {}", held.len());
+    let mut sixth = RawSocks::connect(proxy.socks).await;
+    assert_eq!(sixth.greet(&[0]).await, 0, "a client over the cap is still told why");
+    assert_eq!(sixth.request_domain(CONNECT, &host, 80).await, 0x01, "the 6th is refused: general failure");
+    let busy = support::raw_http(
+        proxy.http.unwrap(),
+        &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "HTTP over the cap gets 503: {busy:?}");
+    assert!(busy.contains("5 client connections are open"), "{busy}");
+    assert!(proxy.logged("new clients are refused until some finish").await, "{}", proxy.log());
+    assert_eq!(proxy.log().matches("new clients are refused").count(), 1, "logged once, not per client");
+
+    // One client leaves: a new one is served again.
+    drop(held.pop());
+    let start = std::time::Instant::now();
+    support::wait_for("a connection to be served again", || async {
+        let mut s = RawSocks::connect(proxy.socks).await;
+        s.greet(&[0]).await;
+        (s.request_domain(CONNECT, &host, 80).await == 0x00).then_some(s)
+    })
+    .await;
+    println!("served again {:?} after one connection closed", start.elapsed());
+}
+
+#[tokio::test]
+async fn passthrough_does_not_dial_this_machine_unless_allowed() {
+    // Something on this machine that passthrough must not hand out.
+    let local = Backend::start("local-only", &[8080]).await;
+    let backend = Backend::start("mapped", &[8080]).await;
+    let (ns, cluster_ip) = one_service("local", &backend).await;
+    // A name that resolves to this machine: an ExternalName for localhost (a
+    // short `localhost` is a Service name, never dialled directly).
+    ns.service("ext", json!({"type": "ExternalName", "externalName": "localhost", "ports": [{"port": 8080}]})).await;
+    let ext = format!("ext.{}", ns.name);
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &["--passthrough"]).await;
+    let IpAddr::V4(local_v4) = local.ip else { panic!("an IPv4 loopback backend") };
+
+    let code = async |host: &str, port: u16| {
+        let mut s = RawSocks::connect(proxy.socks).await;
+        s.greet(&[0]).await;
+        s.request_domain(CONNECT, host, port).await
+    };
+    let ip_code = async |ip: IpAddr, port: u16| {
+        let mut s = RawSocks::connect(proxy.socks).await;
+        s.greet(&[0]).await;
+        s.request_ip(CONNECT, ip, port).await
+    };
+    let v4 = local_v4.to_string();
+    let dashed_short = format!("{}.{}", local_v4.octets()[0], u32::from(local_v4) & 0xff_ffff);
+    for host in
+        [v4.as_str(), ext.as_str(), "127.1", dashed_short.as_str(), "0.0.0.0", "::1", "[::1]", "::", "169.254.169.254"]
+    {
+        assert_eq!(code(host, 8080).await, 0x02, "{host} is this machine: not allowed");
+    }
+    assert_eq!(ip_code(local.ip, 8080).await, 0x02, "IPv4 address type");
+    assert_eq!(ip_code(IpAddr::V6(local_v4.to_ipv6_mapped()), 8080).await, 0x02, "IPv4-mapped IPv6 address type");
+    assert!(proxy.logged("an address of this machine").await, "the refusal says why:\n{}", proxy.log());
+    let url = format!("http://{ext}:8080/");
+    let http = curl(&["--noproxy", "", "-o", "/dev/stderr", "-w", "%{http_code}", "-x", &proxy.http_url(), &url]).await;
+    assert_eq!(http.stdout, "403", "{}", http.stderr);
+    assert!(http.stderr.contains("localhost is 127.0.0.1, an address of this machine"), "{}", http.stderr);
+
+    // An IPv4-mapped ClusterIP is the Service, through the cluster.
+    let mapped = IpAddr::V6(match cluster_ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    });
+    assert_eq!(ip_code(mapped, 80).await, 0x00, "::ffff:{cluster_ip} is the Service");
+    let out = curl(&["--proxy", &proxy.socks_url(), &format!("http://[{mapped}]/")]).await;
+    assert_answer(&out, "mapped");
+
+    // Named explicitly, this machine is dialled.
+    let allowed = Proxy::start(&cluster().admin_kubeconfig, &["--passthrough", "--passthrough-allow-local"]).await;
+    let out = curl(&["--proxy", &allowed.socks_url(), &format!("http://{v4}:8080/")]).await;
+    assert_answer(&out, "local-only");
+    let err = Proxy::try_start(&cluster().admin_kubeconfig, &["--passthrough-allow-local"]).await.err().unwrap();
+    assert!(err.contains("--passthrough"), "the flag needs --passthrough: {err}");
+}
+
+#[tokio::test]
+async fn client_chosen_names_reach_the_log_escaped_and_without_colour_codes() {
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let mut s = RawSocks::connect(proxy.socks).await;
+    s.greet(&[0]).await;
+    let name = "evil\n2026-01-01T00:00:00Z  INFO forged line\x1b[31m.example";
+    assert_eq!(s.request_domain(CONNECT, name, 80).await, 0x02, "not a cluster name");
+    let escaped = "evil\\n2026-01-01T00:00:00Z  INFO forged line\\u{1b}[31m.example:80";
+    assert!(proxy.logged(escaped).await, "the name is logged escaped:\n{}", proxy.log());
+    let log = proxy.log();
+    assert!(!log.contains("\nINFO forged") && !log.contains("\n2026-01-01T00:00:00Z  INFO forged"), "{log}");
+    assert!(!log.contains("\x1b["), "stderr is not a terminal here: no colour codes:\n{log:?}");
+}
+
+#[tokio::test]
+async fn out_of_range_settings_are_refused_with_the_range() {
+    for (args, says) in [
+        (&["proxy-out", "--handshake-timeout", "0"][..], "invalid value '0' for '--handshake-timeout <SECONDS>'"),
+        (&["proxy-out", "--max-connections", "0"][..], "invalid value '0' for '--max-connections <N>'"),
+        (
+            &["proxy-out", "--drain-seconds", "99999999999"][..],
+            "invalid value '99999999999' for '--drain-seconds <SECONDS>'",
+        ),
+        (&["connect", "--max-connections", "0"][..], "invalid value '0' for '--max-connections <N>'"),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks")).args(args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says) && stderr.contains("is not in"), "{args:?}: {stderr}");
+    }
+}

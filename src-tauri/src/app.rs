@@ -34,6 +34,7 @@ pub fn run(background: bool) -> ExitCode {
 
     let logs = kubesocks_managed::state::StateDir::locate().ok().map(|s| s.logs());
     let _log_guard = kubesocks_managed::logging::init(0, true, logs.as_deref(), "tray.log");
+    kubesocks_managed::limits::raise_nofile_limit();
     tracing::info!(
         from_login_shell = path.from_shell,
         added = ?path.added,

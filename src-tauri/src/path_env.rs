@@ -84,11 +84,7 @@ pub fn merge(login: Option<&std::ffi::OsStr>, inherited: &std::ffi::OsStr, extra
 /// other lines. The output goes to a file, not a pipe, so a background
 /// process the profile starts (an ssh-agent, say) cannot hold it open.
 fn login_shell_path(shell: &Path, timeout: Duration) -> Option<OsString> {
-    static CALLS: AtomicU32 = AtomicU32::new(0);
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    let out_path = std::env::temp_dir().join(format!("kubesocks-login-env-{}-{call}", std::process::id()));
-    let _ = std::fs::remove_file(&out_path);
-    let out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&out_path).ok()?;
+    let (out_path, out) = private_file(&private_dir()).ok()?;
     let result = (|| {
         let mut child = Command::new(shell)
             .args(["-l", "-c", "env"])
@@ -113,6 +109,33 @@ fn login_shell_path(shell: &Path, timeout: Duration) -> Option<OsString> {
     })();
     let _ = std::fs::remove_file(&out_path);
     result
+}
+
+/// Where the login shell's output goes: the user's own runtime directory
+/// (`$XDG_RUNTIME_DIR`, 0700) where there is one, else the temp directory.
+fn private_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|d| d.is_dir()).unwrap_or_else(std::env::temp_dir)
+}
+
+/// A new file in `dir` that no one else can have made or can guess
+/// (`mkstemp`-like): a random name, created 0600 with `O_EXCL` (which
+/// follows no symlink either), another name tried if one is taken.
+fn private_file(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let mut last = None;
+    for _ in 0..16 {
+        // std's RandomState is seeded from the OS's random source.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(CALLS.fetch_add(1, Ordering::Relaxed));
+        let path = dir.join(format!("kubesocks-login-env-{:016x}", hasher.finish()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
 }
 
 /// The value of the last `PATH=` line of `env` output.
@@ -178,6 +201,55 @@ mod tests {
         }
         assert_eq!(got, Some(OsString::from("/from/the/login/shell:/usr/bin")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_shells_output_file_is_private_and_unguessable() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = std::env::temp_dir().join(format!("kubesocks-path-private-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, _) = private_file(&dir).unwrap();
+        let (b, _) = private_file(&dir).unwrap();
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!name.contains(&std::process::id().to_string()), "{name}");
+        assert_eq!(std::fs::metadata(&a).unwrap().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+        if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| Path::new(d).is_dir()) {
+            assert_eq!(private_dir(), PathBuf::from(runtime));
+        }
+    }
+
+    #[test]
+    fn files_planted_at_the_old_predictable_names_change_nothing() {
+        // Another user of a shared /tmp can create entries there in advance
+        // (directories: not even root's remove_file takes them away); the
+        // login shell is asked all the same.
+        for call in 0..64 {
+            let planted = std::env::temp_dir().join(format!("kubesocks-login-env-{}-{call}", std::process::id()));
+            let _ = std::fs::create_dir(&planted);
+        }
+        let dir = std::env::temp_dir().join(format!("kubesocks-path-planted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shell = dir.join("shell");
+        std::fs::write(&shell, "#!/bin/sh\nPATH=/from/the/shell exec /usr/bin/env\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&shell, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut got = None;
+        for _ in 0..10 {
+            got = login_shell_path(&shell, Duration::from_secs(5));
+            if got.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for call in 0..64 {
+            let _ = std::fs::remove_dir(
+                std::env::temp_dir().join(format!("kubesocks-login-env-{}-{call}", std::process::id())),
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got, Some(OsString::from("/from/the/shell")));
     }
 
     #[test]

@@ -254,16 +254,23 @@ fn next_loopback() -> Ipv4Addr {
 
 impl Backend {
     pub async fn start(name: &str, ports: &[u16]) -> Backend {
-        Backend::start_with(name, ports, false).await
+        Backend::start_with(name, ports, false, false).await
+    }
+
+    /// Like [`Backend::start`], and the answer ends with the request head as
+    /// the backend received it (`head:` and its lines), to check what a
+    /// proxy forwarded.
+    pub async fn start_echo(name: &str, ports: &[u16]) -> Backend {
+        Backend::start_with(name, ports, false, true).await
     }
 
     /// Like [`Backend::start`], but keeps each connection open after answering
     /// (HTTP keep-alive) until the client side closes it.
     pub async fn start_keep_alive(name: &str, ports: &[u16]) -> Backend {
-        Backend::start_with(name, ports, true).await
+        Backend::start_with(name, ports, true, false).await
     }
 
-    async fn start_with(name: &str, ports: &[u16], keep_alive: bool) -> Backend {
+    async fn start_with(name: &str, ports: &[u16], keep_alive: bool, echo: bool) -> Backend {
         let closed_by_peer = std::sync::Arc::new(AtomicU32::new(0));
         'ip: loop {
             let ip = IpAddr::V4(next_loopback());
@@ -278,7 +285,7 @@ impl Backend {
                     Err(e) => panic!("cannot bind a backend on {ip}:{port}: {e}"),
                 };
                 let body = format!("hello from {name} on port {port}\n");
-                tasks.push(tokio::spawn(serve_http(listener, body, keep_alive, closed_by_peer.clone())));
+                tasks.push(tokio::spawn(serve_http(listener, body, keep_alive, echo, closed_by_peer.clone())));
             }
             return Backend { ip, name: name.to_string(), closed_by_peer, tasks };
         }
@@ -287,7 +294,13 @@ impl Backend {
 
 /// Answers each request with `body` and closes: enough HTTP for curl and
 /// for raw clients that send one request and read to the end.
-async fn serve_http(listener: TcpListener, body: String, keep_alive: bool, closed: std::sync::Arc<AtomicU32>) {
+async fn serve_http(
+    listener: TcpListener,
+    body: String,
+    keep_alive: bool,
+    echo: bool,
+    closed: std::sync::Arc<AtomicU32>,
+) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { return };
         let body = body.clone();
@@ -301,8 +314,13 @@ async fn serve_http(listener: TcpListener, body: String, keep_alive: bool, close
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            let path = String::from_utf8_lossy(&request).split_whitespace().nth(1).unwrap_or("/").to_string();
-            let body = format!("{}path {path}\n", body);
+            let text = String::from_utf8_lossy(&request).to_string();
+            let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let mut body = format!("{}path {path}\n", body);
+            if echo {
+                let head = text.split("\r\n\r\n").next().unwrap_or_default();
+                body.push_str(&format!("head:\n{}\n", head.replace("\r\n", "\n")));
+            }
             let connection = if keep_alive { "keep-alive" } else { "close" };
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n", body.len());
             let _ = stream.write_all(head.as_bytes()).await;
@@ -446,6 +464,16 @@ impl Drop for Proxy {
     }
 }
 
+/// Sends `request` raw to `addr` and reads the answer to its end (the
+/// request should say `Connection: close`).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("the listener accepts");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Output of a finished curl.
 pub struct CurlOutput {
     pub code: i32,
@@ -498,6 +526,24 @@ impl RawSocks {
     pub async fn request_domain(&mut self, command: u8, host: &str, port: u16) -> u8 {
         let mut req = vec![5, command, 0, 3, host.len() as u8];
         req.extend_from_slice(host.as_bytes());
+        req.extend_from_slice(&port.to_be_bytes());
+        self.stream.write_all(&req).await.unwrap();
+        self.read_reply().await
+    }
+
+    /// A request for an IP address (IPv4 or IPv6 address type); returns the reply code.
+    pub async fn request_ip(&mut self, command: u8, ip: IpAddr, port: u16) -> u8 {
+        let mut req = vec![5, command, 0];
+        match ip {
+            IpAddr::V4(v4) => {
+                req.push(1);
+                req.extend_from_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                req.push(4);
+                req.extend_from_slice(&v6.octets());
+            }
+        }
         req.extend_from_slice(&port.to_be_bytes());
         self.stream.write_all(&req).await.unwrap();
         self.read_reply().await

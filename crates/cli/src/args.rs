@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum, value_parser};
 use kubesocks_engine::kubeconfig::KubeSettings;
 use kubesocks_engine::{Credentials, DataPath, Protocol, ProxyConfig, loopback};
 
@@ -65,13 +65,43 @@ pub struct ProxyOutArgs {
     /// Require USER:PASSWORD from clients (required for a non-loopback listener).
     #[arg(long, value_name = "USER:PASSWORD", env = "KUBESOCKS_AUTH", hide_env_values = true)]
     pub auth: Option<Credentials>,
-    /// How long open connections may run on after Ctrl-C.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    /// How long open connections may run on after Ctrl-C (at most an hour).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = value_parser!(u64).range(0..=MAX_SECONDS))]
     pub drain_seconds: u64,
     /// Drop clients that have not finished their SOCKS handshake or HTTP
-    /// request head by then.
-    #[arg(long, value_name = "SECONDS", default_value_t = ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    /// request head by then (1 second to an hour).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT.as_secs(),
+        value_parser = value_parser!(u64).range(1..=MAX_SECONDS)
+    )]
     pub handshake_timeout: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The longest drain or handshake timeout the flags take.
+const MAX_SECONDS: u64 = 3600;
+
+/// How many clients a proxy serves at once, for `proxy-out` and `connect`.
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Serve at most this many client connections at once; more are refused
+    /// (SOCKS general failure, HTTP 503) until some finish.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = ProxyConfig::DEFAULT_MAX_CONNECTIONS as u64,
+        value_parser = value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub max_connections: u64,
+}
+
+impl LimitArgs {
+    pub fn max_connections(&self) -> usize {
+        usize::try_from(self.max_connections).unwrap_or(usize::MAX)
+    }
 }
 
 /// How names are resolved, for `proxy-out` and `connect`.
@@ -84,6 +114,11 @@ pub struct ResolveArgs {
     /// instead of refusing them.
     #[arg(long)]
     pub passthrough: bool,
+    /// With --passthrough, also dial this machine's own loopback,
+    /// unspecified and link-local addresses (127.0.0.0/8, ::1, 0.0.0.0,
+    /// 169.254.0.0/16, fe80::/10), which are refused otherwise.
+    #[arg(long, requires = "passthrough")]
+    pub passthrough_allow_local: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +139,8 @@ pub struct ConnectArgs {
     pub resolve: ResolveArgs,
     #[command(flatten)]
     pub data_path: DataPathArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -42,6 +42,7 @@ fn engine_hint(e: &EngineError) -> Option<&'static str> {
             Some("pick another address with --listen-socks / --listen-http")
         }
         EngineError::NoListener => Some("give --listen-socks and/or --listen-http"),
+        EngineError::NoConnectionsAllowed => Some("give --max-connections 1 or more"),
         _ => None,
     }
 }

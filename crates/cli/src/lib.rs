@@ -37,6 +37,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         _ => None,
     };
     let _guard = kubesocks_managed::logging::init(cli.verbose, true, log_dir.as_deref(), log_file.unwrap_or_default());
+    if log_file.is_some() {
+        // A proxy holds a descriptor or two per client: take all the system allows.
+        kubesocks_managed::limits::raise_nofile_limit();
+    }
     match &cli.command {
         Command::ProxyOut(args) => crate::proxy_out::run(&cli.kube(), args).await,
         Command::Contexts(out) => crate::proxy_out::contexts(&cli.kube(), out.output),

@@ -59,6 +59,8 @@ pub(crate) async fn connect(state: &StateDir, kube: &KubeSettings, args: &Connec
             cluster_domain: args.resolve.cluster_domain.clone(),
             passthrough: args.resolve.passthrough,
             data_path: args.data_path.data_path(),
+            passthrough_local: args.resolve.passthrough_allow_local,
+            max_connections: args.limits.max_connections(),
             ..ProxyConfig::default()
         },
     };

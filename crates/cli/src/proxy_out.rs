@@ -18,9 +18,11 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
         http: args.listen_http.map(Listen::exact),
         cluster_domain: args.resolve.cluster_domain.clone(),
         passthrough: args.resolve.passthrough,
+        passthrough_local: args.resolve.passthrough_allow_local,
         auth: args.auth.clone(),
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         data_path: args.data_path.data_path(),
+        max_connections: args.limits.max_connections(),
     };
     // Take over Ctrl-C before saying it stops the proxy: a SIGINT in between
     // would otherwise end the process at once.

@@ -24,7 +24,7 @@ use kube::api::PostParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
 use crate::direct::{self, Fetched};
@@ -106,9 +106,35 @@ impl Access {
     }
 }
 
+/// One namespace's setup in namespaced mode: set once (by whichever first
+/// connection gets there; the others wait for it), replaced when RBAC is to
+/// be asked again.
+type Setup = Arc<OnceCell<Access>>;
+
 enum Scope {
     Cluster(Stores),
-    Namespaced(Mutex<HashMap<String, Access>>),
+    /// Each namespace is set up on its own: the lock guards only the map, and
+    /// is never held across a request, so a slow namespace delays only the
+    /// connections into it.
+    Namespaced(std::sync::Mutex<HashMap<String, Setup>>),
+}
+
+/// Reflector tasks that are aborted when dropped, unless kept: a setup that
+/// fails (or whose caller gives up) leaves nothing running.
+struct AbortOnDrop(Vec<AbortHandle>);
+
+impl AbortOnDrop {
+    fn keep(mut self) -> Vec<AbortHandle> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// The live caches of one engine. Cheap to share behind an `Arc`.
@@ -147,7 +173,7 @@ impl ClusterCache {
             tasks.lock().unwrap().extend(handles);
             Scope::Cluster(stores)
         } else {
-            Scope::Namespaced(Mutex::new(HashMap::new()))
+            Scope::Namespaced(std::sync::Mutex::new(HashMap::new()))
         };
         let cache = ClusterCache { client, scope, namespaces, tasks };
         match &cache.scope {
@@ -177,12 +203,25 @@ impl ClusterCache {
         {
             return Ok(());
         }
-        // Held across the setup so two first connections to a namespace start one watch.
-        let mut map = map.lock().await;
-        if map.get(namespace).is_some_and(|access| !access.recheck()) {
-            return Ok(());
-        }
-        let access = match missing_permission(&self.client, Some(namespace)).await? {
+        let setup = {
+            let mut map = map.lock().unwrap();
+            let setup = map.entry(namespace.to_string()).or_default();
+            if setup.get().is_some_and(Access::recheck) {
+                *setup = Setup::default();
+            }
+            setup.clone()
+        };
+        // Concurrent first connections to a namespace share one setup; if it
+        // fails (or its caller gives up), the next one to come tries again.
+        setup.get_or_try_init(|| self.set_up(namespace)).await?;
+        Ok(())
+    }
+
+    /// Asks RBAC what kubesocks may do in `namespace` and, where it may
+    /// watch, starts its reflectors and waits for their first sync. The
+    /// reflectors of a setup that fails or is dropped are stopped.
+    async fn set_up(&self, namespace: &str) -> Result<Access, CacheError> {
+        Ok(match missing_permission(&self.client, Some(namespace)).await? {
             Some(missing) if may_get(&self.client, namespace).await? => {
                 tracing::info!(
                     namespace,
@@ -197,20 +236,21 @@ impl ClusterCache {
             }
             None => {
                 let (stores, handles) = Stores::start(&self.client, Some(namespace));
-                self.tasks.lock().unwrap().extend(handles);
+                let running = AbortOnDrop(handles);
                 stores.wait(&format!("namespace {namespace}")).await?;
+                self.tasks.lock().unwrap().extend(running.keep());
                 Access::Watched(stores)
             }
-        };
-        map.insert(namespace.to_string(), access);
-        Ok(())
+        })
     }
 
     /// A consistent-enough view of the caches.
     pub async fn snapshot(&self) -> Snapshot {
         let scope = match &self.scope {
             Scope::Cluster(stores) => SnapshotScope::Cluster(stores.clone()),
-            Scope::Namespaced(map) => SnapshotScope::Namespaced(map.lock().await.clone()),
+            Scope::Namespaced(map) => SnapshotScope::Namespaced(
+                map.lock().unwrap().iter().filter_map(|(ns, setup)| Some((ns.clone(), setup.get()?.clone()))).collect(),
+            ),
         };
         Snapshot { scope, namespaces: self.namespaces.clone(), fetched: None }
     }
@@ -502,5 +542,117 @@ impl ClusterView for Snapshot {
         };
         let fetched = self.fetched(namespace).into_iter().flat_map(|f| &f.pods).filter(|p| named(p)).cloned();
         self.stores(Some(namespace)).into_iter().flat_map(|s| s.pods.state_filter(named)).chain(fetched).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::http::{Request, Response};
+    use serde_json::json;
+
+    use super::*;
+    use crate::resolve::{Host, Rules};
+
+    /// Requests into namespace `slow` that are waiting for an answer; the
+    /// answer never comes, so the count falls only when their caller is gone.
+    #[derive(Default)]
+    struct Fake {
+        slow_in_flight: AtomicUsize,
+    }
+
+    struct InFlight(Arc<Fake>);
+
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An API server in memory for a user who may watch namespaces `fast`
+    /// and `slow` but nothing cluster-wide. `fast` lists at once (Service
+    /// `web`); `slow` never answers its first lists, as an overloaded API
+    /// server or a huge namespace would not in time.
+    fn client(fake: Arc<Fake>) -> Client {
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let fake = fake.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                let query = req.uri().query().unwrap_or_default().to_string();
+                let body = req.into_body().collect().await?.to_bytes();
+                let answer = if path.ends_with("/selfsubjectaccessreviews") {
+                    let review: serde_json::Value = serde_json::from_slice(&body)?;
+                    let attributes = &review["spec"]["resourceAttributes"];
+                    let allowed = attributes["resource"] != "namespaces" && attributes["namespace"].is_string();
+                    json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                           "spec": {}, "status": {"allowed": allowed}})
+                } else if path.contains("/namespaces/slow/") || query.contains("watch=true") {
+                    let _in_flight = path.contains("/namespaces/slow/").then(|| {
+                        fake.slow_in_flight.fetch_add(1, Ordering::SeqCst);
+                        InFlight(fake.clone())
+                    });
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                } else {
+                    let kind = path.rsplit('/').next().unwrap_or_default();
+                    let items = match kind {
+                        "services" => vec![json!({"metadata": {"name": "web", "namespace": "fast"},
+                                                  "spec": {"ports": [{"port": 80}]}})],
+                        _ => vec![],
+                    };
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
+                };
+                let body = Full::new(Bytes::from(answer.to_string()));
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    Response::builder().header("content-type", "application/json").body(body).unwrap(),
+                )
+            }
+        });
+        Client::new(service, "fast")
+    }
+
+    fn service_query(name: &str) -> Query {
+        Query::read(&Host::parse(name), &Rules::new("cluster.local", "fast"))
+    }
+
+    #[tokio::test]
+    async fn a_namespace_that_is_slow_to_sync_delays_no_other() {
+        let fake = Arc::new(Fake::default());
+        let cache = Arc::new(ClusterCache::start(client(fake.clone()), "fast").await.unwrap());
+        let stuck = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.ensure_namespace("slow").await }
+        });
+        while fake.slow_in_flight.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // `slow` is being set up (its first lists are under way): `fast` answers meanwhile.
+        let snapshot = tokio::time::timeout(Duration::from_secs(2), cache.snapshot_for(&service_query("web.fast.svc")))
+            .await
+            .expect("a watched namespace answers while another one syncs")
+            .unwrap();
+        assert!(snapshot.service("fast", "web").is_some());
+        assert!(!stuck.is_finished(), "the slow namespace is still syncing");
+        stuck.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_setup_that_times_out_leaves_no_reflector_running() {
+        let fake = Arc::new(Fake::default());
+        let cache = ClusterCache::start(client(fake.clone()), "fast").await.unwrap();
+        for attempt in 1..=2 {
+            let e = cache.ensure_namespace("slow").await.unwrap_err();
+            assert!(matches!(e, CacheError::SyncTimeout { .. }), "attempt {attempt}: {e}");
+            tokio::task::yield_now().await;
+            assert_eq!(fake.slow_in_flight.load(Ordering::SeqCst), 0, "attempt {attempt}: reflectors left running");
+        }
+        // Giving up on a setup (the client left) stops its reflectors too.
+        let given_up = tokio::time::timeout(Duration::from_secs(1), cache.ensure_namespace("slow")).await;
+        assert!(given_up.is_err());
+        tokio::task::yield_now().await;
+        assert_eq!(fake.slow_in_flight.load(Ordering::SeqCst), 0, "an abandoned setup leaves reflectors running");
     }
 }

@@ -189,12 +189,34 @@ impl Dialer {
         Err(last.expect("a target has at least one endpoint"))
     }
 
+    /// Dials `host` from this machine (passthrough). The name is resolved
+    /// here, and refused if any address it has is this machine's own
+    /// (loopback, unspecified, link-local) unless the rules allow those; the
+    /// addresses checked are the ones dialled.
     async fn direct(&self, host: &str, port: u16) -> Result<Dialed, DialError> {
         let target = format!("{host}:{port}");
-        let stream = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare, port))
             .await
-            .map_err(|source| DialError::Direct { target: target.clone(), source })?;
-        Ok(Dialed { upstream: Upstream::Direct(stream), reached: format!("{target} (direct, --passthrough)") })
+            .map_err(|source| DialError::Direct { target: target.clone(), source })?
+            .map(|a| std::net::SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .collect();
+        if !self.rules.passthrough_local
+            && let Some(local) = addrs.iter().find(|a| resolve::is_this_machine(a.ip()))
+        {
+            return Err(Refusal::ThisMachine { host: host.to_string(), addr: local.ip() }.into());
+        }
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address");
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let reached = format!("{target} ({addr}, direct, passthrough)");
+                    return Ok(Dialed { upstream: Upstream::Direct(stream), reached });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(DialError::Direct { target, source: last })
     }
 }
 

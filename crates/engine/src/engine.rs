@@ -18,7 +18,7 @@ use crate::dial::Dialer;
 use crate::kubeconfig::Cluster;
 use crate::portforward::{DataPath, Forwarder};
 use crate::resolve::Rules;
-use crate::shared::Shared;
+use crate::shared::{Admission, Shared};
 use crate::stats::StatsSnapshot;
 
 /// Where a listener binds.
@@ -83,6 +83,10 @@ pub struct ProxyConfig {
     /// Dial names outside the cluster from this machine instead of refusing them.
     #[serde(default)]
     pub passthrough: bool,
+    /// Let passthrough dial this machine's own loopback, unspecified and
+    /// link-local addresses too (refused otherwise).
+    #[serde(default)]
+    pub passthrough_local: bool,
     /// Required from clients when set; mandatory for a non-loopback listener.
     #[serde(skip)]
     pub auth: Option<Credentials>,
@@ -92,6 +96,10 @@ pub struct ProxyConfig {
     /// The port-forward protocol and session settings.
     #[serde(default)]
     pub data_path: DataPath,
+    /// Client connections served at once; beyond it new clients are refused
+    /// (SOCKS `0x01`, HTTP 503) until some finish. At least 1.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl ProxyConfig {
@@ -103,6 +111,12 @@ impl ProxyConfig {
     pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
     /// How long a client may take over its handshake unless told otherwise.
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How many client connections are served at once unless told otherwise.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+}
+
+fn default_max_connections() -> usize {
+    ProxyConfig::DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_domain() -> String {
@@ -125,9 +139,11 @@ impl Default for ProxyConfig {
             http: None,
             cluster_domain: default_domain(),
             passthrough: false,
+            passthrough_local: false,
             auth: None,
             handshake_timeout: ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT,
             data_path: DataPath::default(),
+            max_connections: ProxyConfig::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -153,6 +169,9 @@ pub enum EngineError {
     /// Neither a SOCKS nor an HTTP listener was asked for.
     #[error("no listener to serve: neither SOCKS nor HTTP was asked for")]
     NoListener,
+    /// A connection cap of 0 would refuse every client.
+    #[error("a connection cap of 0 would refuse every client")]
+    NoConnectionsAllowed,
     /// The watch caches could not be set up.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -193,6 +212,9 @@ impl Engine {
         if config.socks.is_none() && config.http.is_none() {
             return Err(EngineError::NoListener);
         }
+        if config.max_connections == 0 {
+            return Err(EngineError::NoConnectionsAllowed);
+        }
         for listen in config.socks.iter().chain(config.http.iter()) {
             if !listen.addr.ip().is_loopback() && config.auth.is_none() {
                 return Err(EngineError::OpenListener { addr: listen.addr });
@@ -208,10 +230,11 @@ impl Engine {
         };
 
         let cache = ClusterCache::start(cluster.client.clone(), &cluster.namespace).await?;
-        let rules = Rules::new(&config.cluster_domain, &cluster.namespace);
+        let mut rules = Rules::new(&config.cluster_domain, &cluster.namespace);
+        rules.passthrough_local = config.passthrough_local;
         let forwarder = Forwarder::new(cluster.client, config.data_path);
         let dialer = Dialer::new(forwarder, cache, rules, config.passthrough);
-        let shared = Arc::new(Shared::new(dialer, config.auth, config.handshake_timeout));
+        let shared = Arc::new(Shared::new(dialer, config.auth, config.handshake_timeout, config.max_connections));
         let mut engine = Engine {
             shared,
             socks: None,
@@ -249,12 +272,23 @@ impl Engine {
                 };
                 let _ = stream.set_nodelay(true);
                 let for_task = shared.clone();
-                shared.spawn_tracked(async move {
-                    match protocol {
-                        Protocol::Socks => crate::socks::serve(stream, peer, for_task).await,
-                        Protocol::Http => crate::http::serve(stream, peer, for_task).await,
-                    }
-                });
+                match shared.admit() {
+                    Admission::Served(slot) => shared.spawn_tracked(async move {
+                        match protocol {
+                            Protocol::Socks => crate::socks::serve(stream, peer, for_task, slot).await,
+                            Protocol::Http => crate::http::serve(stream, peer, for_task, slot).await,
+                        }
+                    }),
+                    Admission::Refused(slot) => shared.spawn_tracked(async move {
+                        let _slot = slot;
+                        match protocol {
+                            Protocol::Socks => crate::socks::refuse_busy(stream, peer, for_task).await,
+                            Protocol::Http => crate::http::refuse_busy(stream, peer, for_task).await,
+                        }
+                    }),
+                    // Too many refusals under way as well: close it at once.
+                    Admission::Dropped => drop(stream),
+                }
             }
         };
         self.listeners.spawn(accept_loop.in_current_span());

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, Uri};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,17 +21,19 @@ use tracing::Instrument as _;
 
 use crate::dial::{DialError, Failure};
 use crate::relay::{relay, reset};
-use crate::resolve::Host;
-use crate::shared::Shared;
+use crate::resolve::{Escaped, Host};
+use crate::shared::{Shared, Slot};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Serves one client connection (possibly many requests) to its end.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one client connection (possibly many requests) to its end; it
+/// holds `slot` under the connection cap until then (and so does a CONNECT
+/// tunnel it opens, until the tunnel ends).
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: Slot) {
     let shared_timeout = shared.handshake_timeout;
     let service = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(req, peer, shared).await) }
+        let (shared, slot) = (shared.clone(), slot.clone());
+        async move { Ok::<_, Infallible>(handle(req, peer, shared, slot).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         // A client that stalls before finishing its request head is dropped,
@@ -46,7 +49,30 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     }
 }
 
-async fn handle(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
+/// A client beyond the connection cap: its request head is read (within the
+/// handshake timeout) and answered 503, and the connection closed.
+pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let max = shared.max_connections;
+    let service = service_fn(move |_req| async move {
+        let mut resp = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("kubesocks: {max} client connections are open, the most allowed; try again later"),
+        );
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        Ok::<_, Infallible>(resp)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.handshake_timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "refused HTTP client ended with an error");
+    }
+}
+
+async fn handle(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, slot: Slot) -> Response<Body> {
     if let Some(credentials) = &shared.auth {
         let given = req.headers().get(header::PROXY_AUTHORIZATION).and_then(|v| v.to_str().ok());
         if !given.is_some_and(|h| credentials.matches_basic(h)) {
@@ -56,11 +82,15 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -
             return resp;
         }
     }
-    if req.method() == Method::CONNECT { connect(req, peer, shared).await } else { forward(req, peer, shared).await }
+    if req.method() == Method::CONNECT {
+        connect(req, peer, shared, slot).await
+    } else {
+        forward(req, peer, shared).await
+    }
 }
 
 /// `CONNECT host:port`: answer 200 once the pod is reached, then relay bytes.
-async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
+async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, slot: Slot) -> Response<Body> {
     let Some((host, port)) = req.uri().authority().and_then(|a| Some((Host::parse(a.host()), a.port_u16()?))) else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
@@ -71,7 +101,7 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
     };
     let for_task = shared.clone();
     shared.spawn_tracked(async move {
-        let shared = for_task;
+        let (shared, _slot) = (for_task, slot);
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::info!(conn = conn.id, error = %e, "CONNECT upgrade failed"),
@@ -118,6 +148,11 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
     let Some(authority) = uri.authority().cloned() else {
         return text(StatusCode::BAD_REQUEST, "the URL has no host");
     };
+    // Origin form toward the pod, and its Host from the URL (RFC 9112 §3.2.2):
+    // both are settled before anything is dialled.
+    let (Some(origin), Some(host_header)) = (origin_form(&uri), host_header(&authority)) else {
+        return text(StatusCode::BAD_REQUEST, "the URL's path or host cannot be forwarded");
+    };
     let host = Host::parse(authority.host());
     let port = authority.port_u16().unwrap_or(80);
     let target = format!("{host}:{port}");
@@ -128,7 +163,8 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
         Err(e) => return refusal(&host, port, &e),
     };
     let conn = request.id;
-    tracing::debug!(conn, method = %req.method(), %uri, "HTTP request forwarded");
+    // The path only: a query string may carry tokens.
+    tracing::debug!(conn, method = %req.method(), path = %Escaped(uri.path()), "HTTP request forwarded");
 
     let counted = crate::relay::Counted::new(dialed.upstream, shared.stats.clone());
     let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(counted)).await {
@@ -144,22 +180,54 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
         .in_current_span(),
     );
 
-    // Origin form toward the pod; hop-by-hop and proxy headers stay here.
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    *req.uri_mut() = path.parse().expect("a path taken from a valid URI");
-    let headers = req.headers_mut();
-    for name in ["proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer", "upgrade"] {
-        headers.remove(name);
-    }
-    if !headers.contains_key(header::HOST) {
-        headers.insert(header::HOST, HeaderValue::from_str(authority.as_str()).expect("a valid authority"));
-    }
+    *req.uri_mut() = origin;
+    strip_hop_by_hop(req.headers_mut());
+    req.headers_mut().insert(header::HOST, host_header);
     match sender.send_request(req).await {
         Ok(resp) => resp.map(|b| b.boxed()),
         Err(e) => {
             shared.failed(conn, &target, &e);
             text(StatusCode::BAD_GATEWAY, &format!("{target} did not answer the request: {e}"))
         }
+    }
+}
+
+/// The origin form of an absolute URL: its path and query, `/` for no path
+/// (`http://web?x=1` asks for `/?x=1`). `None` if that is no URI.
+fn origin_form(uri: &Uri) -> Option<Uri> {
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    if path_and_query.starts_with('/') {
+        Uri::try_from(path_and_query).ok()
+    } else {
+        Uri::try_from(format!("/{path_and_query}")).ok()
+    }
+}
+
+/// The Host header for a request to `authority`: its host and port as the
+/// URL gives them, never its user info.
+fn host_header(authority: &Authority) -> Option<HeaderValue> {
+    let value = match authority.port() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_string(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
+/// Removes the headers that belong to the hop to kubesocks: the standard
+/// hop-by-hop ones, the proxy's own, and every header `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in ["proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer", "upgrade"] {
+        headers.remove(name);
     }
 }
 
@@ -182,4 +250,52 @@ fn text(status: StatusCode, reason: &str) -> Response<Body> {
 
 fn empty() -> Body {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(url: &str) -> String {
+        origin_form(&url.parse().unwrap()).unwrap().to_string()
+    }
+
+    #[test]
+    fn the_origin_form_has_a_path_even_when_the_url_has_none() {
+        assert_eq!(origin("http://web.default?x=1"), "/?x=1");
+        assert_eq!(origin("http://web.default"), "/");
+        assert_eq!(origin("http://web.default/"), "/");
+        assert_eq!(origin("http://web.default:8080/a/b?token=t&y"), "/a/b?token=t&y");
+    }
+
+    #[test]
+    fn the_host_header_is_the_urls_host_and_port_without_user_info() {
+        let host = |url: &str| {
+            let uri: Uri = url.parse().unwrap();
+            host_header(uri.authority().unwrap()).unwrap()
+        };
+        assert_eq!(host("http://web.default/"), "web.default");
+        assert_eq!(host("http://web.default:8080/"), "web.default:8080");
+        assert_eq!(host("http://user:secret@web.default:81/"), "web.default:81");
+        assert_eq!(host("http://[fd00::10]:80/"), "[fd00::10]:80");
+    }
+
+    #[test]
+    fn headers_named_in_connection_are_hop_by_hop() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, X-Hop"),
+            ("connection", "x-other"),
+            ("x-hop", "1"),
+            ("x-other", "2"),
+            ("x-keep", "3"),
+            ("proxy-authorization", "Basic x"),
+            ("keep-alive", "timeout=5"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-keep"]);
+    }
 }

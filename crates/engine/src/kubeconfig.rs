@@ -10,6 +10,8 @@ use base64::Engine as _;
 
 use kube::config::{KubeConfigOptions, KubeconfigError};
 
+use crate::exec::{Credential, EXEC_TIMEOUT, ExecAuth, ExecAuthLayer};
+pub use crate::exec::{ExecError, Redactor};
 pub use kube::config::Kubeconfig;
 use kube::{Client, Config};
 use serde::Serialize;
@@ -92,6 +94,15 @@ pub enum KubeError {
         command: String,
         /// The PATH it was looked for on.
         path: String,
+    },
+    /// The context's exec credential plugin gave no credential.
+    #[error("context {context} got no credentials: {source}")]
+    Exec {
+        /// The context.
+        context: String,
+        /// What went wrong with the plugin.
+        #[source]
+        source: ExecError,
     },
     /// The API client could not be built (TLS settings, proxy).
     #[error("cannot create a client for {server}: {source}")]
@@ -321,6 +332,16 @@ pub async fn connect(settings: &KubeSettings) -> Result<Cluster, KubeError> {
 /// Builds a client for `context` of `kc` and checks that the API server
 /// answers. `namespace` overrides the context's default namespace.
 pub async fn connect_to(kc: Kubeconfig, context: &str, namespace: Option<&str>) -> Result<Cluster, KubeError> {
+    connect_with(kc, context, namespace, EXEC_TIMEOUT).await
+}
+
+/// [`connect_to`], with an exec plugin given `exec_timeout` per run.
+async fn connect_with(
+    kc: Kubeconfig,
+    context: &str,
+    namespace: Option<&str>,
+    exec_timeout: Duration,
+) -> Result<Cluster, KubeError> {
     // kube's own error for this is a bare "No such file or directory".
     if let Some((command, path)) = missing_exec_plugin(&kc, context) {
         return Err(KubeError::ExecPluginMissing { context: context.to_string(), command, path });
@@ -335,7 +356,10 @@ pub async fn connect_to(kc: Kubeconfig, context: &str, namespace: Option<&str>) 
         config.default_namespace = ns.to_string();
     }
     let namespace = config.default_namespace.clone();
-    let client = client(config).map_err(|source| KubeError::Client { server: server.clone(), source })?;
+    let exec = take_exec(&mut config, exec_timeout)
+        .await
+        .map_err(|source| KubeError::Exec { context: context.clone(), source })?;
+    let client = client(config, exec).map_err(|source| KubeError::Client { server: server.clone(), source })?;
     match tokio::time::timeout(API_TIMEOUT, client.apiserver_version()).await {
         Err(_) => Err(KubeError::Timeout { server }),
         Ok(Err(kube::Error::Api(status))) if status.code == 401 || status.code == 403 => {
@@ -366,11 +390,39 @@ fn missing_exec_plugin(kc: &Kubeconfig, context: &str) -> Option<(String, String
     (!found).then_some((command, path))
 }
 
+/// Takes the exec plugin out of `config`, where kube would run it (see
+/// [`crate::exec`]), and runs it once: a client certificate goes back into
+/// `config` for kube's TLS setup; a token is kept by the returned layer,
+/// which refreshes it. Only a plugin that kube would use is taken (kube
+/// prefers a token, a token file, a password or an auth provider).
+async fn take_exec(config: &mut Config, timeout: Duration) -> Result<Option<ExecAuthLayer>, ExecError> {
+    let user = &mut config.auth_info;
+    if user.auth_provider.is_some() || user.username.is_some() || user.token.is_some() || user.token_file.is_some() {
+        return Ok(None);
+    }
+    let Some(exec) = user.exec.take() else { return Ok(None) };
+    let auth = ExecAuth::new(exec, timeout);
+    match auth.run().await? {
+        Credential::Certificate { certificate, key } => {
+            // The kubeconfig's fields hold PEM in base64; the plugin hands out PEM.
+            let base64 = |pem: String| base64::engine::general_purpose::STANDARD.encode(pem);
+            user.client_certificate_data = Some(base64(certificate));
+            user.client_key_data = Some(base64(key).into());
+            Ok(None)
+        }
+        Credential::Token { token, expires } => {
+            auth.keep(token, expires).await;
+            Ok(Some(ExecAuthLayer(std::sync::Arc::new(auth))))
+        }
+    }
+}
+
 /// kube's own client stack (base URI, retries, credentials, extra headers,
-/// timeouts) on a connector with `TCP_NODELAY`. Every port-forward is a new TLS
+/// timeouts) on a connector with `TCP_NODELAY`, with `exec` for a context
+/// whose exec plugin kubesocks runs itself. Every port-forward is a new TLS
 /// connection, and without it the request that follows the TLS handshake
 /// waits for the server's delayed ACK: about 40 ms on each connection.
-fn client(config: Config) -> Result<Client, kube::Error> {
+fn client(config: Config, exec: Option<ExecAuthLayer>) -> Result<Client, kube::Error> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use kube::client::ConfigExt as _;
     use kube::client::retry::RetryPolicy;
@@ -389,6 +441,7 @@ fn client(config: Config) -> Result<Client, kube::Error> {
         .layer(config.base_uri_layer())
         .option_layer(config.default_retry.then(|| tower::retry::RetryLayer::new(RetryPolicy::server_retry())))
         .option_layer(config.auth_layer()?)
+        .option_layer(exec)
         .layer(config.extra_headers_layer()?)
         .map_err(tower::BoxError::from)
         .service(http_client);
@@ -446,5 +499,161 @@ mod tests {
             exec.env.iter().flatten().map(|e| (e["name"].as_str(), e["value"].as_str())).collect();
         assert_eq!(pairs, [("AWS_PROFILE", "prod"), ("PATH", "/opt/aws/bin:/usr/bin")]);
         assert!(kc.auth_infos[1].auth_info.as_ref().unwrap().exec.is_none(), "users without a plugin are untouched");
+    }
+
+    /// An API server on plain HTTP that answers every request with its
+    /// version and records the `Authorization` header of each.
+    async fn fake_api_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let auth = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: ")));
+                    record.lock().unwrap().push(auth.unwrap_or("none").trim().to_string());
+                    let body =
+                        serde_json::json!({"major": "1", "minor": "36", "gitVersion": "v1.36.0", "gitCommit": "x",
+                        "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.26",
+                        "compiler": "gc", "platform": "linux/amd64"})
+                        .to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    /// A kubeconfig for `server` whose user's credentials come from the
+    /// shell script `script` (written to a directory of the test's own).
+    fn exec_kubeconfig(test: &str, server: &str, script: &str) -> (Kubeconfig, PathBuf) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("kubesocks-exec-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let plugin = dir.join("plugin");
+        std::fs::write(&plugin, format!("#!/bin/sh\ncd {}\n{script}\n", dir.display())).unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kc = serde_json::from_value(serde_json::json!({
+            "current-context": "c",
+            "clusters": [{"name": "k", "cluster": {"server": server}}],
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            "users": [{"name": "u", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                "command": plugin, "interactiveMode": "Never"}}}]
+        }))
+        .unwrap();
+        (kc, dir)
+    }
+
+    fn token_script(expires: &str) -> String {
+        format!(
+            "n=$(( $(cat count 2>/dev/null || echo 0) + 1 )); echo $n > count\n\
+             echo \"{{\\\"apiVersion\\\":\\\"client.authentication.k8s.io/v1\\\",\\\"kind\\\":\\\"ExecCredential\\\",\
+             \\\"status\\\":{{\\\"token\\\":\\\"tok-$n\\\"{expires}}}}}\""
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_exec_plugin_runs_without_blocking_the_runtime() {
+        let (server, seen) = fake_api_server().await;
+        let (kc, dir) = exec_kubeconfig("blocking", &server, &format!("sleep 1\n{}", token_script("")));
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        let cluster = connect_to(kc, "c", None).await.unwrap();
+        ticker.abort();
+        let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        // The plugin sleeps a second: a runtime it does not block ticks all along.
+        assert!(ticks >= 50, "the one runtime thread ticked only {ticks} times while the plugin ran");
+        assert_eq!(*seen.lock().unwrap(), ["Bearer tok-1"]);
+        assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap().trim(), "1", "the plugin ran once");
+        drop(cluster);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hung_exec_plugin_is_stopped_at_the_timeout() {
+        let (server, _) = fake_api_server().await;
+        let (kc, dir) = exec_kubeconfig("hung", &server, "echo $$ > pid\nexec sleep 60");
+        let start = std::time::Instant::now();
+        let e = connect_with(kc, "c", None, Duration::from_millis(500)).await.err().expect("no credentials");
+        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+        assert!(matches!(&e, KubeError::Exec { source: ExecError::Timeout { .. }, .. }), "{e}");
+        assert!(crate::error_chain(&e).contains("did not finish within 500ms"), "{e}");
+        let pid = std::fs::read_to_string(dir.join("pid")).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&stat).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim().starts_with('Z'))
+        {
+            assert!(std::time::Instant::now() < deadline, "the plugin still runs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn tokens_are_kept_until_they_are_about_to_expire() {
+        let (server, seen) = fake_api_server().await;
+        let soon = "$(date -u -d @$(( $(date +%s) + 30 )) +%Y-%m-%dT%H:%M:%SZ)";
+        let (kc, dir) =
+            exec_kubeconfig("refresh", &server, &token_script(&format!(",\\\"expirationTimestamp\\\":\\\"{soon}\\\"")));
+        let cluster = connect_to(kc, "c", None).await.unwrap();
+        cluster.client.apiserver_version().await.unwrap();
+        // A token that expires within a minute is fetched again for each request.
+        assert_eq!(*seen.lock().unwrap(), ["Bearer tok-2", "Bearer tok-3"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let (server, seen) = fake_api_server().await;
+        let later = ",\\\"expirationTimestamp\\\":\\\"2099-01-01T00:00:00Z\\\"";
+        let (kc, dir) = exec_kubeconfig("keep", &server, &token_script(later));
+        let cluster = connect_to(kc, "c", None).await.unwrap();
+        cluster.client.apiserver_version().await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["Bearer tok-1", "Bearer tok-1"]);
+        assert_eq!(std::fs::read_to_string(dir.join("count")).unwrap().trim(), "1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_plugin_is_reported_without_the_secrets_it_was_given() {
+        let (server, _) = fake_api_server().await;
+        let script = "echo \"cannot log in with key $AWS_SECRET_ACCESS_KEY\" >&2\nexit 1";
+        let (mut kc, dir) = exec_kubeconfig("secret", &server, script);
+        let canary = "kubesocks-canary-5ecret-7a1e";
+        let env = BTreeMap::from([
+            ("AWS_SECRET_ACCESS_KEY".to_string(), canary.to_string()),
+            ("PATH".to_string(), std::env::var("PATH").unwrap()),
+        ]);
+        add_exec_env(&mut kc, &env);
+        let e = connect_to(kc, "c", None).await.err().expect("the plugin fails");
+        let text = crate::error_chain(&e);
+        assert!(!text.contains(canary) && !format!("{e:?}").contains(canary), "{text}");
+        assert!(text.contains("failed (exit status: 1): cannot log in with key <redacted>"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -44,6 +44,7 @@ mod cache;
 mod dial;
 mod direct;
 mod engine;
+mod exec;
 mod http;
 pub mod kubeconfig;
 mod portforward;

@@ -9,6 +9,7 @@
 //! [`Target`] or a typed [`Refusal`]. No I/O, no clock, so every rule has a
 //! fast unit test below.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -22,11 +23,30 @@ pub(crate) struct Rules {
     pub cluster_domain: String,
     /// Namespace for short names: `-n`, else the context's, else `default`.
     pub default_namespace: String,
+    /// Whether passthrough may dial this machine's own addresses
+    /// ([`is_this_machine`]); refused unless the user said so.
+    pub passthrough_local: bool,
 }
 
 impl Rules {
     pub fn new(cluster_domain: &str, default_namespace: &str) -> Rules {
-        Rules { cluster_domain: normalize(cluster_domain), default_namespace: default_namespace.to_string() }
+        Rules {
+            cluster_domain: normalize(cluster_domain),
+            default_namespace: default_namespace.to_string(),
+            passthrough_local: false,
+        }
+    }
+}
+
+/// Whether `ip` reaches this machine itself rather than another one:
+/// loopback (`127.0.0.0/8`, `::1`), unspecified (`0.0.0.0/8`, `::`, which
+/// connect to this machine too) and link-local (`169.254.0.0/16`,
+/// `fe80::/10`) addresses, IPv4-mapped ones included. Passthrough must not
+/// let a client reach services that trust this machine's own connections.
+pub(crate) fn is_this_machine(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.octets()[0] == 0 || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local(),
     }
 }
 
@@ -50,12 +70,32 @@ impl Host {
 }
 
 impl std::fmt::Display for Host {
+    /// A name as the client sent it, with control characters escaped: it
+    /// goes into logs, `status` and answers.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Host::Name(n) => f.write_str(n),
+            Host::Name(n) => write!(f, "{}", Escaped(n)),
             Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
             Host::Ip(ip) => write!(f, "{ip}"),
         }
+    }
+}
+
+/// Text a client chose (a name, a path), shown with control characters,
+/// newlines and backslashes escaped (`\n`, `\u{1b}`, `\\`), so that it cannot
+/// forge log lines or send terminal escapes to whoever reads them.
+pub(crate) struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() || c == '\\' {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -102,7 +142,7 @@ pub(crate) struct Target {
 /// status through [`Refusal::kind`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Refusal {
-    #[error("{host} is not a name or address inside the cluster")]
+    #[error("{} is not a name or address inside the cluster", Escaped(host))]
     OutsideCluster { host: String },
     #[error("service {service} is an ExternalName for {external}, which is outside the cluster")]
     ExternalName { service: String, external: String },
@@ -118,6 +158,10 @@ pub(crate) enum Refusal {
     PodNotRunning { pod: String, phase: String },
     #[error("cannot see namespace {namespace}: {reason}")]
     Forbidden { namespace: String, reason: String },
+    #[error(
+        "{host} is {addr}, an address of this machine (loopback, unspecified or link-local), which passthrough does not dial unless allowed"
+    )]
+    ThisMachine { host: String, addr: IpAddr },
 }
 
 /// The three outcomes a client protocol can express for a refusal.
@@ -134,9 +178,10 @@ pub(crate) enum RefusalKind {
 impl Refusal {
     pub fn kind(&self) -> RefusalKind {
         match self {
-            Refusal::OutsideCluster { .. } | Refusal::ExternalName { .. } | Refusal::Forbidden { .. } => {
-                RefusalKind::NotAllowed
-            }
+            Refusal::OutsideCluster { .. }
+            | Refusal::ExternalName { .. }
+            | Refusal::Forbidden { .. }
+            | Refusal::ThisMachine { .. } => RefusalKind::NotAllowed,
             Refusal::PortNotExposed { .. } => RefusalKind::Refused,
             Refusal::UnknownService { .. }
             | Refusal::NoReadyEndpoints { .. }
@@ -179,15 +224,40 @@ pub(crate) enum Query {
     Outside(String),
 }
 
-/// Lower-case, no trailing dot: DNS names compare that way.
+/// Lower-case, without the one trailing dot of an absolute name: DNS names
+/// compare that way.
 fn normalize(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// The longest DNS name, without its trailing dot (RFC 1035 §3.1).
+const MAX_NAME: usize = 253;
+/// The longest DNS label.
+const MAX_LABEL: usize = 63;
+
+/// An RFC 1123 label, lower-case: 1–63 of `a-z0-9-`, neither starting nor
+/// ending with `-`.
+fn is_label(label: &str) -> bool {
+    (1..=MAX_LABEL).contains(&label.len())
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+/// A lower-case DNS name of RFC 1123 labels within DNS lengths. Only such
+/// names are looked up: anything else (a `/`, a `%`, a space, a control
+/// character) could reach an API URL or a map key.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= MAX_NAME && name.split('.').all(is_label)
 }
 
 fn read_name(name: &str, rules: &Rules) -> Query {
     let name = normalize(name);
     if let Ok(ip) = name.parse::<IpAddr>() {
-        return Query::Ip(ip);
+        return Query::Ip(ip.to_canonical());
+    }
+    if !is_dns_name(&name) {
+        return Query::Outside(name);
     }
     let suffix = format!(".{}", rules.cluster_domain);
     let (rest, had_domain) = match name.strip_suffix(&suffix) {
@@ -258,7 +328,8 @@ impl Query {
     /// Reads a client's host under `rules`; done once per connection.
     pub fn read(host: &Host, rules: &Rules) -> Query {
         match host {
-            Host::Ip(ip) => Query::Ip(*ip),
+            // `::ffff:10.96.0.10` is 10.96.0.10: the caches hold IPv4 addresses as such.
+            Host::Ip(ip) => Query::Ip(ip.to_canonical()),
             Host::Name(name) => read_name(name, rules),
         }
     }
@@ -791,6 +862,75 @@ mod tests {
     }
 
     #[test]
+    fn only_rfc1123_labels_are_looked_up() {
+        let long_label = "a".repeat(64);
+        for host in [
+            "a/proxy/x.team",
+            "a/proxy/x.default.svc",
+            "web%2fproxy.default",
+            "-web.default",
+            "web-.default.svc",
+            "we_b.default",
+            "web .default",
+            "web\n.default",
+            "wéb.default",
+            "web..",
+            ".web",
+            "web.default..",
+            &format!("{long_label}.default.svc"),
+        ] {
+            assert_eq!(named(&Host::parse(host), &rules()), None, "{host:?} must not be looked up");
+            assert!(matches!(go(host, 80), Err(Refusal::OutsideCluster { .. })), "{host:?}: {:?}", go(host, 80));
+        }
+        // At the limits: a 63-character label, a 253-character name.
+        let label = "a".repeat(63);
+        assert_eq!(
+            named(&Host::parse(&format!("{label}.default.svc")), &rules()),
+            Some(Named::Service { namespace: "default".into(), name: label.clone() })
+        );
+        let name = |len: usize| format!("{label}.{label}.{label}.{}", "c".repeat(len - 192));
+        assert!(is_dns_name(&name(253)) && !is_dns_name(&name(254)));
+        assert!(matches!(go(&format!("{}.", name(253)), 80), Err(Refusal::OutsideCluster { .. })));
+        assert!(matches!(Query::read(&Host::parse(&name(254)), &rules()), Query::Outside(_)));
+        assert!(is_label("a-1") && is_label("0") && !is_label("") && !is_label("A") && !is_label("a-"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_their_ipv4_address() {
+        assert_eq!(go("::ffff:10.96.0.10", 80).unwrap().what, "service default/web:80");
+        assert_eq!(go("[::ffff:10.244.0.2]", 8080).map(|t| pods_of(&t)), Ok(vec!["default/web-2:8080".to_string()]));
+        let mapped = Host::Ip("::ffff:10.96.0.10".parse().unwrap());
+        assert_eq!(Query::read(&mapped, &rules()), Query::Ip("10.96.0.10".parse().unwrap()));
+    }
+
+    #[test]
+    fn this_machines_own_addresses_are_told_apart() {
+        for local in
+            ["127.0.0.1", "127.1.2.3", "0.0.0.0", "0.1.2.3", "169.254.169.254", "::1", "::", "fe80::1", "febf::1"]
+        {
+            assert!(is_this_machine(local.parse().unwrap()), "{local}");
+        }
+        for mapped in ["::ffff:127.0.0.1", "::ffff:0.0.0.0", "::ffff:169.254.1.1"] {
+            assert!(is_this_machine(mapped.parse().unwrap()), "{mapped}");
+        }
+        for other in ["10.96.0.10", "192.168.1.1", "8.8.8.8", "169.253.1.1", "fd00::1", "fec0::1", "2001:db8::1"] {
+            assert!(!is_this_machine(other.parse().unwrap()), "{other}");
+        }
+        let r = Refusal::ThisMachine { host: "localhost".into(), addr: "127.0.0.1".parse().unwrap() };
+        assert_eq!(r.kind(), RefusalKind::NotAllowed);
+        assert!(r.to_string().contains("localhost is 127.0.0.1, an address of this machine"), "{r}");
+    }
+
+    #[test]
+    fn client_chosen_names_are_shown_escaped() {
+        let host = Host::parse("evil\n2026-01-01 INFO forged\x1b[31m\\");
+        assert_eq!(host.to_string(), "evil\\n2026-01-01 INFO forged\\u{1b}[31m\\\\");
+        let refusal = go("evil\n\x1b[2J", 80).unwrap_err();
+        assert_eq!(refusal.to_string(), "evil\\n\\u{1b}[2j is not a name or address inside the cluster");
+        assert_eq!(Escaped("plain.name").to_string(), "plain.name");
+    }
+
+    #[test]
     fn named_says_what_a_name_points_at() {
         let named = |h: &str| named(&Host::parse(h), &rules());
         let service = |ns: &str, name: &str| Some(Named::Service { namespace: ns.into(), name: name.into() });
@@ -806,5 +946,83 @@ mod tests {
         assert_eq!(named("10.1.2.3"), None);
         assert_eq!(named("www.example.com"), None);
         assert_eq!(named("a.b.c.d.cluster.local"), None);
+    }
+
+    /// The rules over any input: property tests.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A valid label: what the cluster names its objects.
+        fn label() -> impl Strategy<Value = String> {
+            "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?"
+        }
+
+        /// Names made of the characters that matter here: label characters,
+        /// dots, upper case, and a few that must never reach a URL.
+        fn name_like() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9.\\-_/%?# \n\u{1b}é]{0,70}"
+        }
+
+        fn labels_of(query: &Query) -> Vec<String> {
+            match query {
+                Query::Service { namespace, name } | Query::MaybeService { namespace, name, .. } => {
+                    vec![namespace.clone(), name.clone()]
+                }
+                Query::PodHostname { namespace, hostname, subdomain } => {
+                    vec![namespace.clone(), hostname.clone(), subdomain.clone()]
+                }
+                Query::PodIp { namespace, .. } => vec![namespace.clone()],
+                _ => vec![],
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn no_input_panics(host in any::<String>(), port in any::<u16>()) {
+                let _ = go(&host, port);
+                let _ = Host::parse(&host).to_string();
+            }
+
+            #[test]
+            fn no_name_like_input_panics(host in name_like(), port in any::<u16>()) {
+                let _ = go(&host, port);
+            }
+
+            #[test]
+            fn whatever_is_looked_up_is_made_of_valid_labels(host in name_like()) {
+                let query = Query::read(&Host::parse(&host), &rules());
+                for part in labels_of(&query) {
+                    prop_assert!(is_label(&part), "{host:?} read as {query:?}");
+                }
+                if let Some(named) = query.named() {
+                    prop_assert!(is_label(named.namespace()), "{host:?}");
+                }
+            }
+
+            #[test]
+            fn case_and_a_trailing_dot_change_nothing(host in name_like()) {
+                prop_assume!(!host.ends_with('.'));
+                let read = |h: &str| Query::read(&Host::parse(h), &rules());
+                prop_assert_eq!(read(&host), read(&host.to_ascii_uppercase()));
+                prop_assert_eq!(read(&host), read(&format!("{host}.")));
+                prop_assert_eq!(go(&host, 80), go(&format!("{}.", host.to_ascii_uppercase()), 80));
+            }
+
+            #[test]
+            fn service_names_of_valid_labels_are_read_as_services(svc in label(), ns in label()) {
+                let query = Query::read(&Host::parse(&format!("{svc}.{ns}.svc.cluster.local")), &rules());
+                prop_assert_eq!(query, Query::Service { namespace: ns, name: svc });
+            }
+
+            #[test]
+            fn ipv4_mapped_addresses_read_as_ipv4(a in any::<u8>(), b in any::<u8>(), c in any::<u8>(), d in any::<u8>()) {
+                let v4 = Ipv4Addr::new(a, b, c, d);
+                let mapped = Host::Ip(IpAddr::V6(v4.to_ipv6_mapped()));
+                prop_assert_eq!(Query::read(&mapped, &rules()), Query::Ip(IpAddr::V4(v4)));
+                let text = Host::parse(&format!("[::ffff:{v4}]"));
+                prop_assert_eq!(Query::read(&text, &rules()), Query::Ip(IpAddr::V4(v4)));
+            }
+        }
     }
 }

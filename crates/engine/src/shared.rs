@@ -4,9 +4,11 @@
 //! error. `socks` and `http` only speak their protocol around it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +30,34 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     /// Cuts whatever is still open when a drain ends.
     pub(crate) cut: CancellationToken,
+    /// One permit per client connection served: the connection cap.
+    slots: Arc<Semaphore>,
+    pub(crate) max_connections: usize,
+    /// Clients beyond the cap being told so; past these, they are just closed.
+    refusals: Arc<Semaphore>,
+    /// Clients refused for the cap, and when that was last logged.
+    over_cap: AtomicU64,
+    over_cap_logged: Mutex<Option<Instant>>,
 }
+
+/// A client connection's place under the connection cap, held (shared by a
+/// CONNECT tunnel that outlives its HTTP request) until it ends.
+pub(crate) type Slot = Arc<OwnedSemaphorePermit>;
+
+/// What the accept loop does with a new client.
+pub(crate) enum Admission {
+    /// Serve it.
+    Served(Slot),
+    /// Over the cap: answer it with a refusal (SOCKS 0x01, HTTP 503).
+    Refused(OwnedSemaphorePermit),
+    /// Over the cap, and too many refusals under way: close it.
+    Dropped,
+}
+
+/// How many over-the-cap clients are answered at once.
+const MAX_REFUSALS: usize = 64;
+/// The cap is logged (and kept as the last error) at most this often.
+const OVER_CAP_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// One client request on its way to the cluster. It counts as an active
 /// connection until dropped; `id` tags its log lines.
@@ -38,7 +67,12 @@ pub(crate) struct ClientConn {
 }
 
 impl Shared {
-    pub(crate) fn new(dialer: Dialer, auth: Option<Credentials>, handshake_timeout: Duration) -> Shared {
+    pub(crate) fn new(
+        dialer: Dialer,
+        auth: Option<Credentials>,
+        handshake_timeout: Duration,
+        max_connections: usize,
+    ) -> Shared {
         Shared {
             dialer,
             stats: Arc::new(Stats::default()),
@@ -47,6 +81,33 @@ impl Shared {
             ids: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             cut: CancellationToken::new(),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+            over_cap: AtomicU64::new(0),
+            over_cap_logged: Mutex::new(None),
+        }
+    }
+
+    /// Admits a new client under the connection cap, or says how to refuse it.
+    pub(crate) fn admit(&self) -> Admission {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Admission::Served(Arc::new(permit));
+        }
+        let refused = self.over_cap.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged = self.over_cap_logged.lock().unwrap();
+        if logged.is_none_or(|at| at.elapsed() >= OVER_CAP_LOG_EVERY) {
+            *logged = Some(Instant::now());
+            let message = format!(
+                "{} client connections are open, the most allowed: new clients are refused until some finish ({refused} refused so far)",
+                self.max_connections
+            );
+            tracing::warn!(max_connections = self.max_connections, refused, "{message}");
+            self.stats.record_error(message);
+        }
+        match self.refusals.clone().try_acquire_owned() {
+            Ok(permit) => Admission::Refused(permit),
+            Err(_) => Admission::Dropped,
         }
     }
 
@@ -88,7 +149,8 @@ impl Shared {
     /// Logs a connection that could not be made or broke, and keeps it as the last error.
     pub(crate) fn failed(&self, conn: u64, target: &str, e: &dyn std::error::Error) {
         let chain = crate::error_chain(e);
-        tracing::warn!(conn, target, reason = %chain, "connection not forwarded");
+        // `target` is escaped already (see `Host`'s Display): shown as it is.
+        tracing::warn!(conn, target = %target, reason = %chain, "connection not forwarded");
         self.stats.record_error(format!("{target}: {chain}"));
     }
 }

@@ -18,12 +18,13 @@ use tokio::net::TcpStream;
 use crate::dial::Failure;
 use crate::relay::{relay, reset};
 use crate::resolve::Host;
-use crate::shared::Shared;
+use crate::shared::{Shared, Slot};
 
 type Authenticated = Socks5ServerProtocol<TcpStream, fast_socks5::server::states::Authenticated>;
 
-/// Serves one client connection to its end.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one client connection to its end; it holds `_slot` under the
+/// connection cap until then.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _slot: Slot) {
     let handshake = async {
         let proto = authenticate(stream, &shared).await?;
         proto.read_command().await
@@ -78,6 +79,27 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         reset(client);
     }
     tracing::debug!(conn = conn.id, "closed");
+}
+
+/// A client beyond the connection cap: its handshake is read as usual (so it
+/// is told, not cut off), and its request answered with a general failure.
+pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let handshake = async {
+        let proto = authenticate(stream, &shared).await?;
+        proto.read_command().await
+    };
+    if let Ok(Ok((proto, _, target))) = tokio::time::timeout(shared.handshake_timeout, handshake).await {
+        tracing::debug!(%peer, target = %target_text(&target), "refused: too many connections");
+        let _ = proto.reply_error(&ReplyError::GeneralFailure).await;
+    }
+}
+
+/// A SOCKS target for logs, its name escaped.
+fn target_text(target: &TargetAddr) -> String {
+    match target {
+        TargetAddr::Ip(addr) => addr.to_string(),
+        TargetAddr::Domain(name, port) => format!("{}:{port}", Host::parse(name)),
+    }
 }
 
 async fn authenticate(stream: TcpStream, shared: &Shared) -> Result<Authenticated, SocksServerError> {

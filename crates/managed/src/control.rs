@@ -16,7 +16,6 @@
 //! is owner-only, and a peer of another uid is refused.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,7 +57,8 @@ pub enum Request {
 
 /// What `connect` asks for: which context, and how its proxy listens and
 /// resolves (absent listeners are none; the daemon refuses a request for none).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` form names the exec plugin variables but never shows their values.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectRequest {
     /// Kubeconfig files to read, merged kubectl-style; empty: the daemon's default.
     #[serde(default)]
@@ -77,6 +77,19 @@ pub struct ConnectRequest {
     /// Listeners and resolution.
     #[serde(flatten)]
     pub proxy: ProxyConfig,
+}
+
+impl std::fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden: BTreeMap<&str, &str> = self.exec_env.keys().map(|k| (k.as_str(), "<hidden>")).collect();
+        f.debug_struct("ConnectRequest")
+            .field("kubeconfigs", &self.kubeconfigs)
+            .field("context", &self.context)
+            .field("namespace", &self.namespace)
+            .field("exec_env", &hidden)
+            .field("proxy", &self.proxy)
+            .finish()
+    }
 }
 
 /// The daemon's answer to a [`Request`].
@@ -262,15 +275,29 @@ async fn read_message(read: impl tokio::io::AsyncRead + Unpin) -> std::io::Resul
 }
 
 /// Binds the daemon's socket in `state`, replacing a dead daemon's, owner-only.
+///
+/// The socket is made in a fresh directory of its own (0700, so no one else
+/// can reach it there), given mode 0600, and only then renamed into place:
+/// it is never reachable by others, not even for a moment. (A restrictive
+/// umask around the bind would do the same, but the umask is the whole
+/// process's: a thread creating a file or directory meanwhile, as the tray
+/// app's do, would get the wrong mode.)
 pub fn bind(state: &StateDir) -> Result<UnixListener, std::io::Error> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     let path = state.socket();
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let staging = state.root().join(format!(".control-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    let bound = (|| {
+        let fresh = staging.join("control.sock");
+        let listener = UnixListener::bind(&fresh)?;
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))?;
+        // Replaces a dead daemon's socket atomically.
+        std::fs::rename(&fresh, &path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    bound
 }
 
 /// Serves the socket until `stop`: each client's one request goes to `handle`
@@ -365,6 +392,15 @@ mod tests {
         assert_eq!(req.context.as_deref(), Some("kind"));
         assert_eq!(req.proxy.cluster_domain, "cluster.local");
         assert!(req.proxy.socks.is_none() && req.proxy.http.is_none() && !req.proxy.passthrough);
+    }
+
+    #[test]
+    fn a_connect_requests_debug_form_hides_the_exec_variables_values() {
+        let json = r#"{"op":"connect","context":"prod","exec_env":{"AWS_SECRET_ACCESS_KEY":"s3cr3t-canary"}}"#;
+        let request: Request = serde_json::from_str(json).unwrap();
+        let shown = format!("{request:?} {request:#?}");
+        assert!(!shown.contains("s3cr3t-canary"), "{shown}");
+        assert!(shown.contains("AWS_SECRET_ACCESS_KEY") && shown.contains("prod"), "{shown}");
     }
 
     #[test]

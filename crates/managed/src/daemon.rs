@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kubesocks_engine::kubeconfig::{self, Cluster, KubeError, KubeSettings, Kubeconfig};
+use kubesocks_engine::kubeconfig::{self, Cluster, KubeError, KubeSettings, Kubeconfig, Redactor};
 use kubesocks_engine::{Engine, EngineError, Listen, error_chain};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -122,8 +122,9 @@ impl DaemonError {
         }
     }
 
-    fn response(&self) -> Response {
-        Response::Error { kind: self.kind(), message: error_chain(self) }
+    /// The answer a control client gets, with `redactor`'s secrets hidden.
+    fn response(&self, redactor: &Redactor) -> Response {
+        Response::Error { kind: self.kind(), message: redactor.redact(&error_chain(self)) }
     }
 }
 
@@ -273,9 +274,11 @@ impl Daemon {
                 Ok(outcome)
             }
             Err(e) => {
+                // The client's exec plugin variables (cloud keys) stay out of every log.
+                let error = Redactor::for_exec_env(&request.exec_env).redact(&error_chain(&e));
                 // Logged in the connection's own file too, so its log explains it.
-                tracing::warn!(parent: &span, context, error = %error_chain(&e), "connect failed");
-                tracing::warn!(id, context, error = %error_chain(&e), "connect failed");
+                tracing::warn!(parent: &span, context, %error, "connect failed");
+                tracing::warn!(id, context, %error, "connect failed");
                 self.inner.state.remove_connection(&id);
                 crate::logging::close_connection_log(&id);
                 Err(e)
@@ -458,13 +461,16 @@ impl Daemon {
     /// Answers one control request.
     pub async fn handle(&self, request: Request) -> Response {
         match request {
-            Request::Connect(req) => match self.connect(req).await {
-                Ok(o) => Response::Connected { connection: o.connection, existing: o.existing, example: o.example },
-                Err(e) => e.response(),
-            },
+            Request::Connect(req) => {
+                let redactor = Redactor::for_exec_env(&req.exec_env);
+                match self.connect(req).await {
+                    Ok(o) => Response::Connected { connection: o.connection, existing: o.existing, example: o.example },
+                    Err(e) => e.response(&redactor),
+                }
+            }
             Request::Disconnect { id } => match self.disconnect(&id).await {
                 Ok(status) => Response::Disconnected { connections: vec![status] },
-                Err(e) => e.response(),
+                Err(e) => e.response(&Redactor::default()),
             },
             Request::DisconnectAll => Response::Disconnected { connections: self.disconnect_all().await },
             Request::Status => Response::Status { daemon: self.inner.info.clone(), connections: self.status() },

@@ -13,6 +13,7 @@
 //!   [`control::Response`]s, the client's call, and the server's framing
 //!   (line limit, timeout, the peer's uid).
 //! * [`daemon`] keeps the registry of connections and answers requests.
+//! * [`limits`] raises the open-file limit at start.
 //! * [`state`] holds the records, kubeconfigs and logs on disk; [`logging`]
 //!   sets up tracing and routes each connection's lines to its own file.
 //!
@@ -20,6 +21,7 @@
 
 pub mod control;
 pub mod daemon;
+pub mod limits;
 pub mod logging;
 pub mod state;
 

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::{LazyLock, Mutex};
 
@@ -37,7 +38,11 @@ pub fn init(verbose: u8, to_stderr: bool, log_dir: Option<&Path>, file_name: &st
     };
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,kubesocks={level}")));
-    let stderr = to_stderr.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()));
+    // Colour only for a terminal: a redirected stderr (a file, a pipe, a
+    // service manager's journal) gets plain text.
+    let ansi = std::io::stderr().is_terminal();
+    let stderr = to_stderr
+        .then(|| tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter()));
     let (file, guard) = match log_dir {
         Some(dir) => {
             let (writer, guard) = tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file_name));
@@ -76,7 +81,7 @@ static FILES: LazyLock<Mutex<HashMap<String, File>>> = LazyLock::new(Default::de
 /// Opens (appending) the log file of connection `id` and returns the span to
 /// run its work in. Events in the span go to the file until [`close_connection_log`].
 pub fn connection_span(id: &str, log: &Path) -> std::io::Result<tracing::Span> {
-    let file = File::options().create(true).append(true).open(log)?;
+    let file = File::options().create(true).append(true).mode(0o600).open(log)?;
     FILES.lock().unwrap().insert(id.to_string(), file);
     Ok(tracing::info_span!(SPAN_NAME, id))
 }

@@ -110,10 +110,19 @@ impl StateDir {
     /// atomically so a reader never sees half of it.
     pub fn write_private(&self, path: &Path, contents: &[u8]) -> Result<(), StateError> {
         let tmp = path.with_extension("tmp");
-        let mut file =
-            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
-        // `mode` applies only when the file is created; an old temp file keeps its own.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
+        // Always a new file, created 0600 (`O_EXCL`): never one left over or
+        // planted, with its own mode, and never through a symlink (`O_NOFOLLOW`).
+        let create =
+            || OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp);
+        let mut file = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // A crash's leftover (or a planted link: removing it touches no target).
+                std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(io(&tmp))?;
         file.write_all(contents).map_err(io(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io(path))
     }
@@ -192,9 +201,32 @@ pub fn current_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// Creates `dir` (and its parents) owner-only from the start, or checks the
+/// one there: it must be this user's, and is made owner-only if it is not.
 fn create_private(dir: &Path) -> Result<(), StateError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+            return Ok(());
+        }
+        Err(e) => return Err(StateError::Io { path: dir.to_path_buf(), source: e }),
+    }
+    let meta = std::fs::metadata(dir).map_err(io(dir))?;
+    if meta.uid() != current_uid() {
+        return Err(StateError::NotOwner { path: dir.to_path_buf(), owner: meta.uid(), me: current_uid() });
+    }
+    if !meta.is_dir() {
+        let source = std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory");
+        return Err(StateError::Io { path: dir.to_path_buf(), source });
+    }
+    // An existing directory of this user's that others may read: close it.
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 /// What `connections/<id>.json` holds: enough to find and explain a
@@ -265,5 +297,78 @@ impl DaemonLock {
         let mut text = String::new();
         File::open(state.lock_file()).ok()?.read_to_string(&mut text).ok()?;
         text.trim().parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kubesocks-state-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_state_dir_and_its_parents_are_owner_only() {
+        let base = scratch("new");
+        let state = StateDir::at(base.join("a/b")).unwrap();
+        for dir in [base.join("a"), state.root().to_path_buf(), state.connections(), state.kubeconfigs(), state.logs()]
+        {
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_state_dir_owned_by_someone_else_is_refused() {
+        let base = scratch("owner");
+        std::fs::create_dir_all(&base).unwrap();
+        // uid 65534 is "nobody" (the tests run as root, who may chown).
+        let chown =
+            unsafe { libc::chown(std::ffi::CString::new(base.to_str().unwrap()).unwrap().as_ptr(), 65534, 65534) };
+        assert_eq!(chown, 0, "the tests need to chown (run as root)");
+        let e = StateDir::at(base.clone()).unwrap_err();
+        assert!(matches!(e, StateError::NotOwner { owner: 65534, .. }), "{e}");
+        assert!(!base.join("connections").exists(), "nothing is made in it");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn private_files_never_write_through_a_planted_temp_file() {
+        let base = scratch("tmp");
+        let state = StateDir::at(base.clone()).unwrap();
+        let target = base.join("elsewhere");
+        std::fs::write(&target, "untouched").unwrap();
+        let path = state.kubeconfig_path("0a1b2c3d");
+        std::os::unix::fs::symlink(&target, path.with_extension("tmp")).unwrap();
+        state.write_private(&path, b"secret kubeconfig").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched", "written through the link");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret kubeconfig");
+        assert_eq!(mode(&path), 0o600);
+        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+
+        // A leftover temp file with a loose mode does not lend it to the new file.
+        std::fs::write(path.with_extension("tmp"), "old").unwrap();
+        std::fs::set_permissions(path.with_extension("tmp"), std::fs::Permissions::from_mode(0o666)).unwrap();
+        state.write_private(&path, b"again").unwrap();
+        assert_eq!((std::fs::read_to_string(&path).unwrap().as_str(), mode(&path)), ("again", 0o600));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_control_socket_is_owner_only_from_its_creation() {
+        let base = scratch("socket");
+        let state = StateDir::at(base.clone()).unwrap();
+        let _listener = crate::control::bind(&state).unwrap();
+        assert_eq!(mode(&state.socket()), 0o600);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
