@@ -14,10 +14,12 @@ use super::ForwardError;
 
 /// The longest kubelet error message kept.
 const MAX_ERROR: u64 = 16 * 1024;
-/// After the data stream's SYN_REPLY, how long to wait for an error on top:
-/// about a round trip of the session, within these bounds.
+/// After the data stream's SYN_REPLY, how long to wait for an error on top.
+/// The kubelet dials the pod as it replies, so a refusal follows the reply
+/// by the dial's time, not by a round trip: a quarter of the reply's own
+/// round trip (which grows with load on the path), within these bounds.
 const MIN_SETTLE: Duration = Duration::from_millis(1);
-const MAX_SETTLE: Duration = Duration::from_millis(25);
+const MAX_SETTLE: Duration = Duration::from_millis(5);
 /// When the data stream ends, how long its error stream may take to end too
 /// (the kubelet closes both at once) before the end is taken as clean.
 const ERROR_GRACE: Duration = Duration::from_millis(500);
@@ -57,9 +59,7 @@ pub(crate) async fn open(tunnel: &Tunnel, port: u16) -> Result<SpdyStream, Forwa
 
     let settled = async {
         data.reply().await.map_err(|e| session_failed(&e))?;
-        // This reply took a round trip too: the larger of it and the PING figure.
-        let rtt = tunnel.session.rtt().unwrap_or_default().max(started.elapsed());
-        tokio::time::sleep(rtt.clamp(MIN_SETTLE, MAX_SETTLE)).await;
+        tokio::time::sleep((started.elapsed() / 4).clamp(MIN_SETTLE, MAX_SETTLE)).await;
         Ok::<_, ForwardError>(())
     };
     tokio::select! {
