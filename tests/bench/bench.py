@@ -8,9 +8,21 @@ section. Standard library only.
 
 Modes: direct (the client talks to nginx on loopback), kubectl-ws and
 kubectl-spdy (`kubectl port-forward svc/...`), kube-rs-bare (the
-`bare_forward` example: one kube-rs port-forward per connection, nothing
-else), kubesocks (`proxy-out`, socks5h with the Service's DNS name). Every
+`bare_forward` example: one kube-rs v4 port-forward per connection, nothing
+else: the old data path's baseline), kubesocks (`proxy-out`, socks5h with
+the Service's DNS name, `--portforward-protocol auto`) and kubesocks-tunnel,
+kubesocks-spdy, kubesocks-websocket (the same, each protocol forced). Every
 mode drives the same client (the `bench_client` example).
+
+Two more workloads after the modes:
+- remote: the API server 20 ms away (tests/bench/delay_relay.py in front of
+  it, 10 ms each way): fresh-connection latency for --remote-modes;
+- held: --held connections open at once through one proxy of each of
+  --held-modes (kubesocks auto, and kubectl-ws for reference), half
+  streaming a download nginx sends at a trickle, half idle in their request
+  head (tests/bench/held.py), the proxy started with its soft RLIMIT_NOFILE
+  at --held-nofile; if kubesocks keeps that limit and it is not enough,
+  once more with the soft limit raised to the hard one.
 
 Exit status 0 when every mode ran, whatever its figures; 1 when a mode could
 not run (the reason is printed and kept in the JSON).
@@ -33,13 +45,25 @@ import sys
 import tempfile
 import time
 
-MODES = ["direct", "kubectl-ws", "kubectl-spdy", "kube-rs-bare", "kubesocks"]
+# kubesocks modes and the --portforward-protocol each forces.
+KUBESOCKS_MODES = {"kubesocks": "auto", "kubesocks-tunnel": "tunnel", "kubesocks-spdy": "spdy",
+                   "kubesocks-websocket": "websocket"}
+MODES = ["direct", "kubectl-ws", "kubectl-spdy", "kube-rs-bare", *KUBESOCKS_MODES]
+REMOTE_MODES = ["kubectl-ws", "kubectl-spdy", "kube-rs-bare", "kubesocks"]
 REFERENCES = ["kubectl-ws", "direct"]
 SERVICE = "bench"
 BACKEND_PORT = 8080
 SERVICE_PORT = 80
 SMALL_BYTES = 100
 MIB = 1024 * 1024
+HERE = os.path.dirname(os.path.abspath(__file__))
+# /hold is sent at full speed up to here, then at --held-rate-kib.
+HOLD_BURST_KIB = 16
+
+
+def hold_seconds(args):
+    """How long a download of /hold takes."""
+    return max(0, args.held_kib - HOLD_BURST_KIB) / args.held_rate_kib
 GIB = 1024 * MIB
 # Resources a port-forwarding proxy reads or opens, for the API cost.
 API_RESOURCES = {"pods", "services", "endpointslices", "endpoints", "namespaces"}
@@ -194,6 +218,8 @@ class Bench:
         with open(os.path.join(www, "big"), "wb") as f:
             for _ in range(self.args.bulk_mib):
                 f.write(os.urandom(MIB))
+        with open(os.path.join(www, "hold"), "wb") as f:
+            f.write(os.urandom(self.args.held_kib * 1024))
         user = ""
         if os.geteuid() == 0:
             # nginx started by root drops its workers to an unprivileged user; they must read www.
@@ -208,11 +234,16 @@ class Bench:
 daemon off;
 {user}
 worker_processes auto;
+# The held workload keeps a connection per client open: more than the usual 1024.
+worker_rlimit_nofile 16384;
 pid {self.tmp}/nginx.pid;
 error_log {self.tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 8192; }}
 http {{
     access_log off;
+    # The held workload's idle connections wait in their request head.
+    client_header_timeout 300s;
+    send_timeout 300s;
     sendfile on;
     tcp_nopush on;
     default_type application/octet-stream;
@@ -224,6 +255,11 @@ http {{
     server {{
 {listen}
         root {www};
+        # The held workload's streaming connections: a download still running while all are held.
+        location = /hold {{
+            limit_rate_after {HOLD_BURST_KIB}k;
+            limit_rate {self.args.held_rate_kib}k;
+        }}
     }}
 }}
 """)
@@ -248,7 +284,9 @@ http {{
                 raise ModeFailed(f"nginx does not accept on {self.backends} after 15 s: {tail(err)}")
             time.sleep(0.05)
         where = ", ".join(f"{ip}:{BACKEND_PORT}" for ip in self.backends)
-        log(f"nginx serving /small ({SMALL_BYTES} B) and /big ({self.args.bulk_mib} MiB) on {where}")
+        log(f"nginx serving /small ({SMALL_BYTES} B), /big ({self.args.bulk_mib} MiB) and "
+            f"/hold ({self.args.held_kib} KiB at {self.args.held_rate_kib} KiB/s after {HOLD_BURST_KIB} KiB, "
+            f"{hold_seconds(self.args):.0f} s) on {where}")
 
     def stop_nginx(self):
         if self.nginx and self.nginx.poll() is None:
@@ -331,19 +369,8 @@ http {{
              }},
         ]
         self.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
-        token = self.kubectl("-n", self.ns, "create", "token", "proxy", "--duration", "6h").strip()
-        with open(self.env["KUBESOCKS_CA_FILE"], "rb") as f:
-            ca = base64.b64encode(f.read()).decode()
-        config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "bench", "cluster": {"server": self.env["KUBESOCKS_APISERVER"],
-                                                       "certificate-authority-data": ca}}],
-            "users": [{"name": "proxy", "user": {"token": token}}],
-            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "proxy", "namespace": self.ns}}],
-        }
-        fd = os.open(self.proxy_kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(config, f)
+        self.token = self.kubectl("-n", self.ns, "create", "token", "proxy", "--duration", "6h").strip()
+        self.write_kubeconfig(self.proxy_kubeconfig, self.env["KUBESOCKS_APISERVER"])
 
         # Until the FlowSchema is in force; also fills kubectl's discovery cache, as a user's would be.
         def counted():
@@ -353,6 +380,20 @@ http {{
 
         wait_until(f"FlowSchema {name} counting the proxies' requests", counted)
         log(f"proxies run as ServiceAccount {self.ns}/proxy; FlowSchema {name} counts their API requests")
+
+    def write_kubeconfig(self, path, server):
+        """The proxies' kubeconfig: their ServiceAccount's token, the cluster's CA, `server`."""
+        with open(self.env["KUBESOCKS_CA_FILE"], "rb") as f:
+            ca = base64.b64encode(f.read()).decode()
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
+            "clusters": [{"name": "bench", "cluster": {"server": server, "certificate-authority-data": ca}}],
+            "users": [{"name": "proxy", "user": {"token": self.token}}],
+            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "proxy", "namespace": self.ns}}],
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f)
 
     def cleanup(self, keep_logs):
         """Removes the temp dir; on failure keeps the logs there (not the big file)."""
@@ -370,32 +411,71 @@ http {{
 
     # ---------------------------------------------------------------- modes
 
-    def start_proxy(self, mode, port, logfile):
+    def start_proxy(self, mode, port, logfile, kubeconfig=None, nofile=None):
+        """Starts a mode's proxy on `port`, talking to the API server through
+        `kubeconfig` (the proxies' own by default), with its soft RLIMIT_NOFILE
+        at `nofile` if given."""
+        kubeconfig = kubeconfig or self.proxy_kubeconfig
         env = dict(os.environ)
         if mode.startswith("kubectl-"):
             env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "true" if mode == "kubectl-ws" else "false"
-            cmd = [self.args.kubectl, "--kubeconfig", self.proxy_kubeconfig, "--cache-dir", self.kubectl_cache,
+            cmd = [self.args.kubectl, "--kubeconfig", kubeconfig, "--cache-dir", self.kubectl_cache,
                    "-n", self.ns, "port-forward",
                    "--address", "127.0.0.1", f"svc/{SERVICE}", f"{port}:{SERVICE_PORT}"]
         elif mode == "kube-rs-bare":
-            env["KUBECONFIG"] = self.proxy_kubeconfig
+            env["KUBECONFIG"] = kubeconfig
             cmd = [self.args.bare, "--listen", f"127.0.0.1:{port}", "--namespace", self.ns,
                    "--pod", self.pods[0][0], "--port", str(BACKEND_PORT)]
-        elif mode == "kubesocks":
+        elif mode in KUBESOCKS_MODES:
             env["KUBESOCKS_STATE_DIR"] = os.path.join(self.tmp, "kubesocks-state")
-            cmd = [self.args.kubesocks, "--kubeconfig", self.proxy_kubeconfig, "proxy-out",
-                   "--listen-socks", f"127.0.0.1:{port}"]
+            cmd = [self.args.kubesocks, "--kubeconfig", kubeconfig, "proxy-out",
+                   "--listen-socks", f"127.0.0.1:{port}", "--portforward-protocol", KUBESOCKS_MODES[mode]]
         else:
             raise AssertionError(mode)
-        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT)
+
+        def limit():
+            if nofile is not None:
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+                                preexec_fn=limit)
 
     def target(self, mode, port):
         if mode == "direct":
             return ["--connect", f"{self.backends[0]}:{BACKEND_PORT}"]
-        if mode == "kubesocks":
-            return ["--connect", f"127.0.0.1:{port}",
-                    "--socks", f"{SERVICE}.{self.ns}.svc.cluster.local:{SERVICE_PORT}"]
+        if mode in KUBESOCKS_MODES:
+            return ["--connect", f"127.0.0.1:{port}", "--socks", self.socks_name]
         return ["--connect", f"127.0.0.1:{port}"]
+
+    @property
+    def socks_name(self):
+        return f"{SERVICE}.{self.ns}.svc.cluster.local:{SERVICE_PORT}"
+
+    def spawn(self, mode, log_path, logfile, kubeconfig=None, nofile=None):
+        """Starts `mode`'s proxy and waits for its first answer; returns
+        (proxy or None, target, {"startup_ms", "startup_attempts", "command"})."""
+        port = free_port()
+        target = self.target(mode, port)
+        info = {}
+        proxy = None
+        started_ns = time.time_ns()
+        if mode != "direct":
+            proxy = self.start_proxy(mode, port, logfile, kubeconfig, nofile)
+            info["command"] = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(proxy.args))
+        try:
+            info["startup_ms"], info["startup_attempts"] = self.wait_first_success(proxy, target, started_ns,
+                                                                                   log_path)
+        except BaseException:
+            if proxy:
+                stop(proxy, signal.SIGKILL)
+            raise
+        if mode == "direct":
+            info["startup_ms"] = None  # nothing to start
+        return proxy, target, info
+
+    def stop_proxy(self, mode, proxy):
+        if proxy:
+            stop(proxy, signal.SIGINT if mode in KUBESOCKS_MODES else signal.SIGTERM)
 
     def wait_first_success(self, proxy, target, started_ns, log_path):
         """Start-up: from spawning the proxy to the first complete proxied answer."""
@@ -421,20 +501,12 @@ http {{
     def run_mode(self, mode):
         res = {"mode": mode}
         proxy = None
-        port = free_port()
-        target = self.target(mode, port)
         log_path = os.path.join(self.tmp, f"{mode}.log")
         with open(log_path, "w") as logfile:
             try:
                 api_spawn, stub_spawn = self.api_counts(), self.stub_log_offset()
-                started_ns = time.time_ns()
-                if mode != "direct":
-                    proxy = self.start_proxy(mode, port, logfile)
-                    res["command"] = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(proxy.args))
-                startup = self.wait_first_success(proxy, target, started_ns, log_path)
-                res["startup_ms"], res["startup_attempts"] = startup
-                if mode == "direct":
-                    res["startup_ms"] = None  # nothing to start
+                proxy, target, info = self.spawn(mode, log_path, logfile)
+                res.update(info)
                 # Let the start-up's own work (first session, cache fills) finish.
                 time.sleep(1)
                 res["rss_start_mib"] = rss_mib(proxy.pid) if proxy else None
@@ -477,18 +549,136 @@ http {{
                     raise ModeFailed(f"the proxy exited ({proxy.returncode}) during the workloads:\n"
                                      f"{tail(log_path, 20)}")
             finally:
-                if proxy:
-                    stop(proxy, signal.SIGINT if mode == "kubesocks" else signal.SIGTERM)
+                self.stop_proxy(mode, proxy)
         if "concurrent" in res:
             # apiserver_request_total counts a port-forward when it ends: read after the proxy is gone.
             time.sleep(1)
-            sessions, streams = self.stub_sessions(stub0)
-            # A tunnel opened at start-up serves the workloads too: name it from the whole run.
-            all_sessions, all_streams = self.stub_sessions(stub_spawn)
-            res["kubelet"] = {"sessions": all_sessions, "streams": all_streams}
-            res["api"] = api_cost(api_spawn, api0, self.api_counts(), sum(all_sessions.values()),
-                                  sum(sessions.values()), connections)
+            res.update(self.session_counts(stub_spawn, stub0, connections))
+            res["api"] = api_cost(api_spawn, api0, self.api_counts(), res["kubelet"]["sessions_total"],
+                                  res["kubelet"]["sessions_after_warmup"], connections)
             res["connections"] = connections
+            res["log"] = proxy_log_facts(log_path)
+        return res
+
+    def session_counts(self, spawn_offset, window_offset, connections):
+        """Port-forward sessions and streams the stub kubelet served: over the whole
+        run (a session opened at start-up serves the workloads too) and after warm-up."""
+        sessions, streams = self.stub_sessions(window_offset)
+        all_sessions, all_streams = self.stub_sessions(spawn_offset)
+        return {"kubelet": {
+            "sessions": all_sessions, "streams": all_streams,
+            "sessions_total": sum(all_sessions.values()),
+            "sessions_after_warmup": sum(sessions.values()), "streams_after_warmup": streams,
+            "sessions_per_conn": sum(sessions.values()) / connections if connections else None,
+        }}
+
+    # -------------------------------------------------------------- remote
+
+    def start_relay(self):
+        """The delay relay in front of the API server; writes the kubeconfig that goes through it."""
+        url = self.env["KUBESOCKS_APISERVER"]
+        host, port = url.split("://", 1)[1].rstrip("/").rsplit(":", 1)
+        self.relay_log = os.path.join(self.tmp, "delay-relay.log")
+        self.relay = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "delay_relay.py"), "--listen", "127.0.0.1:0",
+             "--upstream", f"{host}:{port}", "--delay-ms", str(self.args.delay_ms)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(self.relay_log, "w"), text=True)
+        line = self.relay.stdout.readline().split()
+        if len(line) != 2 or line[0] != "listening":
+            raise ModeFailed(f"the delay relay did not start: {tail(self.relay_log)}")
+        self.relay_addr = line[1]
+        # The serving certificate names 127.0.0.1: any port there verifies.
+        self.remote_kubeconfig = os.path.join(self.tmp, "remote.kubeconfig")
+        self.write_kubeconfig(self.remote_kubeconfig, f"https://{self.relay_addr}")
+        rtt = {"direct_ms": tls_handshake_ms(host, int(port), self.env["KUBESOCKS_CA_FILE"]),
+               "relay_ms": tls_handshake_ms(*parse_addr(self.relay_addr), self.env["KUBESOCKS_CA_FILE"])}
+        log(f"delay relay {self.relay_addr} -> {host}:{port}, {self.args.delay_ms:g} ms each way; TLS handshake "
+            f"(one round trip) {fmt(rtt['direct_ms'])} ms direct, {fmt(rtt['relay_ms'])} ms through it")
+        return rtt
+
+    def stop_relay(self):
+        if getattr(self, "relay", None):
+            stop(self.relay, signal.SIGTERM)
+
+    def run_remote(self, mode):
+        res = {"mode": mode}
+        proxy = None
+        log_path = os.path.join(self.tmp, f"remote-{mode}.log")
+        with open(log_path, "w") as logfile:
+            try:
+                stub_spawn = self.stub_log_offset()
+                proxy, target, info = self.spawn(mode, log_path, logfile, kubeconfig=self.remote_kubeconfig)
+                res.update(info)
+                time.sleep(1)
+                stub0 = self.stub_log_offset()
+                cpu0 = self.cpu_snapshot(proxy)
+                fresh = self.client(target, "seq", "--count", str(self.args.remote_fresh))
+                cpu1 = self.cpu_snapshot(proxy)
+                res["fresh"] = latency_summary(fresh["runs"])
+                if res["fresh"]["ok"] == 0:
+                    raise ModeFailed(f"every fresh connection failed: {res['fresh']['first_error']}")
+                res["fresh"]["cpu_ms_per_conn"] = per_unit(cpu0, cpu1, len(fresh["runs"]) / 1000)
+            finally:
+                self.stop_proxy(mode, proxy)
+        time.sleep(0.5)
+        res.update(self.session_counts(stub_spawn, stub0, len(fresh["runs"])))
+        res["log"] = proxy_log_facts(log_path)
+        return res
+
+    # ---------------------------------------------------------------- held
+
+    def run_held(self, mode, nofile):
+        """`--held` connections held open at once through one proxy of `mode`
+        whose soft RLIMIT_NOFILE starts at `nofile` (None: inherited)."""
+        label = f"{mode}-nofile-{nofile}" if nofile else f"{mode}-nofile-inherited"
+        res = {"mode": mode, "nofile_set": nofile}
+        proxy = None
+        log_path = os.path.join(self.tmp, f"held-{label}.log")
+        with open(log_path, "w") as logfile:
+            try:
+                stub_spawn = self.stub_log_offset()
+                proxy, target, info = self.spawn(mode, log_path, logfile, nofile=nofile)
+                res.update(info)
+                time.sleep(1)
+                res["nofile_soft"], res["nofile_hard"] = nofile_limits(proxy.pid)
+                res["rss_start_mib"] = rss_mib(proxy.pid)
+                res["fds_start"] = fd_count(proxy.pid)
+                stub0 = self.stub_log_offset()
+                cmd = [sys.executable, os.path.join(HERE, "held.py"), "--connect", target[1],
+                       *(["--socks", self.socks_name] if mode in KUBESOCKS_MODES else []),
+                       "--count", str(self.args.held), "--path", "/hold", "--timeout", str(self.args.held_timeout)]
+                client = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True)
+                try:
+                    first = client.stdout.readline()
+                    try:
+                        res["at_hold"] = json.loads(first)
+                    except ValueError:
+                        raise ModeFailed(f"held.py printed no result: {first!r} {client.stderr.read().strip()}")
+                    # Everything is open (or failed): what the proxy holds now.
+                    res["fds_at_hold"] = fd_count(proxy.pid)
+                    res["rss_at_hold_mib"] = rss_mib(proxy.pid)
+                    time.sleep(self.args.held_seconds)
+                    res["fds_after_hold"] = fd_count(proxy.pid)
+                    out, err = client.communicate("go\n", timeout=self.args.held_timeout * 3 + 60)
+                except BaseException:
+                    client.kill()
+                    client.wait()
+                    raise
+                try:
+                    res["held"] = json.loads(out.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    raise ModeFailed(f"held.py printed no final result (exit {client.returncode}): {err.strip()}")
+                time.sleep(0.5)
+                res["rss_after_mib"] = rss_mib(proxy.pid)
+                if proxy.poll() is not None:
+                    raise ModeFailed(f"the proxy exited ({proxy.returncode}) while holding connections:\n"
+                                     f"{tail(log_path, 20)}")
+            finally:
+                self.stop_proxy(mode, proxy)
+        time.sleep(0.5)
+        res.update(self.session_counts(stub_spawn, stub0, self.args.held))
+        res["log"] = proxy_log_facts(log_path)
         return res
 
 
@@ -564,8 +754,14 @@ KEY_FIGURES = [
     ("fresh p99", ("fresh", "p99_ms")),
     ("concurrency wall", ("concurrent", "wall_s")),
     ("proxy CPU/GiB", ("bulk", "cpu_s_per_gib", "proxy")),
+    ("API-server CPU/conn", ("fresh", "cpu_ms_per_conn", "apiserver")),
+    ("RSS after", ("rss_after_mib",)),
     ("start-up", ("startup_ms",)),
 ]
+
+
+def cell_ratio(x):
+    return "–" if x is None else f"{x:.2f}×" if x >= 0.1 else f"{x:.3f}×"
 
 
 def markdown(report):
@@ -590,7 +786,7 @@ def markdown(report):
             api_start = api_conn = "–"
         else:
             api_start = f"{api['startup_requests']:.0f} + {api['startup_port_forwards']} pf"
-            api_conn = f"{api['requests_per_conn']:.3f} + {api['port_forwards_per_conn']:.2f} pf"
+            api_conn = f"{api['requests_per_conn']:.3f} + {api['port_forwards_per_conn']:.3f} pf"
         lines.append(
             f"| {mode} | {fmt(r['startup_ms'], 0)} | {fmt(r['bulk']['median_mib_s'], 0)} "
             f"| {fmt(get(r, 'bulk', 'cpu_s_per_gib', 'proxy'))} "
@@ -600,7 +796,7 @@ def markdown(report):
         )
     lines.append("")
     lines.append("Ratios, each cell *mode ÷ kubectl-ws* / *mode ÷ direct* "
-                 "(MiB/s: higher is better; times, CPU: lower is better):")
+                 "(MiB/s: higher is better; times, CPU, RSS: lower is better):")
     lines.append("")
     lines.append("| mode | " + " | ".join(label.replace("concurrency", conc) for label, _ in KEY_FIGURES) + " |")
     lines.append("|---|" + "---|" * len(KEY_FIGURES))
@@ -611,7 +807,7 @@ def markdown(report):
         cells = []
         for _, path in KEY_FIGURES:
             rs = [ratio(get(r, *path), get(results.get(ref, {}), *path)) for ref in REFERENCES]
-            cells.append(" / ".join("–" if x is None else f"{x:.2f}×" if x >= 0.1 else f"{x:.3f}×" for x in rs))
+            cells.append(" / ".join(cell_ratio(x) for x in rs))
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Where the CPU goes (bulk: CPU s per GiB moved; fresh: CPU ms per connection), per process "
@@ -627,32 +823,147 @@ def markdown(report):
         b = " / ".join(fmt(r["bulk"]["cpu_s_per_gib"].get(p)) for p in parts)
         fr = " / ".join(fmt(r["fresh"]["cpu_ms_per_conn"].get(p)) for p in parts)
         lines.append(f"| {mode} | {b} | {fr} |")
+    lines.append("")
+    lines.append("Port-forward sessions and streams at the stub kubelet (a stream: one forwarded connection; "
+                 "*after warm-up*: from 1 s after the first answer to the proxy's exit):")
+    lines.append("")
+    lines.append("| mode | connections | sessions, whole run | sessions after warm-up | streams after warm-up "
+                 "| sessions per connection after warm-up |")
+    lines.append("|---|---|---|---|---|---|")
+    for mode in report["modes"]:
+        r = results.get(mode)
+        if not r or "concurrent" not in r or mode == "direct":
+            continue
+        k = r["kubelet"]
+        lines.append(f"| {mode} | {r['connections']} | {k['sessions_total']} | {k['sessions_after_warmup']} "
+                     f"| {k['streams_after_warmup']} | {k['sessions_per_conn']:.3f} |")
+
+    remote = {r["mode"]: r for r in report.get("remote", [])}
+    if remote:
+        rtt = report.get("remote_rtt") or {}
+        lines.append("")
+        lines.append(f"Remote: the API server behind the delay relay, {report['workloads']['delay_ms']:g} ms each "
+                     f"way (TLS handshake with it {fmt(rtt.get('relay_ms'))} ms, direct "
+                     f"{fmt(rtt.get('direct_ms'))} ms); {report['workloads']['remote_fresh']} sequential fresh "
+                     "connections, ratios ÷ kubectl-ws there:")
+        lines.append("")
+        lines.append("| mode | start-up ms | fresh conn p50 / p90 / p99 ms | p50 ÷ kubectl-ws | p99 ÷ kubectl-ws "
+                     "| errors | sessions after warm-up |")
+        lines.append("|---|---|---|---|---|---|---|")
+        ws = remote.get("kubectl-ws", {})
+        for mode in report["remote_modes"]:
+            r = remote.get(mode)
+            if not r or "fresh" not in r:
+                lines.append(f"| {mode} | could not run: {(r or {}).get('error', 'not run').splitlines()[0]} |||||| ")
+                continue
+            f = r["fresh"]
+            lines.append(
+                f"| {mode} | {fmt(r['startup_ms'], 0)} "
+                f"| {fmt(f.get('p50_ms'))} / {fmt(f.get('p90_ms'))} / {fmt(f.get('p99_ms'))} "
+                f"| {cell_ratio(ratio(f.get('p50_ms'), get(ws, 'fresh', 'p50_ms')))} "
+                f"| {cell_ratio(ratio(f.get('p99_ms'), get(ws, 'fresh', 'p99_ms')))} "
+                f"| {f['errors']} | {r['kubelet']['sessions_after_warmup']} |")
+
+    held = report.get("held", [])
+    if held:
+        lines.append("")
+        w = report["workloads"]
+        lines.append(f"Held: {w['held']} connections open at once through one proxy, half streaming "
+                     f"a {w['held_kib']} KiB download that nginx sends at {w['held_rate_kib']} KiB/s "
+                     f"({w['hold_download_s']:.0f} s), half idle in their request head; all held "
+                     f"{w['held_seconds']:g} s once open, then completed (the streaming ones run to their end):")
+        lines.append("")
+        lines.append("| mode | proxy's soft RLIMIT_NOFILE | held at once | errors | open p50 / p99 / max ms "
+                     "| open, complete wall s | proxy fds at hold | proxy RSS start → hold → after MiB "
+                     "| sessions (streams) |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for r in held:
+            if "held" not in r:
+                lines.append(f"| {r['mode']} | {held_limit(r)} | could not run: "
+                             f"{r.get('error', '?').splitlines()[0]} ||||||| ")
+                continue
+            h = r["held"]
+            k = r["kubelet"]
+            lines.append(
+                f"| {r['mode']} | {held_limit(r)} | {h['held']} of {h['count']}, {h['alive_after_hold']} after "
+                f"the hold | {h['errors']} "
+                f"| {fmt(get(h, 'open', 'p50_ms'))} / {fmt(get(h, 'open', 'p99_ms'))} / {fmt(get(h, 'open', 'max_ms'))} "
+                f"| {fmt(h['open_wall_s'])}, {fmt(h['complete_wall_s'])} | {r['fds_at_hold']} "
+                f"| {fmt(r['rss_start_mib'], 1)} → {fmt(r['rss_at_hold_mib'], 1)} → {fmt(r['rss_after_mib'], 1)} "
+                f"| {k['sessions_after_warmup']} ({k['streams_after_warmup']}) |")
     return "\n".join(lines)
 
 
+def held_limit(r):
+    """The soft limit the held run's proxy ran with, and who set it."""
+    set_, seen = r.get("nofile_set"), r.get("nofile_soft")
+    if seen is None:
+        return f"{set_} (set)"
+    if set_ is not None and seen != set_:
+        return f"{seen} (started at {set_}; the proxy raised it)"
+    return f"{seen} (set by the benchmark)"
+
+
 def goals(report):
+    """The issue's goals for kubesocks (auto) against kubectl-ws: (goal, met, figures)."""
     results = {r["mode"]: r for r in report["results"] if "concurrent" in r}
-    ks, ws, bare = results.get("kubesocks"), results.get("kubectl-ws"), results.get("kube-rs-bare")
+    ks, ws, spdy = results.get("kubesocks"), results.get("kubectl-ws"), results.get("kubectl-spdy")
     conc = f"{report['workloads']['clients']}×{report['workloads']['each']}"
     out = []
+
+    def compare(goal, path, better, bound=1.0, digits=None, unit=""):
+        a, b = get(ks, *path), get(ws, *path)
+        if a is None or b is None or b == 0:
+            out.append((goal, False, "no figure"))
+            return
+        x = a / b
+        met = x >= bound if better == "higher" else x <= bound
+        extra = ""
+        if spdy and get(spdy, *path) is not None:
+            extra = f"; kubectl-spdy {fmt(get(spdy, *path), digits)}{unit}"
+        out.append((goal, met, f"{x:.2f}× ({fmt(a, digits)}{unit} vs {fmt(b, digits)}{unit}{extra})"))
+
     if ks and ws:
-        x = ks["bulk"]["median_mib_s"] / ws["bulk"]["median_mib_s"]
-        figures = f"{x:.2f}× ({fmt(ks['bulk']['median_mib_s'], 0)} vs {fmt(ws['bulk']['median_mib_s'], 0)} MiB/s)"
-        out.append(("bulk ≥ 1.0× kubectl-ws", x >= 1.0, figures))
-    if ks and bare:
-        over = [
-            ("bulk MiB/s", bare["bulk"]["median_mib_s"] / ks["bulk"]["median_mib_s"] - 1),
-            ("proxy CPU s/GiB", ks["bulk"]["cpu_s_per_gib"]["proxy"] / bare["bulk"]["cpu_s_per_gib"]["proxy"] - 1),
-            ("fresh p50", ks["fresh"]["p50_ms"] / bare["fresh"]["p50_ms"] - 1),
-            (f"{conc} wall", ks["concurrent"]["wall_s"] / bare["concurrent"]["wall_s"] - 1),
-        ]
-        out.append(("engine overhead ≤ 5 % against kube-rs bare", all(o <= 0.05 for _, o in over),
-                    ", ".join(f"{name} {o * 100:+.1f} %" for name, o in over)))
+        compare("fresh p50 ≤ kubectl-ws", ("fresh", "p50_ms"), "lower", unit=" ms")
+        compare("fresh p99 ≤ kubectl-ws", ("fresh", "p99_ms"), "lower", unit=" ms")
+        compare(f"{conc} wall ≤ kubectl-ws", ("concurrent", "wall_s"), "lower", unit=" s")
+        compare("API-server CPU per fresh connection ≤ kubectl-ws", ("fresh", "cpu_ms_per_conn", "apiserver"),
+                "lower", unit=" ms")
+        compare("bulk MiB/s ≥ kubectl-ws", ("bulk", "median_mib_s"), "higher", digits=0, unit=" MiB/s")
+        compare("proxy CPU per GiB ≤ 0.5× kubectl-ws", ("bulk", "cpu_s_per_gib", "proxy"), "lower", bound=0.5,
+                unit=" s")
+        compare(f"RSS after {conc} ≤ kubectl-ws", ("rss_after_mib",), "lower", digits=1, unit=" MiB")
+    if ks:
+        k = ks["kubelet"]
+        out.append(("port-forward sessions per connection ≈ 0 after warm-up (≤ 0.01)",
+                    k["sessions_per_conn"] <= 0.01,
+                    f"{k['sessions_after_warmup']} sessions for {ks['connections']} connections "
+                    f"({k['sessions_per_conn']:.3f}/conn; {k['sessions_total']} in the whole run, "
+                    f"start-up included)"))
+    remote = {r["mode"]: r for r in report.get("remote", []) if "fresh" in r}
+    rks, rws = remote.get("kubesocks"), remote.get("kubectl-ws")
+    if rks and rws:
+        a, b = rks["fresh"]["p50_ms"], rws["fresh"]["p50_ms"]
+        out.append((f"remote ({report['workloads']['delay_ms'] * 2:g} ms away) fresh p50 ≤ 0.75× kubectl-ws",
+                    a / b <= 0.75, f"{a / b:.2f}× ({fmt(a)} vs {fmt(b)} ms)"))
+    elif report.get("remote_modes"):
+        out.append(("remote fresh p50 ≤ 0.75× kubectl-ws", False, "no figure (a remote mode could not run)"))
+    for r in report.get("held", []):
+        if r["mode"] != "kubesocks":
+            continue
+        if "held" not in r:
+            out.append((f"{report['workloads']['held']} held at once, 0 errors", False,
+                        f"could not run: {r.get('error', '?').splitlines()[0]}"))
+            continue
+        h = r["held"]
+        first = f" (first: {h['first_error']})" if h["errors"] else ""
+        out.append((f"{h['count']} held at once, 0 errors, soft RLIMIT_NOFILE {held_limit(r)}",
+                    h["errors"] == 0 and h["held"] == h["count"],
+                    f"{h['held']} held at once, {h['errors']} errors{first}"))
     if ks:
         api = ks["api"]
         out.append(("0 list/get requests per connection after warm-up", api["requests"] == 0,
-                    f"{api['requests']:.0f} requests other than port-forwards in {api['connections']} connections"
-                    f" ({api['requests_per_conn']:.3f}/conn), {api['port_forwards_per_conn']:.2f} port-forwards/conn"))
+                    f"{api['requests']:.0f} requests other than port-forwards in {api['connections']} connections"))
         c = ks["concurrent"]
         out.append((f"0 errors at {conc}", c["errors"] == 0,
                     f"{c['errors']} errors" + (f" (first: {c['first_error']})" if c["errors"] else "")))
@@ -665,8 +976,33 @@ def notes(report):
     for mode, r in results.items():
         if mode != "direct" and r["kubelet"]["sessions"]:
             sess = ", ".join(f"{n}× {k}" for k, n in r["kubelet"]["sessions"].items())
+            proto = f" (kubesocks logged: port-forwards use {r['log']['protocol']})" if r["log"]["protocol"] else ""
             out.append(f"{mode}: the stub kubelet served {sess}, {r['kubelet']['streams']} streams, "
-                       f"for {r['connections']} connections and the start-up probe")
+                       f"for {r['connections']} connections and the start-up probe{proto}")
+    for group, rs in (("remote", report.get("remote", [])), ("held", report.get("held", []))):
+        for r in rs:
+            if "kubelet" in r and r["kubelet"]["sessions"]:
+                sess = ", ".join(f"{n}× {k}" for k, n in r["kubelet"]["sessions"].items())
+                out.append(f"{group} {r['mode']}" + (f" at {held_limit(r)}" if group == "held" else "")
+                           + f": the stub kubelet served {sess}, {r['kubelet']['streams']} streams")
+    for group, rs in (("", report["results"]), ("remote ", report.get("remote", [])),
+                      ("held ", report.get("held", []))):
+        for r in rs:
+            facts = r.get("log") or {}
+            if facts.get("warnings") or facts.get("errors"):
+                kinds = "; ".join(f"{n}× {k}" for k, n in facts["kinds"].items())
+                at = f" at {held_limit(r)}" if group == "held " else ""
+                out.append(f"{group}{r['mode']}{at}: the proxy logged {facts['errors']} errors and "
+                           f"{facts['warnings']} warnings: {kinds}")
+    for r in report.get("held", []):
+        facts = r.get("log") or {}
+        said = "; ".join(facts.get("nofile") or []) or "nothing"
+        if r["mode"] in KUBESOCKS_MODES:
+            out.append(f"held at {held_limit(r)}: kubesocks said about RLIMIT_NOFILE: {said}")
+        h = r.get("held") or {}
+        if h.get("errors"):
+            out.append(f"held {r['mode']} at {held_limit(r)}, errors by kind: "
+                       + "; ".join(f"{n}× {k}" for k, n in h["error_kinds"].items()))
     return out
 
 
@@ -711,6 +1047,80 @@ def wait_until(what, probe, timeout=60):
         if time.time() > deadline:
             raise ModeFailed(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.2)
+
+
+def parse_addr(s):
+    host, port = s.rsplit(":", 1)
+    return host, int(port)
+
+
+def tls_handshake_ms(host, port, ca_file, n=7):
+    """Median time of a TLS handshake with the API server at host:port (one round
+    trip with TLS 1.3, plus the server's crypto): the round trip a relay adds shows."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=ca_file)
+    times = []
+    for _ in range(n):
+        try:
+            with socket.create_connection((host, port), timeout=5) as raw:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                t = time.perf_counter()
+                with ctx.wrap_socket(raw, server_hostname=host):
+                    times.append((time.perf_counter() - t) * 1000)
+        except OSError:
+            pass
+    return statistics.median(times) if times else None
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def proxy_log_facts(path):
+    """From a proxy's output: the protocol kubesocks chose, its warnings and
+    errors (counted, the first few kinds), and any word of RLIMIT_NOFILE."""
+    facts = {"protocol": None, "warnings": 0, "errors": 0, "kinds": {}, "nofile": []}
+    try:
+        with open(path, errors="replace") as f:
+            lines = [ANSI.sub("", line.rstrip("\n")) for line in f]
+    except OSError:
+        return facts
+    for line in lines:
+        m = re.search(r"port-forwards use (.+?)(?:\s+protocol=.*)?$", line)
+        if m and facts["protocol"] is None:
+            facts["protocol"] = m.group(1).strip()
+        if re.search(r"rlimit|nofile|descriptor|open-file", line, re.I):
+            facts["nofile"].append(line.strip()[:300])
+        level = re.search(r"\s(WARN|ERROR)\s", line)
+        if level:
+            facts["warnings" if level.group(1) == "WARN" else "errors"] += 1
+            # The message without time, IDs and addresses, so alike lines count together.
+            kind = re.sub(r"^\S+\s+(WARN|ERROR)\s+", r"\1 ", line.strip())
+            kind = re.sub(r"\b(id|conn|connection|client|peer)=\S+", r"\1=…", kind)
+            kind = re.sub(r"\d+\.\d+\.\d+\.\d+:\d+", "ADDR", kind)[:240]
+            facts["kinds"][kind] = facts["kinds"].get(kind, 0) + 1
+    facts["kinds"] = dict(sorted(facts["kinds"].items(), key=lambda kv: -kv[1])[:5])
+    facts["nofile"] = facts["nofile"][:3]
+    return facts
+
+
+def nofile_limits(pid):
+    """The soft and hard RLIMIT_NOFILE a process runs with now."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft, hard = line.split()[3:5]
+                    return int(soft), int(hard)
+    except (OSError, ValueError):
+        pass
+    return None, None
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def rss_mib(pid):
@@ -802,22 +1212,49 @@ def main():
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--each", type=int, default=20)
     p.add_argument("--startup-timeout", type=float, default=60)
+    p.add_argument("--remote-modes", default=",".join(REMOTE_MODES),
+                   help="modes measured with the API server behind the delay relay ('' for none)")
+    p.add_argument("--remote-fresh", type=int, default=200, help="fresh connections per remote mode")
+    p.add_argument("--delay-ms", type=float, default=10.0, help="the relay's delay, each way")
+    p.add_argument("--held", type=int, default=1000, help="connections held open at once (0: skip)")
+    p.add_argument("--held-modes", default="kubesocks,kubectl-ws",
+                   help="proxies the held workload runs through (kubesocks first: the goal's)")
+    p.add_argument("--held-nofile", type=int, default=1024, help="the held proxy's soft RLIMIT_NOFILE at start")
+    p.add_argument("--held-kib", type=int, default=256, help="size of /hold, what the streaming held connections GET")
+    p.add_argument("--held-rate-kib", type=int, default=8, help="KiB/s nginx sends /hold at, after its first 16 KiB")
+    p.add_argument("--held-seconds", type=float, default=5.0, help="how long all are held at once")
+    p.add_argument("--held-timeout", type=float, default=60.0, help="seconds each held connection may take to "
+                                                                     "open, and to complete")
     args = p.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     unknown = set(modes) - set(MODES)
     if unknown:
         p.error(f"unknown modes {sorted(unknown)}; known: {MODES}")
+    held_modes = [m for m in args.held_modes.split(",") if m]
+    unknown = set(held_modes) - set(MODES) | {"direct"} & set(held_modes)
+    if unknown:
+        p.error(f"unknown held modes {sorted(unknown)}; known: {MODES[1:]}")
+    remote_modes = [m for m in args.remote_modes.split(",") if m]
+    unknown = set(remote_modes) - set(MODES) | {"direct"} & set(remote_modes)
+    if unknown:
+        p.error(f"unknown remote modes {sorted(unknown)}; known: {MODES[1:]}")
 
     bench = Bench(args)
     started = datetime.datetime.now().astimezone()
     report = {
         "date": started.isoformat(timespec="seconds"),
         "modes": modes,
+        "remote_modes": remote_modes,
         "workloads": {"bulk_mib": args.bulk_mib, "bulk_runs": args.bulk_runs, "fresh": args.fresh,
-                      "clients": args.clients, "each": args.each},
+                      "clients": args.clients, "each": args.each, "delay_ms": args.delay_ms,
+                      "remote_fresh": args.remote_fresh, "held": args.held, "held_kib": args.held_kib,
+                      "held_rate_kib": args.held_rate_kib, "hold_download_s": hold_seconds(args),
+                      "held_seconds": args.held_seconds, "held_nofile": args.held_nofile},
         "machine": machine(),
         "load_before": loadavg(),
         "results": [],
+        "remote": [],
+        "held": [],
         "api_counted": ("the proxies run as a ServiceAccount of their own; its requests are those its FlowSchema "
                         "dispatched (apiserver_flowcontrol_dispatched_requests_total: gets, lists, watches, "
                         "access reviews, discovery), plus port-forward sessions (pf) for the bench's pods from the "
@@ -845,10 +1282,51 @@ def main():
                     f"{fmt(res['concurrent']['wall_s'])} s "
                     f"({res['concurrent']['errors']} errors), start-up {fmt(res['startup_ms'], 0)} ms")
             report["results"].append(res)
+        if remote_modes:
+            report["remote_rtt"] = bench.start_relay()
+            report["load_remote"] = loadavg()
+            for mode in remote_modes:
+                log(f"remote {mode}: running")
+                try:
+                    res = bench.run_remote(mode)
+                except (ModeFailed, subprocess.TimeoutExpired, OSError) as e:
+                    res = {"mode": mode, "error": str(e)}
+                    failed.append(f"remote {mode}")
+                    log(f"remote {mode}: COULD NOT RUN: {e}")
+                else:
+                    log(f"remote {mode}: fresh p50 {fmt(res['fresh']['p50_ms'])} ms, p99 "
+                        f"{fmt(res['fresh']['p99_ms'])} ms ({res['fresh']['errors']} errors)")
+                report["remote"].append(res)
+            bench.stop_relay()
+        if args.held:
+            report["load_held"] = loadavg()
+            runs = [(mode, args.held_nofile) for mode in held_modes]
+            while runs:
+                mode, nofile = runs.pop(0)
+                log(f"held {mode}: {args.held} connections, the proxy's soft RLIMIT_NOFILE at {nofile}")
+                try:
+                    res = bench.run_held(mode, nofile)
+                except (ModeFailed, subprocess.TimeoutExpired, OSError) as e:
+                    res = {"mode": mode, "nofile_set": nofile, "error": str(e)}
+                    failed.append(f"held {mode} at {nofile}")
+                    log(f"held {mode}: COULD NOT RUN: {e}")
+                else:
+                    h = res["held"]
+                    log(f"held {mode}: {h['held']} of {h['count']} held at once, {h['errors']} errors, soft limit "
+                        f"{res['nofile_soft']}, {res['fds_at_hold']} fds at hold, RSS "
+                        f"{fmt(res['rss_at_hold_mib'], 1)} MiB at hold")
+                    # Not enough, and kubesocks kept the limit it was given: once more right after,
+                    # with the hard limit, so what the data path itself does shows too.
+                    if (mode == "kubesocks" and (h["errors"] or h["held"] < h["count"])
+                            and res["nofile_soft"] == nofile and nofile == args.held_nofile
+                            and res["nofile_hard"] and res["nofile_hard"] > nofile):
+                        runs.insert(0, (mode, res["nofile_hard"]))
+                report["held"].append(res)
     except ModeFailed as e:
         log(f"set-up failed: {e}")
         report["setup_error"] = str(e)
     finally:
+        bench.stop_relay()
         bench.stop_nginx()
         bench.delete_workload()
         bench.cleanup(keep_logs=bool(failed) or "setup_error" in report)
@@ -875,12 +1353,17 @@ def main():
         f"- API requests counted: {report['api_counted']}",
         f"- workloads: bulk {args.bulk_runs} × {args.bulk_mib} MiB; fresh {args.fresh} sequential connections, "
         f"GET /small ({SMALL_BYTES} B); concurrency {args.clients} clients × {args.each} sequential connections; "
-        "every request on a new TCP connection, HTTP/1.0, read to the end",
+        "every request on a new TCP connection, HTTP/1.0, read to the end; remote: "
+        f"{args.remote_fresh} fresh connections per mode through tests/bench/delay_relay.py "
+        f"({args.delay_ms:g} ms each way); held: tests/bench/held.py, {args.held} connections",
         "",
         f"Versions: kubesocks {v.get('kubesocks')}, kubectl {v.get('kubectl')}, kube-apiserver {v.get('apiserver')} "
         f"(stub kubelet), nginx {v.get('nginx')}, {v.get('rustc')}",
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['ram_gib']} GiB RAM, {m['os']}, Linux {m['kernel']}; "
-        f"load average {report['load_before']} before, {report['load_after']} after",
+        f"load average {report['load_before']} before, "
+        + (f"{report['load_remote']} before the remote modes, " if "load_remote" in report else "")
+        + (f"{report['load_held']} before the held connections, " if "load_held" in report else "")
+        + f"{report['load_after']} after",
     ])
     with open(json_path, "w") as f:
         json.dump(report, f, indent=2)
@@ -892,9 +1375,11 @@ def main():
         print(f"\nFAILED: set-up: {report['setup_error']}", file=sys.stderr)
         return 1
     if failed:
-        for r in report["results"]:
-            if "error" in r:
-                print(f"\nFAILED: mode {r['mode']} could not run: {r['error']}", file=sys.stderr)
+        for group, rs in (("mode", report["results"]), ("remote mode", report["remote"]),
+                          ("held workload of", report["held"])):
+            for r in rs:
+                if "error" in r:
+                    print(f"\nFAILED: {group} {r['mode']} could not run: {r['error']}", file=sys.stderr)
         return 1
     return 0
 
