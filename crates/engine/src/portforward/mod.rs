@@ -117,6 +117,12 @@ pub(crate) enum ForwardError {
     /// The kubelet's own message from the port's error stream.
     #[error("the kubelet reported: {0}")]
     Kubelet(String),
+    /// The kubelet reset the connection's streams before it was made,
+    /// without its message arriving. It does that when it cannot reach the
+    /// pod's port (after writing why, a message that does not always come
+    /// first), so this counts as a refusal.
+    #[error("the kubelet reset the connection before it was made ({0}); the pod's port did not accept it")]
+    Reset(String),
     /// The session to the pod failed while the streams were being opened.
     #[error("the port-forward session to the pod failed: {0}")]
     Session(String),
@@ -138,7 +144,11 @@ impl ForwardError {
     }
 
     pub(crate) fn is_refused(&self) -> bool {
-        matches!(self, ForwardError::Kubelet(m) if m.contains("connection refused"))
+        match self {
+            ForwardError::Kubelet(m) => m.contains("connection refused"),
+            ForwardError::Reset(_) => true,
+            _ => false,
+        }
     }
 
     pub(crate) fn is_not_found(&self) -> bool {

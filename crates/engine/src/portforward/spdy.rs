@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use kubesocks_spdy::{Session, Stream};
+use kubesocks_spdy::{Session, Stream, StreamError};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::sync::oneshot;
 
@@ -58,7 +58,10 @@ pub(crate) async fn open(tunnel: &Tunnel, port: u16) -> Result<SpdyStream, Forwa
     error.shutdown().await.map_err(|e| session_failed(&e))?;
 
     let settled = async {
-        data.reply().await.map_err(|e| session_failed(&e))?;
+        data.reply().await.map_err(|e| match e {
+            StreamError::Reset(status) => ForwardError::Reset(status.to_string()),
+            e => session_failed(&e),
+        })?;
         tokio::time::sleep((started.elapsed() / 4).clamp(MIN_SETTLE, MAX_SETTLE)).await;
         Ok::<_, ForwardError>(())
     };
@@ -68,9 +71,20 @@ pub(crate) async fn open(tunnel: &Tunnel, port: u16) -> Result<SpdyStream, Forwa
             Ok(Some(message)) => return Err(ForwardError::Kubelet(message)),
             // The error stream ended without a word: the connection is over already.
             Ok(None) => return Err(ForwardError::Session("the kubelet closed the connection at once".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !tunnel.session.is_closed() => {
+                return Err(ForwardError::Reset(e.to_string()));
+            }
             Err(e) => return Err(session_failed(&e)),
         },
-        settled = settled => settled?,
+        settled = settled => if let Err(failed) = settled {
+            // The kubelet resets the data stream right after writing why to
+            // the error stream, and the reset can overtake the reply: the
+            // message is still on its way.
+            return match tokio::time::timeout(ERROR_GRACE, read_error(&mut error)).await {
+                Ok(Ok(Some(message))) => Err(ForwardError::Kubelet(message)),
+                _ => Err(failed),
+            };
+        },
     }
     let (tell, told) = oneshot::channel();
     tokio::spawn(async move {
