@@ -132,7 +132,7 @@ async fn name_forms_on_a_node_that_takes_websockets() {
 
 #[tokio::test]
 async fn http_connect_and_plain_http_proxy_requests() {
-    let w = workload("http", "node-spdy").await;
+    let w = workload("http", support::test_node()).await;
     let ns = &w.ns.name;
     let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
 
@@ -251,7 +251,7 @@ async fn restricted_user_is_told_what_rbac_forbids() {
     let backend = Backend::start(&name, &[8080]).await;
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": name}, "annotations": {"kubesocks.test/backend": backend.ip.to_string()}},
-        "spec": {"nodeName": "node-spdy", "containers": [{"name": "main", "image": "x", "ports": [{"containerPort": 8080}]}]}
+        "spec": {"nodeName": support::test_node(), "containers": [{"name": "main", "image": "x", "ports": [{"containerPort": 8080}]}]}
     }))
     .unwrap();
     let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
@@ -265,7 +265,9 @@ async fn restricted_user_is_told_what_rbac_forbids() {
         let _ = team.delete(&name, &Default::default()).await;
     };
 
-    let proxy = Proxy::start(&cluster().restricted_kubeconfig(), &[]).await;
+    // (The restricted user may only `create` pods/portforward, as kubectl
+    // documents; forced to a GET upgrade, its twin that may also `get` is used.)
+    let proxy = Proxy::start(&cluster().restricted_kubeconfig_for_protocol(), &[]).await;
     // Its own namespace works, through namespace-scoped caches.
     let ok = support::wait_for("the restricted user's service to answer", || async {
         let out = via_socks(&proxy, &format!("http://{name}.team-a.svc/")).await;
@@ -290,7 +292,7 @@ async fn restricted_user_is_told_what_rbac_forbids() {
 async fn where_rbac_allows_only_gets_names_are_looked_up_directly() {
     // The restricted user may get (not list or watch) services, endpoints and
     // pods here, and port-forward: no watch cache is possible, direct GETs are.
-    let w = workload("gets", "node-spdy").await;
+    let w = workload("gets", support::test_node()).await;
     let ns = &w.ns.name;
     let role = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
@@ -350,7 +352,7 @@ async fn where_rbac_allows_only_gets_names_are_looked_up_directly() {
 
 #[tokio::test]
 async fn early_data_and_half_close_still_get_the_full_answer() {
-    let w = workload("early", "node-spdy").await;
+    let w = workload("early", support::test_node()).await;
     let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
     let host = format!("web.{}", w.ns.name);
 
@@ -376,7 +378,7 @@ async fn early_data_and_half_close_still_get_the_full_answer() {
 
 #[tokio::test]
 async fn credentials_guard_the_proxy_and_never_reach_the_log() {
-    let w = workload("auth", "node-spdy").await;
+    let w = workload("auth", support::test_node()).await;
     let kubeconfig = &cluster().admin_kubeconfig;
 
     let open = Proxy::try_start(kubeconfig, &["--listen-http", "0.0.0.0:0"]).await;
@@ -444,11 +446,21 @@ async fn a_client_that_leaves_does_not_keep_its_pod_session_open() {
 
     // curl reads the answer and closes; the keep-alive server would wait for ever.
     assert_answer(&via_socks(&proxy, &format!("http://kept.{}/", ns.name)).await, "kept");
+    let left = std::time::Instant::now();
     let closed = backend.closed_by_peer.clone();
     support::wait_for("the pod's server to see its client go", || async {
         (closed.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
     })
     .await;
+    let took = left.elapsed();
+    println!("the pod's server saw its client go {took:?} after it left");
+    if support::forced_protocol_carries_fin() {
+        // SPDY: the client's FIN is the stream's FIN, at once, not after the 2 s linger.
+        assert!(took < std::time::Duration::from_secs(1), "the FIN reached the pod only after {took:?}");
+    } else {
+        // v4 cannot carry a FIN: the session ends once the pod was silent for the 2 s linger.
+        assert!(took < std::time::Duration::from_secs(5), "the linger ended the session only after {took:?}");
+    }
 }
 
 #[tokio::test]

@@ -38,6 +38,61 @@ impl Cluster {
     pub fn restricted_kubeconfig(&self) -> PathBuf {
         self.admin_kubeconfig.with_file_name("restricted.kubeconfig")
     }
+
+    /// The restricted user's twin that may also `get` pods/portforward, as
+    /// WebSocket upgrades (the tunnel and v4) need; the restricted user has
+    /// only `create`, what kubectl documents.
+    pub fn restricted_get_kubeconfig(&self) -> PathBuf {
+        self.admin_kubeconfig.with_file_name("restricted-get.kubeconfig")
+    }
+
+    /// A restricted user (team-a only) that can port-forward with the
+    /// protocol the proxies are forced to: the create-only one unless that
+    /// protocol is a GET upgrade.
+    pub fn restricted_kubeconfig_for_protocol(&self) -> PathBuf {
+        match forced_protocol() {
+            Some("tunnel" | "websocket") => self.restricted_get_kubeconfig(),
+            _ => self.restricted_kubeconfig(),
+        }
+    }
+
+    /// The kubelet stub's log: a line per port-forward session and per stream.
+    pub fn stub_log(&self) -> String {
+        let path = Path::new(self.get("KUBESOCKS_LOG_DIR")).join("kubelet-stub.log");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    }
+}
+
+/// `KUBESOCKS_TEST_PROTOCOL` (tunnel, spdy or websocket): the port-forward
+/// protocol every [`Proxy`] is started with unless the test names one;
+/// unset: `auto`.
+pub fn forced_protocol() -> Option<&'static str> {
+    static FORCED: OnceLock<Option<&'static str>> = OnceLock::new();
+    *FORCED.get_or_init(|| {
+        let value = std::env::var("KUBESOCKS_TEST_PROTOCOL").ok().filter(|v| !v.is_empty() && v != "auto")?;
+        assert!(
+            ["tunnel", "spdy", "websocket"].contains(&value.as_str()),
+            "KUBESOCKS_TEST_PROTOCOL={value}: want tunnel, spdy or websocket"
+        );
+        Some(&*value.leak())
+    })
+}
+
+/// Whether the proxies' port-forwards carry a client's FIN to the pod (the
+/// SPDY protocols, and `auto`, which picks one for the admin user); the v4
+/// WebSocket protocol cannot, so kubesocks lingers instead.
+pub fn forced_protocol_carries_fin() -> bool {
+    forced_protocol() != Some("websocket")
+}
+
+/// `KUBESOCKS_TEST_NODE` (node-spdy or node-ws): where pods go unless a test
+/// picks a node; unset: node-spdy.
+pub fn test_node() -> &'static str {
+    match std::env::var("KUBESOCKS_TEST_NODE").as_deref() {
+        Err(_) | Ok("" | "node-spdy") => "node-spdy",
+        Ok("node-ws") => "node-ws",
+        Ok(other) => panic!("KUBESOCKS_TEST_NODE={other}: want node-spdy or node-ws"),
+    }
 }
 
 /// The repository's top: these tests belong to the `crates/cli` package.
@@ -200,7 +255,7 @@ impl<'a> PodSpec<'a> {
         PodSpec {
             name,
             labels: json!({}),
-            node: "node-spdy",
+            node: test_node(),
             backend: backend.ip,
             ports: ports.to_vec(),
             ready: true,
@@ -360,6 +415,9 @@ impl Proxy {
         let state_dir = std::env::temp_dir().join(unique("kubesocks-state"));
         // Ephemeral ports unless the test picks its own.
         let mut defaults = Vec::new();
+        if let Some(protocol) = forced_protocol().filter(|_| !extra.contains(&"--portforward-protocol")) {
+            defaults.extend(["--portforward-protocol", protocol]);
+        }
         for flag in ["--listen-socks", "--listen-http"] {
             if !extra.contains(&flag) {
                 defaults.extend([flag, "127.0.0.1:0"]);
@@ -568,4 +626,80 @@ impl RawSocks {
         self.stream.read_exact(&mut skip).await.unwrap();
         head[1]
     }
+}
+
+impl Backend {
+    /// A backend that hands every connection on each of its ports to
+    /// `serve`, for servers other than the HTTP one of [`Backend::start`]
+    /// (servers that speak first, read to EOF, stream a download...).
+    pub async fn start_serving<F, Fut>(name: &str, ports: &[u16], serve: F) -> Backend
+    where
+        F: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        'ip: loop {
+            let ip = IpAddr::V4(next_loopback());
+            let mut tasks = Vec::new();
+            for &port in ports {
+                let listener = match TcpListener::bind((ip, port)).await {
+                    Ok(l) => l,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                        tasks.iter().for_each(|t: &tokio::task::JoinHandle<()>| t.abort());
+                        continue 'ip;
+                    }
+                    Err(e) => panic!("cannot bind a backend on {ip}:{port}: {e}"),
+                };
+                let serve = serve.clone();
+                tasks.push(tokio::spawn(async move {
+                    while let Ok((stream, _)) = listener.accept().await {
+                        tokio::spawn(serve(stream));
+                    }
+                }));
+            }
+            let closed_by_peer = std::sync::Arc::new(AtomicU32::new(0));
+            return Backend { ip, name: name.to_string(), closed_by_peer, tasks };
+        }
+    }
+}
+
+/// A port-forward session as the kubelet stub logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StubSession {
+    /// The stub's request number (`port-forward #N`).
+    pub id: u64,
+    pub pod: String,
+    /// `spdy`, `tunnel` or `websocket`: how the session reached the stub.
+    pub path: String,
+    /// Whether the stub logged its end.
+    pub closed: bool,
+}
+
+/// The port-forward sessions to pods in `namespace` in the stub's log (the
+/// lines `port-forward #N NS/POD via PATH (...)`, not the per-stream
+/// `#N.M` ones), in the order they were opened.
+pub fn stub_sessions(namespace: &str) -> Vec<StubSession> {
+    let mut sessions: Vec<StubSession> = Vec::new();
+    for line in cluster().stub_log().lines() {
+        let Some(rest) = line.split_once("port-forward #").map(|(_, r)| r) else { continue };
+        let mut words = rest.split(' ');
+        let (Some(id), Some(target), Some("via"), Some(path)) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let Ok(id) = id.parse::<u64>() else { continue }; // `#N.M`: a stream
+        let Some((ns, pod)) = target.split_once('/') else { continue };
+        if ns != namespace {
+            continue;
+        }
+        if words.next().is_some_and(|w| w.starts_with("(node")) {
+            sessions.push(StubSession { id, pod: pod.to_string(), path: path.to_string(), closed: false });
+        } else if rest.ends_with(": connection closed") {
+            let path = path.trim_end_matches(':');
+            if let Some(s) = sessions.iter_mut().rev().find(|s| s.id == id && s.pod == pod && s.path == path) {
+                s.closed = true;
+            }
+        }
+    }
+    sessions
 }

@@ -35,6 +35,7 @@ const (
 	annPodIP           = "kubesocks.test/pod-ip"           // fixed pod IP instead of an allocated one
 	annReady           = "kubesocks.test/ready"            // "false" makes the pod not Ready
 	annKeepTerminating = "kubesocks.test/keep-terminating" // "true" leaves a deleted pod Terminating
+	annDropSessions    = "kubesocks.test/drop-sessions"    // each new value closes the pod's open port-forward sessions
 )
 
 // nodeFlags collects repeated --node NAME[=FEATURE,...] flags.
@@ -138,6 +139,8 @@ func main() {
 		// Upgrades (SPDY, WebSocket) need HTTP/1.1: a non-nil empty map disables h2.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ErrorLog:     log.Default(),
+		// Lets a session be broken from outside its handler (live.go).
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return withConn(ctx, c) },
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -34,6 +34,7 @@ type podManager struct {
 	lister  corelisters.PodLister
 	queue   workqueue.TypedRateLimitingInterface[string]
 	ips     *ipAllocator
+	live    *liveSessions
 }
 
 func newPodManager(client kubernetes.Interface, nodes []string, cidr string) (*podManager, error) {
@@ -47,6 +48,7 @@ func newPodManager(client kubernetes.Interface, nodes []string, cidr string) (*p
 		factory: informers.NewSharedInformerFactory(client, 0),
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
 		ips:     ips,
+		live:    newLiveSessions(),
 	}
 	for _, n := range nodes {
 		m.nodes[n] = true
@@ -66,6 +68,7 @@ func (m *podManager) start(ctx context.Context) error {
 			}
 			if pod, ok := obj.(*v1.Pod); ok {
 				m.ips.release(pod.UID)
+				m.live.gone(pod)
 			}
 		},
 	})
@@ -101,6 +104,7 @@ func (m *podManager) observe(obj any) {
 	if pod.Status.PodIP != "" {
 		m.ips.reserve(pod.UID, pod.Status.PodIP)
 	}
+	m.live.observe(pod)
 	key, err := cache.MetaNamespaceKeyFunc(pod)
 	if err == nil {
 		m.queue.Add(key)

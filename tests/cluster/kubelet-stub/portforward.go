@@ -103,6 +103,8 @@ func (s *portForwardServer) serveHTTP(w http.ResponseWriter, req *http.Request) 
 	}
 
 	log.Printf("port-forward #%d %s/%s via %s (node %s, ports %v)", id, ns, name, path, pod.Spec.NodeName, portsOf(path, opts))
+	forget := s.pods.live.addSession(req.Context(), pod.UID, id, fmt.Sprintf("port-forward #%d %s/%s via %s", id, ns, name, path))
+	defer forget()
 	if path == pathTunnel {
 		// Unwrap the WebSocket and proxy the SPDY inside it to our internal
 		// SPDY server, exactly as the kubelet does with NewTunnelingHandler.
@@ -175,6 +177,10 @@ func (f *forwarder) PortForward(ctx context.Context, _ string, _ string, port in
 		return fmt.Errorf("failed to execute portforward in network namespace %q: failed to connect to localhost:%d inside namespace %q, IPv4: %w",
 			"/var/run/netns/cni-"+string(f.uid), port, f.sandboxID(), err)
 	}
+	// Deleting the pod stops its "containers": the connection is reset (live.go).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer f.s.pods.live.addForward(f.uid, cancel)()
 
 	// Re-read the pod per connection so tests can change the backend annotation.
 	pod, err := f.s.pods.get(ctx, f.ns, f.name)
@@ -192,6 +198,13 @@ func (f *forwarder) PortForward(ctx context.Context, _ string, _ string, port in
 		return fail(err)
 	}
 	defer c.Close()
+	stop := context.AfterFunc(ctx, func() {
+		if tcp, ok := c.(*net.TCPConn); ok {
+			_ = tcp.SetLinger(0) // a reset, as when the container's process dies
+		}
+		_ = c.Close()
+	})
+	defer stop()
 	log.Printf("%s: connected to %s", prefix, addr)
 
 	// Client -> backend. A clean EOF from the client half-closes toward the
@@ -205,10 +218,17 @@ func (f *forwarder) PortForward(ctx context.Context, _ string, _ string, port in
 		}
 	}()
 	// Backend -> client; when the backend is done, the stream is closed by
-	// ServePortForward once we return.
+	// ServePortForward once we return. A failed copy is an error, reported
+	// on the error stream (and both streams reset), as containerd does.
 	down, err := io.Copy(stream, c)
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		log.Printf("%s: copy to client: %v", prefix, err)
+	if cause := context.Cause(ctx); errors.Is(cause, errContainerStopped) {
+		err = cause
+	} else if errors.Is(err, net.ErrClosed) {
+		err = nil // closed here, after the client's side failed
+	}
+	if err != nil {
+		log.Printf("%s: copy to client failed after %d bytes: %v", prefix, down, err)
+		return fmt.Errorf("failed to copy port forward output for %q port %d: %w", f.sandboxID(), port, err)
 	}
 	log.Printf("%s: closed after %d bytes to client", prefix, down)
 	return nil

@@ -1,0 +1,693 @@
+//! The data path through `pods/portforward`, against the real test cluster
+//! and its kubelet stub: SPDY sessions shared per pod (counted from the
+//! stub's log), half-close, many concurrent connections, sessions that
+//! break or idle, pods deleted mid-stream, and RBAC as users have it.
+//!
+//! Each test prints the figure it measures.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::{Backend, PodSpec, Proxy, RawSocks, StubSession, TestNamespace, cluster, stub_sessions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CONNECT: u8 = 1;
+/// The size of the downloads that sessions break under.
+const DOWNLOAD: usize = 100 << 20;
+
+/// A SOCKS5 CONNECT through `proxy`: the stream once the proxy said 0x00,
+/// else the reply code.
+async fn socks(proxy: SocketAddr, host: &str, port: u16) -> Result<TcpStream, u8> {
+    let mut s = RawSocks::connect(proxy).await;
+    assert_eq!(s.greet(&[0]).await, 0, "no-auth accepted");
+    match s.request_domain(CONNECT, host, port).await {
+        0 => Ok(s.stream),
+        code => Err(code),
+    }
+}
+
+/// One HTTP GET through the proxy: the answer's body.
+async fn get(proxy: SocketAddr, host: &str) -> Result<String, String> {
+    let mut s = socks(proxy, host, 80).await.map_err(|code| format!("SOCKS reply {code:#04x}"))?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await {
+        Ok(Ok(_)) => Ok(String::from_utf8_lossy(&answer).into_owned()),
+        Ok(Err(e)) => Err(format!("{e} after {} bytes", answer.len())),
+        Err(_) => Err(format!("no end within 20 s after {} bytes", answer.len())),
+    }
+}
+
+/// Which pod answered: `hello from NAME ...` or `... from NAME\n` lines.
+fn who(answer: &str) -> String {
+    let from = answer.split("from ").nth(1).unwrap_or_else(|| panic!("no `from` in {answer:?}"));
+    from.split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// The stub's path for a session of `protocol` to a pod on `node`: the API
+/// server unwraps the tunnel for node-spdy and passes it through to node-ws.
+fn stub_path(protocol: &str, node: &str) -> &'static str {
+    match (protocol, node) {
+        ("tunnel", "node-ws") => "tunnel",
+        ("tunnel" | "spdy", _) => "spdy",
+        ("websocket", _) => "websocket",
+        other => panic!("no stub path for {other:?}"),
+    }
+}
+
+/// The pods of [`two_pods`], one per node.
+const NODES: [(&str, &str); 2] = [("pod-a", "node-spdy"), ("pod-b", "node-ws")];
+
+/// A namespace with a Service `svc` (port 80 → 8080) on two pods, `pod-a`
+/// on node-spdy and `pod-b` on node-ws, each served by its own `backend`.
+struct TwoPods {
+    ns: TestNamespace,
+    _backends: Vec<Backend>,
+    /// Pod name → pod IP.
+    ips: BTreeMap<String, String>,
+}
+
+impl TwoPods {
+    fn svc(&self) -> String {
+        format!("svc.{}", self.ns.name)
+    }
+}
+
+async fn two_pods<F, Fut>(prefix: &str, serve: impl Fn(String) -> F) -> TwoPods
+where
+    F: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let ns = TestNamespace::new(prefix).await;
+    let (mut backends, mut ips) = (Vec::new(), BTreeMap::new());
+    for (name, node) in NODES {
+        let backend = Backend::start_serving(name, &[8080], serve(name.to_string())).await;
+        let mut spec = PodSpec::new(name, &backend, &[("http", 8080)]);
+        (spec.labels, spec.node) = (json!({"app": "svc"}), node);
+        let pod = ns.pod(spec).await;
+        ips.insert(name.to_string(), pod.status.unwrap().pod_ip.unwrap());
+        backends.push(backend);
+    }
+    ns.service("svc", json!({"selector": {"app": "svc"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.ready_endpoints("svc", 2).await;
+    TwoPods { ns, _backends: backends, ips }
+}
+
+// ------------------------------------------------------------ servers
+
+/// A backend server's handling of one connection.
+type Serving = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// HTTP: answers each request `hello from NAME` and closes.
+fn hello(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'static {
+    move |mut s: TcpStream| {
+        let name = name.clone();
+        Box::pin(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = format!("hello from {name}\n");
+            let answer =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = s.write_all(answer.as_bytes()).await;
+            let _ = s.shutdown().await;
+        })
+    }
+}
+
+/// Echoes every byte until the client's FIN, then closes.
+fn echo(_name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'static {
+    move |s: TcpStream| {
+        Box::pin(async move {
+            let (mut rx, mut tx) = s.into_split();
+            let _ = tokio::io::copy(&mut rx, &mut tx).await;
+            let _ = tx.shutdown().await;
+        })
+    }
+}
+
+/// Reads to the client's FIN, and only then answers how much it read.
+fn answer_after_eof(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'static {
+    move |mut s: TcpStream| {
+        let name = name.clone();
+        Box::pin(async move {
+            let mut sink = Vec::new();
+            if s.read_to_end(&mut sink).await.is_ok() {
+                let _ = s.write_all(format!("{name} read {} bytes to EOF\n", sink.len()).as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        })
+    }
+}
+
+/// Speaks first (a banner, as SMTP, SSH or MySQL servers do), then echoes.
+fn banner(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'static {
+    move |s: TcpStream| {
+        let name = name.clone();
+        Box::pin(async move {
+            let (mut rx, mut tx) = s.into_split();
+            if tx.write_all(format!("220 banner from {name}\r\n").as_bytes()).await.is_ok() {
+                let _ = tokio::io::copy(&mut rx, &mut tx).await;
+            }
+        })
+    }
+}
+
+/// A download: the client asks for `BYTES\n`; it gets `download from
+/// NAME\n`, then that many bytes, then FIN; stops when the client goes.
+fn download(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'static {
+    move |mut s: TcpStream| {
+        let name = name.clone();
+        Box::pin(async move {
+            let mut ask = Vec::new();
+            let mut byte = [0u8; 1];
+            while !ask.ends_with(b"\n") {
+                match s.read(&mut byte).await {
+                    Ok(1) => ask.push(byte[0]),
+                    _ => return,
+                }
+            }
+            let Ok(size) = String::from_utf8_lossy(&ask).trim().parse::<usize>() else { return };
+            if s.write_all(format!("download from {name}\n").as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'.'; 64 * 1024];
+            let mut sent = 0;
+            while sent < size {
+                let n = chunk.len().min(size - sent);
+                if s.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                sent += n;
+            }
+            let _ = s.shutdown().await;
+        })
+    }
+}
+
+// ------------------------------------------------------------ helpers
+
+/// Connects through `proxy` and asks the download backend for `size` bytes.
+async fn start_download(proxy: SocketAddr, host: &str, port: u16, size: usize) -> Result<TcpStream, u8> {
+    let mut s = socks(proxy, host, port).await?;
+    s.write_all(format!("{size}\n").as_bytes()).await.expect("the request is sent");
+    Ok(s)
+}
+
+/// Reads the first line (`... from NAME`), returning it and any bytes after it.
+async fn first_line(s: &mut TcpStream) -> (String, usize) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    while !got.contains(&b'\n') {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a first line within 10 s")
+            .expect("a first line");
+        assert!(n > 0, "EOF before a first line: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let end = got.iter().position(|b| *b == b'\n').unwrap();
+    (String::from_utf8_lossy(&got[..end]).into_owned(), got.len() - end - 1)
+}
+
+/// Reads until `at_least` bytes (after the first line) have come.
+async fn read_some(s: &mut TcpStream, mut have: usize, at_least: usize) -> usize {
+    let mut buf = vec![0u8; 64 * 1024];
+    while have < at_least {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("download data within 10 s")
+            .expect("download data");
+        assert!(n > 0, "the download ended after {have} bytes");
+        have += n;
+    }
+    have
+}
+
+/// Reads to the end: the bytes read and how it ended (`None`: a clean EOF).
+async fn read_to_end_or_error(s: &mut TcpStream) -> (usize, Option<std::io::Error>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await {
+            Err(_) => panic!("the connection neither ended nor failed within 30 s ({total} bytes)"),
+            Ok(Ok(0)) => return (total, None),
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => return (total, Some(e)),
+        }
+    }
+}
+
+/// Waits (up to 30 s) for the stub's log to hold a line with all of `words`.
+async fn stub_logged(words: &[&str]) {
+    support::wait_for(&format!("the kubelet stub to log {words:?}"), || async {
+        cluster().stub_log().lines().any(|l| words.iter().all(|w| l.contains(w))).then_some(())
+    })
+    .await
+}
+
+/// Sessions the stub logged for `ns` after the first `before` of them.
+fn sessions_since(ns: &str, before: usize) -> Vec<StubSession> {
+    stub_sessions(ns).into_iter().skip(before).collect()
+}
+
+/// The open descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Raises this process's soft open-file limit to `want` (within the hard
+/// limit): the test's own clients and backends hold two descriptors per
+/// connection.
+fn raise_own_fd_limit(want: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "{}", std::io::Error::last_os_error());
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Holds a running process to `limit` open files, soft and hard (kubesocks
+/// raises its soft limit to the hard one at start; this undoes that).
+fn hold_fd_limit(pid: u32, limit: u64) {
+    let new = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+    // SAFETY: prlimit reads the struct we own; no old value is asked for.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+// ------------------------------------------------------------ RBAC
+
+/// A pod and Service in team-a (the restricted users' namespace), removed when dropped.
+struct TeamAPod {
+    name: String,
+}
+
+impl Drop for TeamAPod {
+    fn drop(&mut self) {
+        for kind in ["pod", "service"] {
+            let _ = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&cluster().admin_kubeconfig)
+                .args(["-n", "team-a", "delete", kind, &self.name, "--wait=false", "--ignore-not-found"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_with_only_create_on_portforward_is_served_over_spdy() {
+    // A pod on node-ws, where the stub sees a tunnel as `tunnel` and the SPDY POST as `spdy`.
+    let name = format!("dp-rbac-{}", std::process::id());
+    let backend = Backend::start_serving(&name, &[8080], hello(name.clone())).await;
+    let admin = support::admin().await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "team-a");
+    let services: Api<Service> = Api::namespaced(admin, "team-a");
+    let _cleanup = TeamAPod { name: name.clone() };
+    let pod = json!({
+        "metadata": {"name": name, "labels": {"app": name}, "annotations": {"kubesocks.test/backend": backend.ip.to_string()}},
+        "spec": {"nodeName": "node-ws", "containers": [{"name": "main", "image": "x", "ports": [{"containerPort": 8080}]}]}
+    });
+    pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.expect("create pod");
+    let svc = json!({"metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}});
+    services.create(&PostParams::default(), &serde_json::from_value(svc).unwrap()).await.expect("create service");
+    let host = format!("{name}.team-a.svc");
+    let sessions = || stub_sessions("team-a").into_iter().filter(|s| s.pod == name).collect::<Vec<_>>();
+
+    // `create` only (what kubectl documents): the tunnel's GET is forbidden, the SPDY POST serves.
+    let restricted = cluster().restricted_kubeconfig();
+    let proxy = Proxy::start(&restricted, &["--portforward-protocol", "auto"]).await;
+    let answer = support::wait_for("the create-only user's Service to answer", || async {
+        get(proxy.socks, &host).await.ok().filter(|a| a.contains("hello from"))
+    })
+    .await;
+    assert_eq!(who(&answer), name);
+    let paths: Vec<_> = sessions().into_iter().map(|s| s.path).collect();
+    println!("create-only user, auto: stub sessions {paths:?}");
+    assert_eq!(paths, ["spdy"], "one session, over the SPDY POST (a tunnel would reach node-ws as `tunnel`)");
+    assert!(proxy.logged("port-forwards use SPDY/3.1").await, "the protocol chosen is logged:\n{}", proxy.log());
+    drop(proxy);
+
+    // Forced to a GET upgrade (the v4 WebSocket, or the tunnel), it is not allowed: 0x02.
+    for protocol in ["websocket", "tunnel"] {
+        let proxy = Proxy::start(&restricted, &["--portforward-protocol", protocol]).await;
+        // The first refusals may be the namespace cache's (team-a's caches still syncing).
+        let code = support::wait_for(&format!("{protocol}: a port-forward refusal"), || async {
+            let code = socks(proxy.socks, &host, 80).await.err();
+            (code == Some(0x02) && proxy.log().contains("port-forward failed")).then_some(code)
+        })
+        .await;
+        assert_eq!(code, Some(0x02), "{protocol}: not allowed");
+        assert!(
+            proxy.logged("cannot get resource \"pods/portforward\"").await,
+            "{protocol}: the missing verb is named:\n{}",
+            proxy.log()
+        );
+    }
+    assert_eq!(sessions().len(), 1, "the refused upgrades reached no kubelet");
+
+    // Its twin that may also `get` gets the tunnel.
+    let proxy = Proxy::start(&cluster().restricted_get_kubeconfig(), &["--portforward-protocol", "auto"]).await;
+    let answer = support::wait_for("the create+get user's Service to answer", || async {
+        get(proxy.socks, &host).await.ok().filter(|a| a.contains("hello from"))
+    })
+    .await;
+    assert_eq!(who(&answer), name);
+    let paths: Vec<_> = sessions().into_iter().skip(1).map(|s| s.path).collect();
+    println!("create+get user, auto: stub sessions {paths:?}");
+    assert_eq!(paths, ["tunnel"], "the tunnel, passed through to node-ws");
+}
+
+// ------------------------------------------------------------ reuse
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_connections_to_a_two_pod_service_share_a_few_sessions() {
+    let w = two_pods("reuse", hello).await;
+    let ns = w.ns.name.clone();
+    for protocol in ["tunnel", "spdy"] {
+        let before = stub_sessions(&ns).len();
+        let proxy = Proxy::start(&cluster().admin_kubeconfig, &["--portforward-protocol", protocol]).await;
+        let started = Instant::now();
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(20));
+        let mut all = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let (limit, addr, host) = (limit.clone(), proxy.socks, w.svc());
+            all.spawn(async move {
+                let _permit = limit.acquire().await.unwrap();
+                get(addr, &host).await
+            });
+        }
+        let mut answered = BTreeMap::<String, usize>::new();
+        for answer in all.join_all().await {
+            let answer = answer.unwrap_or_else(|e| panic!("{protocol}: a connection failed: {e}"));
+            *answered.entry(who(&answer)).or_default() += 1;
+        }
+        let took = started.elapsed();
+        let opened = sessions_since(&ns, before);
+        println!(
+            "{protocol}: 200 connections (20 at a time) in {took:?}, answered by {answered:?}: {} sessions opened {:?}",
+            opened.len(),
+            opened.iter().map(|s| format!("{} via {}", s.pod, s.path)).collect::<Vec<_>>()
+        );
+        assert_eq!(answered.len(), 2, "{protocol}: both pods answered: {answered:?}");
+        assert!(!opened.is_empty() && opened.len() <= 4, "{protocol}: {} sessions for 200 connections", opened.len());
+        for s in &opened {
+            let node = NODES.iter().find(|(pod, _)| *pod == s.pod).unwrap().1;
+            assert_eq!(s.path, stub_path(protocol, node), "{protocol}: session to {} reached the stub as", s.pod);
+        }
+    }
+}
+
+// ------------------------------------------------------------ half-close
+
+#[tokio::test]
+async fn a_half_close_reaches_the_pod_and_its_answer_still_comes_back() {
+    let w = two_pods("halfclose", answer_after_eof).await;
+    let payload = vec![b'q'; 100 * 1024];
+    for protocol in ["tunnel", "spdy"] {
+        let proxy = Proxy::start(&cluster().admin_kubeconfig, &["--portforward-protocol", protocol]).await;
+        for (pod, ip) in &w.ips {
+            let mut s = socks(proxy.socks, ip, 8080).await.unwrap_or_else(|c| panic!("{protocol} {pod}: {c:#04x}"));
+            s.write_all(&payload).await.unwrap();
+            s.shutdown().await.unwrap(); // FIN: the server answers only once it has read to EOF
+            let fin = Instant::now();
+            let mut answer = String::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer)).await;
+            let read = read.unwrap_or_else(|_| panic!("{protocol} {pod}: no answer within 10 s of the FIN"));
+            read.unwrap_or_else(|e| panic!("{protocol} {pod}: {e} (got {answer:?})"));
+            println!("{protocol} {pod}: answered {:?} after the FIN: {}", fin.elapsed(), answer.trim());
+            assert_eq!(answer, format!("{pod} read {} bytes to EOF\n", payload.len()), "{protocol} {pod}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_first_is_heard_before_the_client_says_anything() {
+    let w = two_pods("banner", banner).await;
+    for protocol in ["tunnel", "spdy", "websocket"] {
+        let proxy = Proxy::start(&cluster().admin_kubeconfig, &["--portforward-protocol", protocol]).await;
+        for (pod, ip) in &w.ips {
+            let started = Instant::now();
+            let mut s = socks(proxy.socks, ip, 8080).await.unwrap_or_else(|c| panic!("{protocol} {pod}: {c:#04x}"));
+            let (line, _) = first_line(&mut s).await;
+            println!("{protocol} {pod}: banner {:?} after {:?}, nothing sent", line.trim(), started.elapsed());
+            assert_eq!(line, format!("220 banner from {pod}\r"), "{protocol} {pod}");
+            // And it is a conversation: what the client says comes back.
+            s.write_all(b"EHLO kubesocks\r\n").await.unwrap();
+            let (echoed, _) = first_line(&mut s).await;
+            assert_eq!(echoed, "EHLO kubesocks\r", "{protocol} {pod}");
+        }
+    }
+}
+
+// ------------------------------------------------------------ many connections
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_connections_through_the_pool_all_succeed() {
+    const N: usize = 500;
+    // The test holds both ends (client and backend) of every connection.
+    let own = raise_own_fd_limit(4 * N as u64 + 512);
+    assert!(own >= 2 * N as u64 + 256, "this test needs {} open files; the hard limit allows {own}", 2 * N + 256);
+    let w = two_pods("many", echo).await;
+    let before = stub_sessions(&w.ns.name).len();
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    // kubesocks at the common limit of 1024, whatever it raised its own to.
+    hold_fd_limit(proxy.pid(), 1024);
+    let idle_fds = open_fds(proxy.pid());
+
+    let started = Instant::now();
+    let (done_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel(N);
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (addr, host, opened, mut done) = (proxy.socks, w.svc(), opened_tx.clone(), done_tx.subscribe());
+        all.spawn(async move {
+            let mut s = socks(addr, &host, 80).await.map_err(|c| format!("connection {i}: SOCKS reply {c:#04x}"))?;
+            let hello = format!("hello {i}\n");
+            let mut back = vec![0u8; hello.len()];
+            s.write_all(hello.as_bytes()).await.map_err(|e| format!("connection {i}: {e}"))?;
+            s.read_exact(&mut back).await.map_err(|e| format!("connection {i}: {e}"))?;
+            let _ = opened.send(()).await;
+            // Held open until all are.
+            let _ = done.recv().await;
+            s.write_all(b"bye\n").await.map_err(|e| format!("connection {i}: {e}"))?;
+            let mut rest = Vec::new();
+            s.shutdown().await.map_err(|e| format!("connection {i}: {e}"))?;
+            s.read_to_end(&mut rest).await.map_err(|e| format!("connection {i}: {e}"))?;
+            (back == hello.as_bytes() && rest == b"bye\n")
+                .then_some(())
+                .ok_or_else(|| format!("connection {i}: echoed {back:?} then {rest:?}"))
+        });
+    }
+    drop(opened_tx);
+    let mut open = 0;
+    let wait = tokio::time::timeout(Duration::from_secs(60), async {
+        while open < N && opened_rx.recv().await.is_some() {
+            open += 1;
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    let busy_fds = open_fds(proxy.pid());
+    let _ = done_tx.send(());
+    let mut failures = Vec::new();
+    while let Some(result) = all.join_next().await {
+        if let Err(e) = result.unwrap() {
+            failures.push(e);
+        }
+    }
+    let sessions = sessions_since(&w.ns.name, before);
+    println!(
+        "{open} of {N} connections open at once after {took:?}; kubesocks descriptors {idle_fds} idle, {busy_fds} with them \
+         open (limit 1024); {} sessions; {} failed",
+        sessions.len(),
+        failures.len()
+    );
+    assert!(wait.is_ok() && open == N, "only {open} of {N} connections were open at once: {failures:?}");
+    assert!(failures.is_empty(), "{} of {N} failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(!proxy.log().contains("Too many open files"), "{}", proxy.log());
+    // A connection costs kubesocks its client's socket only (its streams share
+    // the pod's sessions), not a second one to the API server as on v4.
+    assert!(busy_fds < idle_fds + N + 64, "{busy_fds} descriptors for {N} connections: more than one each");
+}
+
+// ------------------------------------------------------------ broken sessions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_broken_mid_download_resets_the_client_and_the_next_connection_works() {
+    let w = two_pods("broken", download).await;
+    let pods = w.ns.pods();
+    let mut drops = 0;
+    for protocol in ["tunnel", "spdy"] {
+        let proxy = Proxy::start(&cluster().admin_kubeconfig, &["--portforward-protocol", protocol]).await;
+        for (pod, ip) in &w.ips {
+            let sessions_before = stub_sessions(&w.ns.name).len();
+            let mut s = start_download(proxy.socks, ip, 8080, DOWNLOAD)
+                .await
+                .unwrap_or_else(|c| panic!("{protocol} {pod}: {c:#04x}"));
+            let (line, after) = first_line(&mut s).await;
+            assert_eq!(line, format!("download from {pod}"));
+            let before_drop = read_some(&mut s, after, 2 << 20).await;
+
+            // The stub closes the pod's sessions (as a kubelet restart would), while
+            // this client is not reading: nothing of the download can slip through.
+            drops += 1;
+            let patch = json!({"metadata": {"annotations": {"kubesocks.test/drop-sessions": drops.to_string()}}});
+            pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate the pod");
+            let dropped = Instant::now();
+            stub_logged(&[&format!(" {}/{pod} via ", w.ns.name), &format!("drop-sessions=\"{drops}\"")]).await;
+            let (rest, end) = read_to_end_or_error(&mut s).await;
+            let total = before_drop + rest;
+            println!(
+                "{protocol} {pod}: {before_drop} bytes before the session was dropped, {rest} after; then {:?} {:?} after \
+                 the drop",
+                end.as_ref().map(|e| e.kind()),
+                dropped.elapsed()
+            );
+            let e = end.unwrap_or_else(|| {
+                panic!("{protocol} {pod}: the client saw a clean EOF after {total} of {DOWNLOAD} bytes, not a reset")
+            });
+            assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{protocol} {pod}: {e}");
+            assert!(total < DOWNLOAD, "{protocol} {pod}: the whole download came through ({total} bytes)");
+            assert!(
+                proxy.logged("port-forward session broke").await,
+                "{protocol}: a log line says why:\n{}",
+                proxy.log()
+            );
+
+            // The next connection opens a new session and works.
+            let mut s = start_download(proxy.socks, ip, 8080, 1 << 20)
+                .await
+                .unwrap_or_else(|c| panic!("{protocol} {pod} again: {c:#04x}"));
+            let (line, after) = first_line(&mut s).await;
+            assert_eq!(line, format!("download from {pod}"), "{protocol} {pod} again");
+            let (rest, end) = read_to_end_or_error(&mut s).await;
+            assert!(end.is_none() && after + rest == 1 << 20, "{protocol} {pod} again: {after}+{rest} bytes, {end:?}");
+            let new = sessions_since(&w.ns.name, sessions_before);
+            assert_eq!(new.len(), 2, "{protocol} {pod}: the broken session and a new one: {new:?}");
+        }
+    }
+}
+
+// ------------------------------------------------------------ idle
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_outlives_the_idle_timeout_and_an_unused_session_is_closed() {
+    let w = two_pods("idle", echo).await;
+    let proxy = Proxy::start(
+        &cluster().admin_kubeconfig,
+        &["--portforward-protocol", "auto", "--keepalive", "1", "--idle-timeout", "2"],
+    )
+    .await;
+    // One connection to each pod (one per node), idle together for 5 s.
+    let mut conns = Vec::new();
+    for (pod, ip) in &w.ips {
+        let mut s = socks(proxy.socks, ip, 8080).await.unwrap_or_else(|c| panic!("{pod}: {c:#04x}"));
+        s.write_all(b"before\n").await.unwrap();
+        let mut back = [0u8; 7];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"before\n");
+        conns.push((pod.clone(), s));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (pod, s) in &mut conns {
+        s.write_all(b"after 5 s\n").await.unwrap_or_else(|e| panic!("{pod}: the idle connection broke: {e}"));
+        let mut back = [0u8; 10];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap_or_else(|_| panic!("{pod}: no echo after 5 s idle"))
+            .unwrap_or_else(|e| panic!("{pod}: the idle connection broke: {e}"));
+        assert_eq!(&back, b"after 5 s\n", "{pod}");
+    }
+    let sessions = stub_sessions(&w.ns.name);
+    assert_eq!(sessions.len(), 2, "one session per pod, kept while idle: {sessions:?}");
+    assert!(sessions.iter().all(|s| !s.closed), "no session closed under an idle connection: {sessions:?}");
+    println!("2 connections idle for 5 s (keepalive 1 s, idle timeout 2 s) still echo");
+
+    // Without connections, the sessions close after the idle timeout.
+    for (_, mut s) in conns {
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+    }
+    let last = Instant::now();
+    support::wait_for("the stub to log both sessions closed", || async {
+        stub_sessions(&w.ns.name).iter().all(|s| s.closed).then_some(())
+    })
+    .await;
+    let took = last.elapsed();
+    println!("both sessions closed {took:?} after their last connection");
+    assert!(took >= Duration::from_millis(1500), "closed after {took:?}, before the 2 s idle timeout");
+    assert!(took < Duration::from_secs(6), "closed only after {took:?}");
+}
+
+// ------------------------------------------------------------ pod deleted
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_mid_stream_resets_its_client_and_the_service_fails_over() {
+    let w = two_pods("deleted", download).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let mut s = start_download(proxy.socks, &w.svc(), 80, DOWNLOAD).await.unwrap_or_else(|c| panic!("{c:#04x}"));
+    let (line, after) = first_line(&mut s).await;
+    let victim = line.strip_prefix("download from ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+    let survivor = if victim == "pod-a" { "pod-b" } else { "pod-a" };
+    let before = read_some(&mut s, after, 2 << 20).await;
+
+    // Deleted while its client is not reading.
+    w.ns.pods().delete(&victim, &DeleteParams::default()).await.expect("delete the pod");
+    let deleted = Instant::now();
+    stub_logged(&[&format!("pod {}/{victim}: deleted; resetting", w.ns.name)]).await;
+    let (rest, end) = read_to_end_or_error(&mut s).await;
+    println!(
+        "{victim} deleted after {before} bytes; {rest} more, then {:?} {:?} after the delete",
+        end.as_ref().map(|e| e.kind()),
+        deleted.elapsed()
+    );
+    let e = end.unwrap_or_else(|| panic!("a clean EOF after {} of {DOWNLOAD} bytes, not an error", before + rest));
+    assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+    assert!(before + rest < DOWNLOAD);
+
+    // The Service's next connections reach the pod that is left.
+    let started = Instant::now();
+    let mut answered = BTreeMap::<String, usize>::new();
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let one = Instant::now();
+        let mut s = start_download(proxy.socks, &w.svc(), 80, 0)
+            .await
+            .unwrap_or_else(|c| panic!("connection {i}: SOCKS reply {c:#04x}"));
+        let (line, after) = first_line(&mut s).await;
+        let (rest, end) = read_to_end_or_error(&mut s).await;
+        assert!(end.is_none() && after + rest == 0, "connection {i}: {line:?}, {after}+{rest} bytes, {end:?}");
+        slowest = slowest.max(one.elapsed());
+        *answered.entry(who(&line)).or_default() += 1;
+    }
+    println!("30 connections after the delete in {:?} (slowest {slowest:?}): {answered:?}", started.elapsed());
+    assert_eq!(answered, BTreeMap::from([(survivor.to_string(), 30)]), "all 30 on the pod left");
+    // One that tried the deleted pod first was told at once (the pod is gone), not after a timeout.
+    assert!(slowest < Duration::from_secs(3), "a connection took {slowest:?}");
+}
