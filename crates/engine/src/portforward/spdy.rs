@@ -14,12 +14,15 @@ use super::ForwardError;
 
 /// The longest kubelet error message kept.
 const MAX_ERROR: u64 = 16 * 1024;
-/// After the data stream's SYN_REPLY, how long to wait for an error on top.
-/// The kubelet dials the pod as it replies, so a refusal follows the reply
-/// by the dial's time, not by a round trip: a quarter of the reply's own
-/// round trip (which grows with load on the path), within these bounds.
-const MIN_SETTLE: Duration = Duration::from_millis(1);
-const MAX_SETTLE: Duration = Duration::from_millis(5);
+/// After the data stream's SYN_REPLY, how long to wait for an error on top:
+/// as long as that reply took, within these bounds. The kubelet dials the
+/// pod as it replies, so on an idle path a refusal follows the reply within
+/// a fraction of that; but under load the kubelet's dial lags as the reply
+/// did, and a refusal that comes after the wait reaches the client as a
+/// reset instead of a refusal and is not failed over (a quarter of the
+/// reply's time let that happen in CI).
+const MIN_SETTLE: Duration = Duration::from_millis(2);
+const MAX_SETTLE: Duration = Duration::from_millis(25);
 /// When the data stream ends, how long its error stream may take to end too
 /// (the kubelet closes both at once) before the end is taken as clean.
 const ERROR_GRACE: Duration = Duration::from_millis(500);
@@ -62,7 +65,7 @@ pub(crate) async fn open(tunnel: &Tunnel, port: u16) -> Result<SpdyStream, Forwa
             StreamError::Reset(status) => ForwardError::Reset(status.to_string()),
             e => session_failed(&e),
         })?;
-        tokio::time::sleep((started.elapsed() / 4).clamp(MIN_SETTLE, MAX_SETTLE)).await;
+        tokio::time::sleep(started.elapsed().clamp(MIN_SETTLE, MAX_SETTLE)).await;
         Ok::<_, ForwardError>(())
     };
     tokio::select! {
