@@ -45,6 +45,8 @@ mod dial;
 mod direct;
 mod engine;
 mod exec;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod http;
 pub mod kubeconfig;
 mod portforward;

@@ -1,0 +1,424 @@
+//! Entry points for the fuzz targets in `crates/engine/fuzz`, compiled only
+//! with the `fuzzing` feature: not an API. Each function takes what a client
+//! or the API server could send and panics when a rule is broken (the fuzzer
+//! reports the panic as a crash); bad input itself must only ever be refused.
+//!
+//! * [`name`]: a client's host read under the rules ([`Query::read`]) and
+//!   resolved against an empty and a small cluster.
+//! * [`endpoints`]: a core/v1 Endpoints object as the API server could send
+//!   it, turned into EndpointSlices ([`crate::direct`]) and resolved.
+//! * [`Proxy`]: a whole engine, its SOCKS5 and HTTP listeners on loopback,
+//!   over an in-memory API server, for client bytes end to end.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::http::{Request, Response};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::resolve::{self, ClusterView, Endpoint, Host, Query, Refusal, Rules, Target};
+use crate::{Credentials, Engine, Listen, ProxyConfig, loopback};
+
+/// An RFC 1123 label, checked here independently of `resolve`'s own check.
+fn is_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Reads `host` (as a SOCKS or HTTP client sends it) under the rules for
+/// `cluster_domain` and `default_namespace` (a valid label, as the engine
+/// is given), then resolves it on `port` against an empty cluster and a
+/// small one. Checks that whatever is looked up is made of RFC 1123 labels,
+/// that case and one trailing dot change nothing, that a target has
+/// endpoints, and that no refusal's text carries a control character.
+pub fn name(host: &str, port: u16, cluster_domain: &str, default_namespace: &str) {
+    assert!(is_label(default_namespace), "the default namespace must be a label");
+    let rules = Rules::new(cluster_domain, default_namespace);
+    let parsed = Host::parse(host);
+    let shown = parsed.to_string();
+    assert!(!shown.chars().any(char::is_control), "{host:?} shown as {shown:?}");
+    let query = Query::read(&parsed, &rules);
+    let looked_up: Vec<&str> = match &query {
+        Query::Service { namespace, name } | Query::MaybeService { namespace, name, .. } => vec![namespace, name],
+        Query::PodHostname { namespace, hostname, subdomain } => vec![namespace, hostname, subdomain],
+        Query::PodIp { namespace, .. } => vec![namespace],
+        Query::Ip(_) | Query::UnknownClusterName(_) | Query::Outside(_) => vec![],
+    };
+    for part in looked_up {
+        assert!(is_label(part), "{host:?} read as {query:?}: {part:?} would be looked up");
+    }
+    if let Some(named) = query.named() {
+        assert!(is_label(named.namespace()), "{host:?} points into namespace {:?}", named.namespace());
+    }
+    // Brackets are for IPv6 literals alone, which take no trailing dot.
+    if !host.ends_with('.') && !host.contains(['[', ']']) {
+        let upper = host.to_ascii_uppercase();
+        assert_eq!(query, Query::read(&Host::parse(&upper), &rules), "{host:?} vs {upper:?}");
+        let dotted = format!("{host}.");
+        assert_eq!(query, Query::read(&Host::parse(&dotted), &rules), "{host:?} vs {dotted:?}");
+    }
+    check_outcome(host, resolve::resolve(query.clone(), port, &View::default()));
+    check_outcome(host, resolve::resolve(query, port, &*SMALL));
+}
+
+fn check_outcome(host: &str, outcome: Result<Target, Refusal>) {
+    match outcome {
+        Ok(target) => assert!(!target.endpoints.is_empty(), "{host:?} resolved to no endpoint: {target:?}"),
+        Err(refusal) => {
+            let _ = refusal.kind();
+            let text = refusal.to_string();
+            assert!(!text.chars().any(char::is_control), "{host:?} refused as {text:?}");
+        }
+    }
+}
+
+/// Decodes `json` as a core/v1 Endpoints object (nothing more to do if it
+/// is not one), turns it into EndpointSlices as direct GETs do, and resolves
+/// each port of a Service of its name over them. Checks that each subset
+/// becomes one slice of the Service with every address in it, and that the
+/// Service resolves to exactly the ready pod addresses on the pod ports of
+/// the right name (or is refused for having none).
+pub fn endpoints(json: &[u8]) {
+    let Ok(mut endpoints) = serde_json::from_slice::<Endpoints>(json) else { return };
+    let _ = crate::direct::slices_of(&endpoints);
+    // A GET in a namespace answers objects of that namespace.
+    let namespace = endpoints.metadata.namespace.get_or_insert_with(|| "default".to_string()).clone();
+    let service = endpoints.metadata.name.clone().unwrap_or_default();
+    let slices = crate::direct::slices_of(&endpoints);
+    let subsets = endpoints.subsets.as_deref().unwrap_or_default();
+    assert_eq!(slices.len(), subsets.len(), "one slice per subset");
+    for (slice, subset) in slices.iter().zip(subsets) {
+        let label = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
+        assert_eq!(label, Some(&service));
+        assert_eq!(slice.metadata.namespace.as_ref(), Some(&namespace));
+        assert!(["IPv4", "IPv6"].contains(&slice.address_type.as_str()), "{}", slice.address_type);
+        let addresses =
+            subset.addresses.as_ref().map_or(0, Vec::len) + subset.not_ready_addresses.as_ref().map_or(0, Vec::len);
+        let members = slice.endpoints.as_deref().unwrap_or_default();
+        assert_eq!(members.len(), addresses, "every address of the subset is in its slice");
+        assert!(members.iter().all(|m| m.addresses.len() == 1));
+        assert_eq!(slice.ports.as_ref().map_or(0, Vec::len), subset.ports.as_ref().map_or(0, Vec::len));
+    }
+
+    // A Service with one port per port name the subsets use.
+    let mut names: Vec<Option<String>> =
+        subsets.iter().flat_map(|s| s.ports.iter().flatten()).map(|p| p.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    names.truncate(16);
+    let ports: Vec<Value> = names.iter().enumerate().map(|(i, name)| json!({"name": name, "port": i + 1})).collect();
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"namespace": namespace, "name": service}, "spec": {"ports": ports}}),
+    )
+    .expect("a Service");
+    let view =
+        View { services: vec![Arc::new(svc)], slices: slices.into_iter().map(Arc::new).collect(), ..View::default() };
+    for (i, port_name) in names.iter().enumerate() {
+        let port_name = port_name.clone().unwrap_or_default();
+        let port = u16::try_from(i + 1).expect("at most 16 ports");
+        let query = Query::Service { namespace: namespace.clone(), name: service.clone() };
+        let outcome = resolve::resolve(query, port, &view);
+        // What the rules should find: each subset's first port of that name,
+        // on each of its ready addresses that names a pod.
+        let mut expected: Vec<Endpoint> = Vec::new();
+        for subset in subsets {
+            let pod_port = subset.ports.iter().flatten().find(|p| p.name.clone().unwrap_or_default() == port_name);
+            let Some(pod_port) = pod_port.and_then(|p| u16::try_from(p.port).ok()) else { continue };
+            for address in subset.addresses.iter().flatten() {
+                let Some(r) = address.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")) else {
+                    continue;
+                };
+                let (Some(ns), Some(pod)) = (r.namespace.clone(), r.name.clone()) else { continue };
+                expected.push(Endpoint { namespace: ns, pod, port: pod_port });
+            }
+        }
+        expected.sort_by(|a, b| (&a.pod, a.port).cmp(&(&b.pod, b.port)));
+        expected.dedup();
+        match outcome {
+            Ok(target) => {
+                let (mut got, mut want) = (target.endpoints.clone(), expected.clone());
+                got.sort_by(|a, b| (&a.namespace, &a.pod, a.port).cmp(&(&b.namespace, &b.pod, b.port)));
+                want.sort_by(|a, b| (&a.namespace, &a.pod, a.port).cmp(&(&b.namespace, &b.pod, b.port)));
+                got.dedup();
+                want.dedup();
+                assert_eq!(got, want, "port {port} ({port_name:?})");
+            }
+            Err(Refusal::NoReadyEndpoints { .. }) => {
+                assert!(expected.is_empty(), "port {port} ({port_name:?}) refused, expected {expected:?}")
+            }
+            Err(other) => panic!("port {port} ({port_name:?}): {other}"),
+        }
+    }
+}
+
+/// A cluster made of plain object lists, read the way the caches read theirs.
+#[derive(Default)]
+struct View {
+    namespaces: Option<Vec<String>>,
+    hidden: Vec<String>,
+    services: Vec<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    pods: Vec<Arc<Pod>>,
+}
+
+fn in_namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, namespace: &str) -> bool {
+    meta.namespace.as_deref() == Some(namespace)
+}
+
+fn has_ip<'a>(ips: impl IntoIterator<Item = &'a String>, ip: IpAddr) -> bool {
+    ips.into_iter().any(|s| s.parse::<IpAddr>().ok() == Some(ip))
+}
+
+impl ClusterView for View {
+    fn namespace_exists(&self, namespace: &str) -> Option<bool> {
+        self.namespaces.as_ref().map(|n| n.iter().any(|n| n == namespace))
+    }
+    fn visible(&self, namespace: &str) -> Result<(), String> {
+        if self.hidden.iter().any(|h| h == namespace) {
+            Err("RBAC does not allow list services".into())
+        } else {
+            Ok(())
+        }
+    }
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.services
+            .iter()
+            .find(|s| in_namespace(&s.metadata, namespace) && s.metadata.name.as_deref() == Some(name))
+            .cloned()
+    }
+    fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
+        self.services
+            .iter()
+            .find(|s| has_ip(s.spec.as_ref().and_then(|s| s.cluster_ips.as_ref()).into_iter().flatten(), ip))
+            .cloned()
+    }
+    fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
+        self.slices
+            .iter()
+            .filter(|s| {
+                in_namespace(&s.metadata, namespace)
+                    && s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str)
+                        == Some(service)
+            })
+            .cloned()
+            .collect()
+    }
+    fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
+        self.pods
+            .iter()
+            .filter(|p| {
+                let ips = p.status.as_ref().and_then(|s| s.pod_ips.as_ref()).into_iter().flatten();
+                has_ip(ips.map(|i| &i.ip), ip)
+            })
+            .cloned()
+            .collect()
+    }
+    fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .iter()
+            .filter(|p| {
+                let spec = p.spec.as_ref();
+                in_namespace(&p.metadata, namespace)
+                    && spec.and_then(|s| s.hostname.as_deref()) == Some(hostname)
+                    && spec.and_then(|s| s.subdomain.as_deref()) == Some(subdomain)
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The small cluster's objects, as the API server lists them: namespaces
+/// `default`, `shop` and `secret` (hidden from the view); Services `web`
+/// (dual-stack ClusterIP), `catalog` (a named target port), `ext`
+/// (ExternalName) and headless `db`; running, pending and failed pods.
+fn objects() -> (Vec<Value>, Vec<Value>, Vec<Value>, Vec<Value>) {
+    let namespaces = ["default", "shop", "secret"].map(|n| json!({"metadata": {"name": n}})).to_vec();
+    let services = vec![
+        json!({"metadata": {"namespace": "default", "name": "web"},
+               "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00::10"],
+                        "ports": [{"name": "http", "port": 80}]}}),
+        json!({"metadata": {"namespace": "shop", "name": "catalog"},
+               "spec": {"clusterIPs": ["10.96.0.20"], "ports": [{"name": "http", "port": 80}, {"name": "metrics", "port": 9090}]}}),
+        json!({"metadata": {"namespace": "shop", "name": "ext"},
+               "spec": {"type": "ExternalName", "externalName": "db.example.com", "ports": [{"port": 5432}]}}),
+        json!({"metadata": {"namespace": "shop", "name": "db"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}}),
+        json!({"metadata": {"namespace": "secret", "name": "vault"}, "spec": {"ports": [{"port": 8200}]}}),
+    ];
+    let ep = |ns: &str, pod: &str, ip: &str, ready: bool| {
+        json!({"addresses": [ip], "conditions": {"ready": ready},
+               "targetRef": {"kind": "Pod", "namespace": ns, "name": pod}})
+    };
+    let slice = |ns: &str, svc: &str, ports: Value, endpoints: Value| {
+        json!({"metadata": {"namespace": ns, "name": format!("{svc}-x"), "labels": {"kubernetes.io/service-name": svc}},
+               "addressType": "IPv4", "ports": ports, "endpoints": endpoints})
+    };
+    let slices = vec![
+        slice(
+            "default",
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([ep("default", "web-1", "10.244.0.1", true), ep("default", "web-2", "10.244.0.2", false)]),
+        ),
+        slice(
+            "shop",
+            "catalog",
+            json!([{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100}]),
+            json!([ep("shop", "catalog-a", "10.244.0.3", true)]),
+        ),
+        slice("shop", "db", json!([{"port": 5432}]), json!([ep("shop", "db-0", "10.244.0.4", true)])),
+    ];
+    let pod = |ns: &str, name: &str, ips: &[&str], phase: &str, host: Option<(&str, &str)>| {
+        let mut spec = json!({"containers": []});
+        if let Some((hostname, subdomain)) = host {
+            spec = json!({"containers": [], "hostname": hostname, "subdomain": subdomain});
+        }
+        json!({"metadata": {"namespace": ns, "name": name}, "spec": spec,
+               "status": {"phase": phase, "podIPs": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}})
+    };
+    let pods = vec![
+        pod("default", "web-1", &["10.244.0.1", "fd00::1"], "Running", None),
+        pod("default", "web-2", &["10.244.0.2"], "Pending", None),
+        pod("shop", "catalog-a", &["10.244.0.3"], "Running", None),
+        pod("shop", "db-0", &["10.244.0.4"], "Running", Some(("db-0", "db"))),
+        pod("shop", "old", &["10.244.1.9"], "Failed", None),
+    ];
+    (namespaces, services, slices, pods)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(values: &[Value]) -> Vec<Arc<T>> {
+    values.iter().map(|v| Arc::new(serde_json::from_value(v.clone()).expect("a valid object"))).collect()
+}
+
+static SMALL: LazyLock<View> = LazyLock::new(|| {
+    let (namespaces, services, slices, pods) = objects();
+    let namespaces: Vec<Arc<Namespace>> = decode(&namespaces);
+    View {
+        namespaces: Some(namespaces.iter().filter_map(|n| n.metadata.name.clone()).collect()),
+        hidden: vec!["secret".into()],
+        services: decode(&services),
+        slices: decode(&slices),
+        pods: decode(&pods),
+    }
+});
+
+/// An in-memory API server holding the small cluster, for a user who may
+/// do anything: every list answers, watches never do (nothing changes),
+/// and port-forwards are forbidden, so no connection ever reaches a pod.
+fn api_client() -> kube::Client {
+    let service = tower::service_fn(|req: Request<kube::client::Body>| async move {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let body = req.into_body().collect().await?.to_bytes();
+        let (namespaces, services, slices, pods) = objects();
+        let list = |items: Vec<Value>| json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items});
+        let (status, answer) = if path.ends_with("/selfsubjectaccessreviews") {
+            let review: Value = serde_json::from_slice(&body)?;
+            (
+                200,
+                json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                       "spec": review["spec"], "status": {"allowed": true}}),
+            )
+        } else if query.contains("watch=true") {
+            std::future::pending::<()>().await;
+            unreachable!()
+        } else if path.ends_with("/portforward") {
+            (
+                403,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                       "message": "pods/portforward is forbidden in this fuzz cluster"}),
+            )
+        } else {
+            match path.as_str() {
+                "/api/v1/namespaces" => (200, list(namespaces)),
+                "/api/v1/services" => (200, list(services)),
+                "/apis/discovery.k8s.io/v1/endpointslices" => (200, list(slices)),
+                "/api/v1/pods" => (200, list(pods)),
+                _ => (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                ),
+            }
+        };
+        let body = Full::new(Bytes::from(answer.to_string()));
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+            Response::builder().status(status).header("content-type", "application/json").body(body)?,
+        )
+    });
+    kube::Client::new(service, "default")
+}
+
+/// How long one client's exchange may take before it counts as a hang.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running engine with a SOCKS5 and an HTTP listener on loopback, over
+/// the in-memory API server, on a runtime of its own. Start one per fuzz
+/// process and send it one client's bytes per input.
+pub struct Proxy {
+    runtime: tokio::runtime::Runtime,
+    engine: Engine,
+}
+
+impl Proxy {
+    /// Starts the engine; with `credentials` (`user:password`) clients must
+    /// present them.
+    pub fn start(credentials: Option<&str>) -> Proxy {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let config = ProxyConfig {
+            socks: Some(Listen::exact(loopback(0))),
+            http: Some(Listen::exact(loopback(0))),
+            auth: credentials.map(|c| c.parse::<Credentials>().expect("user:password")),
+            handshake_timeout: Duration::from_secs(2),
+            ..ProxyConfig::default()
+        };
+        // The client's request buffer runs on the runtime.
+        let client = runtime.block_on(async { api_client() });
+        let cluster = crate::kubeconfig::Cluster {
+            client,
+            context: "fuzz".into(),
+            server: "https://fuzz.invalid".into(),
+            namespace: "default".into(),
+        };
+        let engine = runtime.block_on(Engine::start(cluster, config)).expect("the engine starts");
+        Proxy { runtime, engine }
+    }
+
+    /// Sends `input` to the SOCKS listener as one client, closes the
+    /// sending side, and returns all the proxy answered before it closed.
+    /// Panics if it neither answers nor closes within 10 s.
+    pub fn socks(&self, input: &[u8]) -> Vec<u8> {
+        self.exchange(self.engine.socks_addr().expect("a SOCKS listener"), input)
+    }
+
+    /// The same for the HTTP listener.
+    pub fn http(&self, input: &[u8]) -> Vec<u8> {
+        self.exchange(self.engine.http_addr().expect("an HTTP listener"), input)
+    }
+
+    fn exchange(&self, addr: SocketAddr, input: &[u8]) -> Vec<u8> {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("the listener accepts");
+            // The proxy may close before reading everything: that is an answer too.
+            if stream.write_all(input).await.is_ok() {
+                let _ = stream.shutdown().await;
+            }
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            answer
+        };
+        let done = self.runtime.block_on(async { tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await });
+        done.unwrap_or_else(|_| panic!("no answer and no close within {EXCHANGE_TIMEOUT:?} for {input:?}"))
+    }
+
+    /// Client connections the engine counts as open right now.
+    pub fn active(&self) -> u64 {
+        self.engine.stats().active_connections
+    }
+}
