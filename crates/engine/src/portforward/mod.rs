@@ -250,6 +250,12 @@ impl Forwarder {
                 let tunnel = self.pool.session(endpoint, protocol).await?;
                 spdy::open(&tunnel, endpoint.port).await.map(PodStream::Spdy)
             }
+            // On a session's very first streams the kubelet's message can be
+            // lost behind its reset; asked once more, it says why.
+            Err(ForwardError::Reset(reason)) => {
+                tracing::debug!(%endpoint, reason, "the kubelet reset a new connection without a word; asking again");
+                spdy::open(&tunnel, endpoint.port).await.map(PodStream::Spdy)
+            }
             opened => opened.map(PodStream::Spdy),
         }
     }
