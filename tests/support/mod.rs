@@ -327,23 +327,32 @@ impl Backend {
 
     async fn start_with(name: &str, ports: &[u16], keep_alive: bool, echo: bool) -> Backend {
         let closed_by_peer = std::sync::Arc::new(AtomicU32::new(0));
-        'ip: loop {
-            let ip = IpAddr::V4(next_loopback());
-            let mut tasks = Vec::new();
-            for &port in ports {
-                let listener = match TcpListener::bind((ip, port)).await {
-                    Ok(l) => l,
-                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                        tasks.iter().for_each(|t: &tokio::task::JoinHandle<()>| t.abort());
-                        continue 'ip;
-                    }
-                    Err(e) => panic!("cannot bind a backend on {ip}:{port}: {e}"),
-                };
+        let (ip, listeners) = bind_loopback(ports).await;
+        let tasks = listeners
+            .into_iter()
+            .map(|(port, listener)| {
                 let body = format!("hello from {name} on port {port}\n");
-                tasks.push(tokio::spawn(serve_http(listener, body, keep_alive, echo, closed_by_peer.clone())));
+                tokio::spawn(serve_http(listener, body, keep_alive, echo, closed_by_peer.clone()))
+            })
+            .collect();
+        Backend { ip, name: name.to_string(), closed_by_peer, tasks }
+    }
+}
+
+/// Binds every port on the next free loopback IP of the tests (an IP where
+/// one of them is taken is passed over).
+async fn bind_loopback(ports: &[u16]) -> (IpAddr, Vec<(u16, TcpListener)>) {
+    'ip: loop {
+        let ip = IpAddr::V4(next_loopback());
+        let mut listeners = Vec::new();
+        for &port in ports {
+            match TcpListener::bind((ip, port)).await {
+                Ok(listener) => listeners.push((port, listener)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue 'ip,
+                Err(e) => panic!("cannot bind a backend on {ip}:{port}: {e}"),
             }
-            return Backend { ip, name: name.to_string(), closed_by_peer, tasks };
         }
+        return (ip, listeners);
     }
 }
 
@@ -637,28 +646,20 @@ impl Backend {
         F: Fn(TcpStream) -> Fut + Clone + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        'ip: loop {
-            let ip = IpAddr::V4(next_loopback());
-            let mut tasks = Vec::new();
-            for &port in ports {
-                let listener = match TcpListener::bind((ip, port)).await {
-                    Ok(l) => l,
-                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                        tasks.iter().for_each(|t: &tokio::task::JoinHandle<()>| t.abort());
-                        continue 'ip;
-                    }
-                    Err(e) => panic!("cannot bind a backend on {ip}:{port}: {e}"),
-                };
+        let (ip, listeners) = bind_loopback(ports).await;
+        let tasks = listeners
+            .into_iter()
+            .map(|(_, listener)| {
                 let serve = serve.clone();
-                tasks.push(tokio::spawn(async move {
+                tokio::spawn(async move {
                     while let Ok((stream, _)) = listener.accept().await {
                         tokio::spawn(serve(stream));
                     }
-                }));
-            }
-            let closed_by_peer = std::sync::Arc::new(AtomicU32::new(0));
-            return Backend { ip, name: name.to_string(), closed_by_peer, tasks };
-        }
+                })
+            })
+            .collect();
+        let closed_by_peer = std::sync::Arc::new(AtomicU32::new(0));
+        Backend { ip, name: name.to_string(), closed_by_peer, tasks }
     }
 }
 
