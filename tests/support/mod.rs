@@ -462,6 +462,7 @@ impl Proxy {
                 stdout.push_str(&line);
                 stdout.push('\n');
                 if let Some(url) = line.strip_prefix("SOCKS5 proxy: socks5h://") {
+                    let url = url.split_whitespace().next().unwrap_or_default();
                     socks = Some(url.rsplit('@').next().unwrap().parse::<SocketAddr>().unwrap());
                 }
                 if let Some(url) = line.trim().strip_prefix("HTTP proxy:") {

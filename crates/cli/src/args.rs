@@ -52,10 +52,11 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ProxyOutArgs {
-    /// SOCKS5 listen address.
+    /// SOCKS5 listen address. It is a mixed port: HTTP proxy requests and
+    /// the browsers' PAC file (/proxy.pac) are served on it too.
     #[arg(long, value_name = "ADDR", default_value_t = loopback(ProxyConfig::DEFAULT_SOCKS_PORT))]
     pub listen_socks: SocketAddr,
-    /// Also serve an HTTP proxy (CONNECT and plain http:// requests) here.
+    /// Also serve an HTTP proxy (CONNECT and plain http:// requests) on a port of its own.
     #[arg(long, value_name = "ADDR")]
     pub listen_http: Option<SocketAddr>,
     #[command(flatten)]
@@ -79,6 +80,10 @@ pub struct ProxyOutArgs {
     pub handshake_timeout: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// `json`: once listening, print one JSON line (listeners, URLs, context,
+    /// namespace) on stdout for scripts, and nothing else there.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// The longest drain or handshake timeout the flags take.

@@ -33,20 +33,53 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
     let socks = engine.socks_addr().expect("proxy-out always listens for SOCKS");
     let user = args.auth.as_ref().map(|c| format!("{}:<password>@", c.user)).unwrap_or_default();
     let socks_url = format!("socks5h://{user}{socks}");
-    say!("kubesocks proxy-out: context {context} ({server}), namespace {namespace}");
-    say!("SOCKS5 proxy: {socks_url}");
-    if let Some(http) = engine.http_addr() {
-        say!("HTTP proxy:   http://{user}{http}");
+    let http_url = engine.http_addr().map(|http| format!("http://{user}{http}"));
+    let pac_url = engine.pac_url().expect("proxy-out always listens for SOCKS");
+    if let Output::Json = args.output {
+        let ready = Ready {
+            context: &context,
+            server: &server,
+            namespace: &namespace,
+            socks: socks.to_string(),
+            socks_url: &socks_url,
+            http: engine.http_addr().map(|a| a.to_string()),
+            http_url: http_url.as_deref(),
+            pac_url: &pac_url,
+        };
+        say!("{}", serde_json::to_string(&ready)?);
+        eprintln!("kubesocks proxy-out: ready; Ctrl-C stops the proxy.");
+    } else {
+        say!("kubesocks proxy-out: context {context} ({server}), namespace {namespace}");
+        say!("SOCKS5 proxy: {socks_url}   (the same port takes HTTP proxy requests)");
+        if let Some(http_url) = &http_url {
+            say!("HTTP proxy:   {http_url}");
+        }
+        say!("PAC URL:      {pac_url}   (for browsers: cluster names through kubesocks, the rest directly)");
+        let example = engine.example_url(&namespace, &args.resolve.cluster_domain).await;
+        say!("Try:          curl --proxy {socks_url} {example}");
+        say!("Or for a whole shell: export ALL_PROXY={socks_url}");
+        say!("Ctrl-C stops the proxy.");
     }
-    let example = engine.example_url(&namespace, &args.resolve.cluster_domain).await;
-    say!("Try:          curl --proxy {socks_url} {example}");
-    say!("Or for a whole shell: export ALL_PROXY={socks_url}");
-    say!("Ctrl-C stops the proxy.");
 
     interrupt.recv().await;
     eprintln!("stopping: open connections get {}s to finish", args.drain_seconds);
     engine.shutdown(Duration::from_secs(args.drain_seconds)).await;
     Ok(())
+}
+
+/// `proxy-out -o json`'s one line, printed once the proxy is listening.
+#[derive(serde::Serialize)]
+struct Ready<'a> {
+    context: &'a str,
+    server: &'a str,
+    namespace: &'a str,
+    /// The mixed port's address (SOCKS5, HTTP proxy requests, the PAC file).
+    socks: String,
+    socks_url: &'a str,
+    /// A separate HTTP proxy listener's address, if asked for.
+    http: Option<String>,
+    http_url: Option<&'a str>,
+    pac_url: &'a str,
 }
 
 pub(crate) fn contexts(kube: &KubeSettings, output: Output) -> Result<()> {

@@ -28,6 +28,7 @@ use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
 use crate::direct::{self, Fetched};
+use crate::pac::ClusterNames;
 use crate::resolve::{self, ClusterView, Query};
 
 /// How long a first list may take before a namespace is reported as not synced.
@@ -431,6 +432,37 @@ impl Snapshot {
             .collect();
         found.sort();
         found.into_iter().next()
+    }
+
+    /// The names and addresses this snapshot knows, for the PAC file: every
+    /// namespace (listed, or else those kubesocks has looked into, and
+    /// `default_namespace`), and every ClusterIP and Pod IP it holds.
+    pub fn cluster_names(&self, domain: &str, default_namespace: &str) -> ClusterNames {
+        let mut names = ClusterNames { domain: domain.to_string(), ..ClusterNames::default() };
+        names.namespaces.insert(default_namespace.to_string());
+        match &self.namespaces {
+            Some(store) => names.namespaces.extend(store.state().iter().map(|ns| ns.name_any())),
+            None => {
+                if let SnapshotScope::Namespaced(map) = &self.scope {
+                    let seen = map.iter().filter(|(_, a)| !matches!(a, Access::Forbidden { .. }));
+                    names.namespaces.extend(seen.map(|(ns, _)| ns.clone()));
+                }
+                for stores in self.stores(None) {
+                    names.namespaces.extend(stores.services.state().iter().filter_map(|svc| svc.namespace()));
+                }
+            }
+        }
+        for stores in self.stores(None) {
+            for svc in stores.services.state() {
+                let ips = svc.spec.as_ref().and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default();
+                names.addresses.extend(ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()));
+            }
+            for pod in stores.pods.state() {
+                let ips = pod.status.as_ref().and_then(|st| st.pod_ips.as_deref()).unwrap_or_default();
+                names.addresses.extend(ips.iter().filter_map(|ip| ip.ip.parse::<IpAddr>().ok()));
+            }
+        }
+        names
     }
 
     fn is_direct(&self, namespace: &str) -> bool {

@@ -129,6 +129,12 @@ impl Dialer {
         self.forwarder.protocol()
     }
 
+    /// The names and addresses this cluster answers now, for the PAC file.
+    pub async fn cluster_names(&self) -> crate::pac::ClusterNames {
+        let snapshot = self.cache.snapshot().await;
+        snapshot.cluster_names(&self.rules.cluster_domain, &self.rules.default_namespace)
+    }
+
     pub fn cache(&self) -> &ClusterCache {
         &self.cache
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -71,7 +71,8 @@ const PORT_SEARCH: u16 = 100;
 /// other absent fields take their defaults; credentials are never serialised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProxyConfig {
-    /// The SOCKS5 listener, if any.
+    /// The SOCKS5 listener, if any. It is a mixed port: it answers HTTP
+    /// proxy requests and serves the PAC file too.
     #[serde(default)]
     pub socks: Option<Listen>,
     /// The HTTP proxy listener (CONNECT and absolute-form requests), if any.
@@ -125,6 +126,11 @@ fn default_domain() -> String {
 
 fn default_handshake_timeout() -> Duration {
     ProxyConfig::DEFAULT_HANDSHAKE_TIMEOUT
+}
+
+/// The URL of the PAC file served at `addr`.
+pub fn pac_url(addr: SocketAddr) -> String {
+    format!("http://{addr}/proxy.pac")
 }
 
 /// `127.0.0.1:port`.
@@ -244,16 +250,16 @@ impl Engine {
         };
         if let Some(listener) = socks {
             engine.socks = Some(listener.local_addr().expect("a bound listener has an address"));
-            engine.spawn_accept(listener, Protocol::Socks);
+            engine.spawn_accept(listener, ListenerKind::Mixed);
         }
         if let Some(listener) = http {
             engine.http = Some(listener.local_addr().expect("a bound listener has an address"));
-            engine.spawn_accept(listener, Protocol::Http);
+            engine.spawn_accept(listener, ListenerKind::Http);
         }
         Ok(engine)
     }
 
-    fn spawn_accept(&self, listener: TcpListener, protocol: Protocol) {
+    fn spawn_accept(&self, listener: TcpListener, listener_kind: ListenerKind) {
         let shared = self.shared.clone();
         let accepting = self.accepting.clone();
         let accept_loop = async move {
@@ -274,16 +280,18 @@ impl Engine {
                 let for_task = shared.clone();
                 match shared.admit() {
                     Admission::Served(slot) => shared.spawn_tracked(async move {
-                        match protocol {
-                            Protocol::Socks => crate::socks::serve(stream, peer, for_task, slot).await,
-                            Protocol::Http => crate::http::serve(stream, peer, for_task, slot).await,
+                        match Client::sniff(listener_kind, &stream, &for_task).await {
+                            Some(Client::Socks) => crate::socks::serve(stream, peer, for_task, slot).await,
+                            Some(Client::Http(port)) => crate::http::serve(stream, peer, port, for_task, slot).await,
+                            None => tracing::info!(%peer, "client sent nothing within the handshake timeout; closing"),
                         }
                     }),
                     Admission::Refused(slot) => shared.spawn_tracked(async move {
                         let _slot = slot;
-                        match protocol {
-                            Protocol::Socks => crate::socks::refuse_busy(stream, peer, for_task).await,
-                            Protocol::Http => crate::http::refuse_busy(stream, peer, for_task).await,
+                        match Client::sniff(listener_kind, &stream, &for_task).await {
+                            Some(Client::Socks) => crate::socks::refuse_busy(stream, peer, for_task).await,
+                            Some(Client::Http(_)) => crate::http::refuse_busy(stream, peer, for_task).await,
+                            None => {}
                         }
                     }),
                     // Too many refusals under way as well: close it at once.
@@ -294,9 +302,15 @@ impl Engine {
         self.listeners.spawn(accept_loop.in_current_span());
     }
 
-    /// Where the SOCKS listener listens, if there is one.
+    /// Where the SOCKS listener (the mixed port) listens, if there is one.
     pub fn socks_addr(&self) -> Option<SocketAddr> {
         self.socks
+    }
+
+    /// The URL of the PAC file for browsers: on the mixed port, else on
+    /// the HTTP listener.
+    pub fn pac_url(&self) -> Option<String> {
+        self.socks.or(self.http).map(pac_url)
     }
 
     /// Where the HTTP listener listens, if there is one.
@@ -342,8 +356,38 @@ impl Engine {
     }
 }
 
+/// The kinds of listener.
 #[derive(Clone, Copy)]
-enum Protocol {
-    Socks,
+enum ListenerKind {
+    /// SOCKS5 and HTTP on one port, told apart by the client's first byte.
+    Mixed,
+    /// HTTP only.
     Http,
 }
+
+/// What protocol a client speaks.
+enum Client {
+    Socks,
+    Http(crate::http::Port),
+}
+
+impl Client {
+    /// On the mixed port, the client's first byte tells: SOCKS5 starts with
+    /// its version, 5, which begins no HTTP request. It is peeked, not read,
+    /// so the protocol's own parser sees it. `None`: the client sent nothing
+    /// (or left) within the handshake timeout.
+    async fn sniff(kind: ListenerKind, stream: &TcpStream, shared: &Shared) -> Option<Client> {
+        if let ListenerKind::Http = kind {
+            return Some(Client::Http(crate::http::Port::Http));
+        }
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(shared.handshake_timeout, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] == SOCKS5_VERSION => Some(Client::Socks),
+            Ok(Ok(1)) => Some(Client::Http(crate::http::Port::Mixed)),
+            _ => None,
+        }
+    }
+}
+
+/// The first byte of every SOCKS5 message from a client.
+const SOCKS5_VERSION: u8 = 5;

@@ -1,6 +1,10 @@
 //! The HTTP proxy listener, on hyper: `CONNECT host:port` tunnels, and
 //! absolute-form requests (`GET http://svc.ns/path`) forwarded one upstream
 //! connection per request, so `HTTP_PROXY=` works for plain HTTP.
+//!
+//! Requests for kubesocks itself (origin form, `GET /path`) are answered
+//! here: `/proxy.pac` is the browsers' auto-config file ([`crate::pac`]),
+//! `/` a short page saying what this port is.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,14 +30,25 @@ use crate::shared::{Shared, Slot};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// The port a client came in on, which the PAC file it fetches names as the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Port {
+    /// The mixed port: SOCKS5 and HTTP on one port; the PAC says `SOCKS5`.
+    Mixed,
+    /// A port for HTTP only; the PAC says `PROXY`.
+    Http,
+}
+
 /// Serves one client connection (possibly many requests) to its end; it
 /// holds `slot` under the connection cap until then (and so does a CONNECT
 /// tunnel it opens, until the tunnel ends).
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, slot: Slot) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, shared: Arc<Shared>, slot: Slot) {
     let shared_timeout = shared.handshake_timeout;
+    // The address the client reached is the one the PAC file gives back.
+    let local = stream.local_addr().ok();
     let service = service_fn(move |req| {
         let (shared, slot) = (shared.clone(), slot.clone());
-        async move { Ok::<_, Infallible>(handle(req, peer, shared, slot).await) }
+        async move { Ok::<_, Infallible>(handle(req, peer, (port, local), shared, slot).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         // A client that stalls before finishing its request head is dropped,
@@ -72,7 +87,13 @@ pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, shared: Arc
     }
 }
 
-async fn handle(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, slot: Slot) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    (port, local): (Port, Option<SocketAddr>),
+    shared: Arc<Shared>,
+    slot: Slot,
+) -> Response<Body> {
     if let Some(credentials) = &shared.auth {
         let given = req.headers().get(header::PROXY_AUTHORIZATION).and_then(|v| v.to_str().ok());
         if !given.is_some_and(|h| credentials.matches_basic(h)) {
@@ -84,9 +105,70 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, s
     }
     if req.method() == Method::CONNECT {
         connect(req, peer, shared, slot).await
+    } else if req.uri().scheme().is_none() && req.uri().path().starts_with('/') {
+        own_page(&req, port, local, &shared).await
     } else {
         forward(req, peer, shared).await
     }
+}
+
+/// A request for kubesocks itself: the PAC file, or a page saying what this is.
+async fn own_page(req: &Request<Incoming>, port: Port, local: Option<SocketAddr>, shared: &Shared) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "kubesocks is a proxy: send an absolute URL (http://service.namespace/...) or CONNECT",
+        );
+    }
+    let Some(local) = local else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "kubesocks cannot tell which address it was reached at");
+    };
+    let proxy = match port {
+        Port::Mixed => format!("SOCKS5 {local}"),
+        Port::Http => format!("PROXY {local}"),
+    };
+    match req.uri().path() {
+        "/proxy.pac" => {
+            let names = shared.dialer.cluster_names().await;
+            let mut resp = full(StatusCode::OK, crate::pac::script(&proxy, &names));
+            let headers = resp.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
+            // Namespaces and pods come and go: every fetch is made afresh.
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        "/" => {
+            let mut resp = full(StatusCode::OK, welcome(port, local));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            resp
+        }
+        // Most likely a client that should have been told to use this as a proxy.
+        _ => text(
+            StatusCode::BAD_REQUEST,
+            "kubesocks is a proxy: send an absolute URL (http://service.namespace/...) or CONNECT; \
+             of its own it serves only / and /proxy.pac",
+        ),
+    }
+}
+
+/// The page a browser gets when it opens the proxy's own address.
+fn welcome(port: Port, local: SocketAddr) -> String {
+    let proxy_line = match port {
+        Port::Mixed => format!(
+            "<li>as a SOCKS5 proxy, names resolved by kubesocks: <code>socks5h://{local}</code> \
+             (<code>curl --proxy socks5h://{local} http://SERVICE.NAMESPACE:PORT/</code>)</li>\n\
+             <li>as an HTTP proxy on the same port: <code>http://{local}</code></li>"
+        ),
+        Port::Http => format!("<li>as an HTTP proxy: <code>http://{local}</code></li>"),
+    };
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>kubesocks</title></head><body>\n\
+         <h1>kubesocks</h1>\n\
+         <p>This port is a proxy into a Kubernetes cluster: connections to its Services and Pods \
+         go through the Kubernetes API's port-forward. Use it</p>\n<ul>\n{proxy_line}\n\
+         <li>in a browser, through its proxy auto-config file: <a href=\"/proxy.pac\">http://{local}/proxy.pac</a> \
+         (cluster names go to kubesocks, the rest of the web directly)</li>\n</ul>\n</body></html>\n"
+    )
 }
 
 /// `CONNECT host:port`: answer 200 once the pod is reached, then relay bytes.
@@ -241,10 +323,14 @@ fn refusal(host: &Host, port: u16, e: &DialError) -> Response<Body> {
 }
 
 fn text(status: StatusCode, reason: &str) -> Response<Body> {
-    let body = Full::new(Bytes::from(format!("{}\n", reason.replace('\n', " "))));
-    let mut resp = Response::new(body.map_err(|never| match never {}).boxed());
-    *resp.status_mut() = status;
+    let mut resp = full(status, format!("{}\n", reason.replace('\n', " ")));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn full(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
     resp
 }
 

@@ -29,7 +29,9 @@
 //!   (tunnelled in a WebSocket, or over the legacy SPDY upgrade; the framing
 //!   is the `kubesocks-spdy` crate), a stream pair per connection, and
 //!   `v4.channel.k8s.io` as the last resort.
-//! * `socks` and `http` are the listeners; `shared` is the one path both take
+//! * `socks` and `http` are the listeners, on one mixed port (the first
+//!   byte tells them apart) or each on its own; `pac` writes the proxy
+//!   auto-config file the HTTP side serves to browsers; `shared` is the one path both take
 //!   for each client (ID, count, dial, log, last error), and where a SOCKS
 //!   reply code or HTTP status is chosen for a failure.
 //! * `relay` copies bytes both ways; `stats` counts them.
@@ -49,6 +51,7 @@ mod exec;
 pub mod fuzz;
 mod http;
 pub mod kubeconfig;
+mod pac;
 mod portforward;
 mod relay;
 mod resolve;
@@ -59,7 +62,7 @@ mod stats;
 
 pub use auth::Credentials;
 pub use cache::CacheError;
-pub use engine::{Engine, EngineError, Listen, ProxyConfig, loopback};
+pub use engine::{Engine, EngineError, Listen, ProxyConfig, loopback, pac_url};
 pub use portforward::{DataPath, Protocol};
 pub use stats::{ErrorReport, StatsSnapshot};
 
