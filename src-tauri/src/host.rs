@@ -118,6 +118,7 @@ impl Host {
                 socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
                 http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
                 cluster_domain: settings.cluster_domain.clone(),
+                passthrough: settings.passthrough,
                 ..ProxyConfig::default()
             },
         };

@@ -19,6 +19,9 @@ pub struct Settings {
     pub http_port: Option<u16>,
     /// The DNS suffix of the cluster's Service names.
     pub cluster_domain: String,
+    /// Dial names outside the cluster from this machine instead of refusing
+    /// them, so a browser given the socks5h URL keeps the rest of the web.
+    pub passthrough: bool,
     /// Start the app in the tray at login.
     pub start_at_login: bool,
 }
@@ -30,6 +33,7 @@ impl Default for Settings {
             socks_port: defaults.socks_port,
             http_port: None,
             cluster_domain: defaults.cluster_domain,
+            passthrough: false,
             start_at_login: false,
         }
     }
@@ -140,8 +144,8 @@ mod tests {
     fn defaults_are_the_engines_socks_only_and_no_autostart() {
         let s = Settings::default();
         assert_eq!(
-            (s.socks_port, s.http_port, s.cluster_domain.as_str(), s.start_at_login),
-            (ProxyConfig::DEFAULT_SOCKS_PORT, None, ProxyConfig::DEFAULT_CLUSTER_DOMAIN, false)
+            (s.socks_port, s.http_port, s.cluster_domain.as_str(), s.passthrough, s.start_at_login),
+            (ProxyConfig::DEFAULT_SOCKS_PORT, None, ProxyConfig::DEFAULT_CLUSTER_DOMAIN, false, false)
         );
         let offered = Defaults::default();
         assert_eq!(offered.http_port, ProxyConfig::DEFAULT_HTTP_PORT, "the port offered when HTTP is switched on");
@@ -167,8 +171,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kubesocks-settings-{}", std::process::id()));
         let path = dir.join("nested/tray.json");
         assert_eq!(load(&path), Settings::default(), "missing file: defaults");
-        let s =
-            Settings { socks_port: 1999, http_port: Some(2999), cluster_domain: "c.l".into(), start_at_login: true };
+        let s = Settings {
+            socks_port: 1999,
+            http_port: Some(2999),
+            cluster_domain: "c.l".into(),
+            passthrough: true,
+            start_at_login: true,
+        };
         save(&path, &s).unwrap();
         assert_eq!(load(&path), s);
         std::fs::write(&path, b"{not json").unwrap();

@@ -120,13 +120,15 @@ impl ksni::Tray for Tray {
                 }
                 .into(),
             );
-            if let Some(url) = &row.url {
-                let copy = url.clone();
+            // The socks5h URL for tools, the PAC URL for browsers.
+            let socks = row.url.clone().map(|url| (format!("    Copy {url}"), url));
+            let pac = row.pac_url.clone().map(|url| ("    Copy PAC URL".to_string(), url));
+            for (text, url) in [socks, pac].into_iter().flatten() {
                 items.push(
                     StandardItem {
-                        label: label(&format!("    Copy {url}")),
+                        label: label(&text),
                         icon_name: "edit-copy".into(),
-                        activate: Box::new(move |tray: &mut Self| tray.send(Action::Copy(copy.clone()))),
+                        activate: Box::new(move |tray: &mut Self| tray.send(Action::Copy(url.clone()))),
                         ..Default::default()
                     }
                     .into(),
@@ -281,9 +283,11 @@ mod tests {
                 expect("dev (connecting…)", Some(true), false),
                 expect("prod", Some(true), true),
                 expect("    Copy socks5h://127.0.0.1:1081", None, true),
+                expect("    Copy PAC URL", None, true),
                 expect("staging (error)", Some(false), true),
                 expect("elsewhere", Some(true), true),
                 expect("    Copy socks5h://127.0.0.1:1082", None, true),
+                expect("    Copy PAC URL", None, true),
                 expect("Open kubesocks", None, true),
                 expect("Quit", None, true),
             ]

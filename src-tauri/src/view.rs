@@ -59,6 +59,8 @@ pub struct Row {
     pub error: Option<String>,
     /// The socks5h:// URL to give clients; none without a SOCKS listener.
     pub url: Option<String>,
+    /// The PAC file's URL to give browsers.
+    pub pac_url: Option<String>,
 }
 
 /// Where a context stands.
@@ -140,6 +142,7 @@ fn rows(contexts: &Contexts, live: &Live, now: u64) -> Vec<Row> {
             state,
             switched_on: state.switched_on(),
             url: connection.and_then(|c| c.socks_url.clone()),
+            pac_url: connection.and_then(|c| c.pac_url.clone()),
             connection: connection.cloned(),
             error,
         }

@@ -192,12 +192,14 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     type_into(driver.find_element(By.ID, "socks-port"), str(socks_port))
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "http-enabled"))
     type_into(driver.find_element(By.ID, "http-port"), str(http_port))
+    driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "passthrough"))
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "start-at-login"))
     driver.find_element(By.ID, "save-settings").click()
     wait_for("the settings page to close", lambda: driver.find_element(By.ID, "settings-view").get_attribute("hidden") is not None)
     saved = home["dirs"]["config"] / "kubesocks" / "tray.json"
     assert f'"socks_port": {socks_port}' in saved.read_text()
     assert f'"http_port": {http_port}' in saved.read_text()
+    assert '"passthrough": true' in saved.read_text()
     # The autostart plugin writes ~/.config/autostart whatever XDG_CONFIG_HOME says.
     autostart = list((home["dirs"]["home"] / ".config" / "autostart").glob("*.desktop"))
     assert autostart, "start at login wrote no autostart entry"
@@ -240,6 +242,9 @@ def test_the_cli_lists_the_same_connection_through_the_socket(binaries, app_env,
     assert conn["socks"] == f"127.0.0.1:{state['socks_port']}"
     assert conn["http"] == f"127.0.0.1:{state['http_port']}"
     assert conn["total_connections"] >= 2
+    # The passthrough setting reached the connection.
+    assert conn["passthrough"] is True, conn
+    assert conn["pac_url"] == f"http://127.0.0.1:{state['socks_port']}/proxy.pac", conn
 
 
 def test_a_connection_started_from_the_terminal_shows_in_the_window(driver, binaries, app_env, cluster):
@@ -260,11 +265,21 @@ def test_the_copy_button_puts_the_url_on_the_clipboard(driver, app_env, state):
     assert wait_for("the URL on the clipboard", lambda: clipboard(app_env) == expected, timeout=10)
 
 
+def test_the_copy_pac_button_puts_a_live_pac_url_on_the_clipboard(driver, app_env, state):
+    expected = f"http://127.0.0.1:{state['socks_port']}/proxy.pac"
+    assert field(driver, ADMIN, "pac-url") == expected
+    row(driver, ADMIN).find_element(By.CSS_SELECTOR, '[data-action="copy-pac"]').click()
+    assert wait_for("the PAC URL on the clipboard", lambda: clipboard(app_env) == expected, timeout=10)
+    pac = subprocess.run(["curl", "-sS", "--max-time", "10", expected], capture_output=True, text=True)
+    assert "FindProxyForURL" in pac.stdout and f"SOCKS5 127.0.0.1:{state['socks_port']}" in pac.stdout, pac
+
+
 def test_the_tray_menu_offers_the_contexts_and_the_url(app_env, state):
     menu = wait_for("the tray menu on the session bus", lambda: tray_menu(app_env), timeout=20)
     assert menu["items"][ADMIN]["toggle-state"] == "1", menu
     assert menu["items"][RESTRICTED]["toggle-state"] == "0", menu
     assert f"    Copy socks5h://127.0.0.1:{state['socks_port']}" in menu["items"], menu
+    assert "    Copy PAC URL" in menu["items"], menu
     assert "Open kubesocks" in menu["items"] and "Quit" in menu["items"], menu
     assert menu["items"]["Connected: " + ADMIN]["enabled"] == "false", menu
 

@@ -12,6 +12,8 @@ export type ConnectionStatus = {
   socks_url: string | null,
   /** `http://ADDR`. */
   http_url: string | null,
+  /** The PAC file for browsers, on the SOCKS (mixed) port, else the HTTP one. */
+  pac_url: string | null,
   id: string,
   context: string,
   server: string,
@@ -96,6 +98,8 @@ export type Row = {
   error: string | null,
   /** The socks5h:// URL to give clients; none without a SOCKS listener. */
   url: string | null,
+  /** The PAC file's URL to give browsers. */
+  pac_url: string | null,
 };
 
 /** Where a context stands. */
@@ -109,6 +113,11 @@ export type Settings = {
   http_port: number | null,
   /** The DNS suffix of the cluster's Service names. */
   cluster_domain: string,
+  /**
+   * Dial names outside the cluster from this machine instead of refusing
+   * them, so a browser given the socks5h URL keeps the rest of the web.
+   */
+  passthrough: boolean,
   /** Start the app in the tray at login. */
   start_at_login: boolean,
 };

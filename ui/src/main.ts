@@ -68,6 +68,7 @@ const socksPort = byId<HTMLInputElement>("socks-port");
 const httpEnabled = byId<HTMLInputElement>("http-enabled");
 const httpPort = byId<HTMLInputElement>("http-port");
 const clusterDomain = byId<HTMLInputElement>("cluster-domain");
+const passthrough = byId<HTMLInputElement>("passthrough");
 const startAtLogin = byId<HTMLInputElement>("start-at-login");
 
 function fillSettings(s: Settings, d: Defaults): void {
@@ -80,6 +81,7 @@ function fillSettings(s: Settings, d: Defaults): void {
   httpPort.disabled = !httpEnabled.checked;
   clusterDomain.value = s.cluster_domain;
   clusterDomain.placeholder = d.cluster_domain;
+  passthrough.checked = s.passthrough;
   startAtLogin.checked = s.start_at_login;
 }
 
@@ -97,6 +99,7 @@ form.addEventListener("submit", (event) => {
     socks_port: Number(socksPort.value),
     http_port: httpEnabled.checked ? Number(httpPort.value) : null,
     cluster_domain: clusterDomain.value.trim(),
+    passthrough: passthrough.checked,
     start_at_login: startAtLogin.checked,
   };
   api

@@ -87,7 +87,13 @@ function drawRow(row: Row, actions: RowActions, now: number): HTMLElement {
     copy.addEventListener("click", () => url && actions.copy(url));
     const urlText = h("span", { "data-field": "url" }, url ?? "no SOCKS listener");
     const urlLine = h("div", { class: "url-line" }, h("code", {}, urlText), copy);
-    el.append(h("div", { class: "row-detail" }, facts, urlLine));
+    // For a browser's "automatic proxy configuration URL": cluster names through kubesocks, the rest directly.
+    const pac = row.pac_url;
+    const copyPac = h("button", { class: "button", "data-action": "copy-pac", disabled: !pac }, icon("copy"), "Copy PAC URL");
+    copyPac.addEventListener("click", () => pac && actions.copy(pac));
+    const pacText = h("span", { "data-field": "pac-url" }, pac ?? "no listener");
+    const pacLine = h("div", { class: "url-line" }, h("code", {}, pacText), copyPac);
+    el.append(h("div", { class: "row-detail" }, facts, urlLine, pacLine));
   }
   if (row.error) {
     // Failing: the connection's recent error, with its time; failed: why the connect did not work.

@@ -19,6 +19,7 @@ const conn = (extra: Partial<ConnectionStatus> = {}): ConnectionStatus => ({
   http: null,
   socks_url: "socks5h://127.0.0.1:1081",
   http_url: null,
+  pac_url: "http://127.0.0.1:1081/proxy.pac",
   cluster_domain: "example.internal",
   passthrough: false,
   pid: 42,
@@ -44,6 +45,7 @@ const row = (connection: ConnectionStatus): Row => ({
   connection,
   error: null,
   url: connection.socks_url,
+  pac_url: connection.pac_url,
 });
 
 describe("formatBytes", () => {

@@ -98,6 +98,9 @@ pub(crate) async fn connect(state: &StateDir, kube: &KubeSettings, args: &Connec
             if let Some(url) = &connection.http_url {
                 say!("HTTP proxy:   {url}");
             }
+            if let Some(url) = &connection.pac_url {
+                say!("PAC URL:      {url}");
+            }
             if let (Some(url), Some(example)) = (&connection.socks_url, example) {
                 say!("Try:          curl --proxy {url} {example}");
             }

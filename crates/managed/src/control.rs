@@ -179,6 +179,8 @@ pub struct ConnectionStatus {
     pub socks_url: Option<String>,
     /// `http://ADDR`.
     pub http_url: Option<String>,
+    /// The PAC file for browsers, on the SOCKS (mixed) port, else the HTTP one.
+    pub pac_url: Option<String>,
     /// Live figures.
     #[serde(flatten)]
     pub stats: StatsSnapshot,
@@ -190,6 +192,7 @@ impl ConnectionStatus {
         ConnectionStatus {
             socks_url: record.socks.map(|a| format!("socks5h://{a}")),
             http_url: record.http.map(|a| format!("http://{a}")),
+            pac_url: record.socks.or(record.http).map(kubesocks_engine::pac_url),
             record,
             stats,
         }
