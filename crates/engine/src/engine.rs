@@ -280,17 +280,17 @@ impl Engine {
                 let for_task = shared.clone();
                 match shared.admit() {
                     Admission::Served(slot) => shared.spawn_tracked(async move {
-                        match Client::sniff(listener_kind, &stream, &for_task).await {
-                            Some(Client::Socks) => crate::socks::serve(stream, peer, for_task, slot).await,
-                            Some(Client::Http(port)) => crate::http::serve(stream, peer, port, for_task, slot).await,
+                        match Speaks::sniff(listener_kind, &stream, &for_task).await {
+                            Some(Speaks::Socks) => crate::socks::serve(stream, peer, for_task, slot).await,
+                            Some(Speaks::Http(port)) => crate::http::serve(stream, peer, port, for_task, slot).await,
                             None => tracing::info!(%peer, "client sent nothing within the handshake timeout; closing"),
                         }
                     }),
                     Admission::Refused(slot) => shared.spawn_tracked(async move {
                         let _slot = slot;
-                        match Client::sniff(listener_kind, &stream, &for_task).await {
-                            Some(Client::Socks) => crate::socks::refuse_busy(stream, peer, for_task).await,
-                            Some(Client::Http(_)) => crate::http::refuse_busy(stream, peer, for_task).await,
+                        match Speaks::sniff(listener_kind, &stream, &for_task).await {
+                            Some(Speaks::Socks) => crate::socks::refuse_busy(stream, peer, for_task).await,
+                            Some(Speaks::Http(_)) => crate::http::refuse_busy(stream, peer, for_task).await,
                             None => {}
                         }
                     }),
@@ -366,24 +366,24 @@ enum ListenerKind {
 }
 
 /// What protocol a client speaks.
-enum Client {
+enum Speaks {
     Socks,
     Http(crate::http::Port),
 }
 
-impl Client {
+impl Speaks {
     /// On the mixed port, the client's first byte tells: SOCKS5 starts with
     /// its version, 5, which begins no HTTP request. It is peeked, not read,
     /// so the protocol's own parser sees it. `None`: the client sent nothing
     /// (or left) within the handshake timeout.
-    async fn sniff(kind: ListenerKind, stream: &TcpStream, shared: &Shared) -> Option<Client> {
+    async fn sniff(kind: ListenerKind, stream: &TcpStream, shared: &Shared) -> Option<Speaks> {
         if let ListenerKind::Http = kind {
-            return Some(Client::Http(crate::http::Port::Http));
+            return Some(Speaks::Http(crate::http::Port::Http));
         }
         let mut first = [0u8; 1];
         match tokio::time::timeout(shared.handshake_timeout, stream.peek(&mut first)).await {
-            Ok(Ok(1)) if first[0] == SOCKS5_VERSION => Some(Client::Socks),
-            Ok(Ok(1)) => Some(Client::Http(crate::http::Port::Mixed)),
+            Ok(Ok(1)) if first[0] == SOCKS5_VERSION => Some(Speaks::Socks),
+            Ok(Ok(1)) => Some(Speaks::Http(crate::http::Port::Mixed)),
             _ => None,
         }
     }
