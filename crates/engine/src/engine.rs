@@ -7,62 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
 
 use crate::auth::Credentials;
 use crate::cache::{CacheError, ClusterCache};
 use crate::dial::Dialer;
+use crate::gateway::Route;
 use crate::kubeconfig::Cluster;
+use crate::listener::{Listen, ListenerKind, Listeners};
 use crate::portforward::{DataPath, Forwarder};
 use crate::resolve::Rules;
-use crate::shared::{Admission, Shared};
+use crate::shared::{Shared, Upstream};
 use crate::stats::StatsSnapshot;
-
-/// Where a listener binds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listen {
-    /// The address asked for (port 0: any free port).
-    pub addr: SocketAddr,
-    /// When the port is taken, take the next free one above it.
-    #[serde(default)]
-    pub or_next_free: bool,
-}
-
-impl Listen {
-    /// Exactly this address: a port in use is an error.
-    pub fn exact(addr: SocketAddr) -> Listen {
-        Listen { addr, or_next_free: false }
-    }
-
-    /// This address, or the first free port above it on the same IP.
-    pub fn or_next_free(addr: SocketAddr) -> Listen {
-        Listen { addr, or_next_free: true }
-    }
-
-    async fn bind(self) -> Result<TcpListener, EngineError> {
-        let mut addr = self.addr;
-        loop {
-            match TcpListener::bind(addr).await {
-                Ok(listener) => return Ok(listener),
-                Err(e)
-                    if self.or_next_free
-                        && e.kind() == std::io::ErrorKind::AddrInUse
-                        && addr.port() != 0
-                        && addr.port() < self.addr.port().saturating_add(PORT_SEARCH) =>
-                {
-                    addr.set_port(addr.port() + 1);
-                }
-                Err(source) => return Err(EngineError::Bind { addr, source }),
-            }
-        }
-    }
-}
-
-/// How many ports above the asked one [`Listen::or_next_free`] tries.
-const PORT_SEARCH: u16 = 100;
 
 /// How a proxy should listen and resolve. The defaults every shell uses are
 /// the associated constants and [`ProxyConfig::default`].
@@ -196,17 +151,15 @@ fn bind_hint(e: &std::io::Error) -> &'static str {
 /// lets open connections finish first.
 pub struct Engine {
     shared: Arc<Shared>,
+    dialer: Arc<Dialer>,
     socks: Option<SocketAddr>,
     http: Option<SocketAddr>,
-    /// Stops the accept loops.
-    accepting: CancellationToken,
-    /// The accept loops, each owning its listener.
-    listeners: TaskTracker,
+    listeners: Listeners,
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.accepting.cancel();
+        self.listeners.cancel();
         self.shared.cut.cancel();
     }
 }
@@ -239,67 +192,19 @@ impl Engine {
         let mut rules = Rules::new(&config.cluster_domain, &cluster.namespace);
         rules.passthrough_local = config.passthrough_local;
         let forwarder = Forwarder::new(cluster.client, config.data_path);
-        let dialer = Dialer::new(forwarder, cache, rules, config.passthrough);
-        let shared = Arc::new(Shared::new(dialer, config.auth, config.handshake_timeout, config.max_connections));
-        let mut engine = Engine {
-            shared,
-            socks: None,
-            http: None,
-            accepting: CancellationToken::new(),
-            listeners: TaskTracker::new(),
-        };
+        let dialer = Arc::new(Dialer::new(forwarder, cache, rules, config.passthrough));
+        let upstream = Upstream::Cluster(dialer.clone());
+        let shared = Arc::new(Shared::new(upstream, config.auth, config.handshake_timeout, config.max_connections));
+        let mut engine = Engine { shared, dialer, socks: None, http: None, listeners: Listeners::default() };
         if let Some(listener) = socks {
             engine.socks = Some(listener.local_addr().expect("a bound listener has an address"));
-            engine.spawn_accept(listener, ListenerKind::Mixed);
+            engine.listeners.spawn(listener, ListenerKind::Mixed, engine.shared.clone());
         }
         if let Some(listener) = http {
             engine.http = Some(listener.local_addr().expect("a bound listener has an address"));
-            engine.spawn_accept(listener, ListenerKind::Http);
+            engine.listeners.spawn(listener, ListenerKind::Http, engine.shared.clone());
         }
         Ok(engine)
-    }
-
-    fn spawn_accept(&self, listener: TcpListener, listener_kind: ListenerKind) {
-        let shared = self.shared.clone();
-        let accepting = self.accepting.clone();
-        let accept_loop = async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    _ = accepting.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // Usually out of file descriptors: back off rather than spin.
-                            tracing::error!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = stream.set_nodelay(true);
-                let for_task = shared.clone();
-                match shared.admit() {
-                    Admission::Served(slot) => shared.spawn_tracked(async move {
-                        match Speaks::sniff(listener_kind, &stream, &for_task).await {
-                            Some(Speaks::Socks) => crate::socks::serve(stream, peer, for_task, slot).await,
-                            Some(Speaks::Http(port)) => crate::http::serve(stream, peer, port, for_task, slot).await,
-                            None => tracing::info!(%peer, "client sent nothing within the handshake timeout; closing"),
-                        }
-                    }),
-                    Admission::Refused(slot) => shared.spawn_tracked(async move {
-                        let _slot = slot;
-                        match Speaks::sniff(listener_kind, &stream, &for_task).await {
-                            Some(Speaks::Socks) => crate::socks::refuse_busy(stream, peer, for_task).await,
-                            Some(Speaks::Http(_)) => crate::http::refuse_busy(stream, peer, for_task).await,
-                            None => {}
-                        }
-                    }),
-                    // Too many refusals under way as well: close it at once.
-                    Admission::Dropped => drop(stream),
-                }
-            }
-        };
-        self.listeners.spawn(accept_loop.in_current_span());
     }
 
     /// Where the SOCKS listener (the mixed port) listens, if there is one.
@@ -320,12 +225,12 @@ impl Engine {
 
     /// The engine's live figures.
     pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot { portforward_protocol: self.shared.dialer.protocol(), ..self.shared.stats.snapshot() }
+        StatsSnapshot { portforward_protocol: self.dialer.protocol(), ..self.shared.stats.snapshot() }
     }
 
     /// A URL of a real Service in `namespace` (else a template), for a first try.
     pub async fn example_url(&self, namespace: &str, domain: &str) -> String {
-        let snapshot = self.shared.dialer.cache().snapshot().await;
+        let snapshot = self.dialer.cache().snapshot().await;
         match snapshot.example_service(namespace) {
             Some((name, port)) => format!("http://{name}.{namespace}.svc.{domain}:{port}/"),
             None => format!("http://SERVICE.{namespace}.svc.{domain}:PORT/"),
@@ -335,9 +240,12 @@ impl Engine {
     /// Closes the listeners: once this returns their ports are free.
     /// Open connections go on.
     pub async fn stop_listening(&self) {
-        self.accepting.cancel();
-        self.listeners.close();
-        self.listeners.wait().await;
+        self.listeners.stop().await;
+    }
+
+    /// A handle a [`Gateway`](crate::Gateway) routes names to this engine with.
+    pub fn route(&self) -> Route {
+        Route(self.shared.clone())
     }
 
     /// Closes the listeners, lets open connections run for up to `grace`,
@@ -355,39 +263,3 @@ impl Engine {
         tasks.wait().await;
     }
 }
-
-/// The kinds of listener.
-#[derive(Clone, Copy)]
-enum ListenerKind {
-    /// SOCKS5 and HTTP on one port, told apart by the client's first byte.
-    Mixed,
-    /// HTTP only.
-    Http,
-}
-
-/// What protocol a client speaks.
-enum Speaks {
-    Socks,
-    Http(crate::http::Port),
-}
-
-impl Speaks {
-    /// On the mixed port, the client's first byte tells: SOCKS5 starts with
-    /// its version, 5, which begins no HTTP request. It is peeked, not read,
-    /// so the protocol's own parser sees it. `None`: the client sent nothing
-    /// (or left) within the handshake timeout.
-    async fn sniff(kind: ListenerKind, stream: &TcpStream, shared: &Shared) -> Option<Speaks> {
-        if let ListenerKind::Http = kind {
-            return Some(Speaks::Http(crate::http::Port::Http));
-        }
-        let mut first = [0u8; 1];
-        match tokio::time::timeout(shared.handshake_timeout, stream.peek(&mut first)).await {
-            Ok(Ok(1)) if first[0] == SOCKS5_VERSION => Some(Speaks::Socks),
-            Ok(Ok(1)) => Some(Speaks::Http(crate::http::Port::Mixed)),
-            _ => None,
-        }
-    }
-}
-
-/// The first byte of every SOCKS5 message from a client.
-const SOCKS5_VERSION: u8 = 5;

@@ -129,8 +129,8 @@ async fn own_page(req: &Request<Incoming>, port: Port, local: Option<SocketAddr>
     };
     match req.uri().path() {
         "/proxy.pac" => {
-            let names = shared.dialer.cluster_names().await;
-            let mut resp = full(StatusCode::OK, crate::pac::script(&proxy, &names));
+            let routes = shared.pac_routes().await;
+            let mut resp = full(StatusCode::OK, crate::pac::script(&proxy, &routes));
             let headers = resp.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
             // Namespaces and pods come and go: every fetch is made afresh.
@@ -181,9 +181,8 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, 
         Ok(dialed) => dialed,
         Err(e) => return refusal(&host, port, &e),
     };
-    let for_task = shared.clone();
     shared.spawn_tracked(async move {
-        let (shared, _slot) = (for_task, slot);
+        let _slot = slot;
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::info!(conn = conn.id, error = %e, "CONNECT upgrade failed"),
@@ -197,7 +196,7 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, 
                 let early = async {
                     // Bytes the client sent after its CONNECT head, already read.
                     upstream.write_all(&parts.read_buf).await?;
-                    relay(&mut client, upstream, &shared.stats, linger).await
+                    relay(&mut client, upstream, &conn.stats, linger).await
                 };
                 let result = early.await;
                 if result.is_err() {
@@ -205,7 +204,7 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, 
                 }
                 result
             }
-            Err(upgraded) => relay(TokioIo::new(upgraded), dialed.upstream, &shared.stats, linger).await,
+            Err(upgraded) => relay(TokioIo::new(upgraded), dialed.upstream, &conn.stats, linger).await,
         };
         if let Err(e) = result {
             tracing::info!(conn = conn.id, error = %e, "connection broke; resetting the client");
@@ -248,7 +247,7 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
     // The path only: a query string may carry tokens.
     tracing::debug!(conn, method = %req.method(), path = %Escaped(uri.path()), "HTTP request forwarded");
 
-    let counted = crate::relay::Counted::new(dialed.upstream, shared.stats.clone());
+    let counted = crate::relay::Counted::new(dialed.upstream, request.stats.clone());
     let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(counted)).await {
         Ok(parts) => parts,
         Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("talking HTTP to {target} failed: {e}")),
@@ -268,7 +267,7 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
     match sender.send_request(req).await {
         Ok(resp) => resp.map(|b| b.boxed()),
         Err(e) => {
-            shared.failed(conn, &target, &e);
+            request.failed(&target, &e);
             text(StatusCode::BAD_GATEWAY, &format!("{target} did not answer the request: {e}"))
         }
     }

@@ -36,7 +36,10 @@
 //!   reply code or HTTP status is chosen for a failure.
 //! * `relay` copies bytes both ways; `stats` counts them.
 //! * [`kubeconfig`] reads kubeconfigs and builds the API client.
-//! * `engine` ties one cluster connection to its listeners and drains them.
+//! * `listener` binds ports and runs the accept loop every listener shares.
+//! * `engine` ties one cluster connection to its listeners and drains them;
+//!   `gateway` is one port for the engines of every connected context, each
+//!   picked by the alias a name ends in.
 
 #![deny(missing_docs)]
 
@@ -49,8 +52,10 @@ mod engine;
 mod exec;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+mod gateway;
 mod http;
 pub mod kubeconfig;
+mod listener;
 mod pac;
 mod portforward;
 mod relay;
@@ -62,7 +67,9 @@ mod stats;
 
 pub use auth::Credentials;
 pub use cache::CacheError;
-pub use engine::{Engine, EngineError, Listen, ProxyConfig, loopback, pac_url};
+pub use engine::{Engine, EngineError, ProxyConfig, loopback, pac_url};
+pub use gateway::{Gateway, GatewayConfig, Route, Routes, alias_for};
+pub use listener::Listen;
 pub use portforward::{DataPath, Protocol};
 pub use stats::{ErrorReport, StatsSnapshot};
 

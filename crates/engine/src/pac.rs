@@ -32,8 +32,18 @@ pub(crate) struct ClusterNames {
     pub addresses: BTreeSet<IpAddr>,
 }
 
-/// The PAC file sending `names` to `proxy` (`SOCKS5 127.0.0.1:1080`).
-pub(crate) fn script(proxy: &str, names: &ClusterNames) -> String {
+/// One cluster in the PAC file: its names, and the alias that picks it on
+/// a port shared by several contexts (`web.shop.prod` for alias `prod`);
+/// `None` for the cluster that names without an alias go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub alias: Option<String>,
+    pub names: ClusterNames,
+}
+
+/// The PAC file sending the names of `routes` to `proxy` (`SOCKS5 127.0.0.1:1080`).
+/// Addresses carry no alias: only those of the route without one are listed.
+pub(crate) fn script(proxy: &str, routes: &[Route]) -> String {
     // Names are RFC 1123 labels and addresses print as digits, dots, colons
     // and hex; JSON-quoting them keeps the script valid whatever they are.
     let quote = |s: &str| serde_json::Value::from(s).to_string();
@@ -41,18 +51,44 @@ pub(crate) fn script(proxy: &str, names: &ClusterNames) -> String {
         let entries: Vec<String> = items.iter().map(|s| format!("{}: 1", quote(s))).collect();
         format!("{{{}}}", entries.join(", "))
     };
-    let domain = names.domain.trim_end_matches('.').to_ascii_lowercase();
-    let namespaces = table(names.namespaces.iter().cloned().collect());
-    let addresses = table(names.addresses.iter().map(IpAddr::to_string).collect());
+    let mut addresses = Vec::new();
+    let mut clusters = Vec::new();
+    // Aliased routes first: `web.shop.prod` is context `prod`'s even when
+    // the default cluster has a namespace `prod`.
+    let mut ordered: Vec<&Route> = routes.iter().collect();
+    ordered.sort_by_key(|r| r.alias.is_none());
+    for route in ordered {
+        let domain = route.names.domain.trim_end_matches('.').to_ascii_lowercase();
+        let alias = route.alias.as_deref().map_or("null".to_string(), |a| quote(&format!(".{a}")));
+        let namespaces = table(route.names.namespaces.iter().cloned().collect());
+        let suffixes = [".svc".to_string(), format!(".svc.{domain}"), format!(".pod.{domain}")].map(|s| quote(&s));
+        clusters.push(format!("  {{alias: {alias}, suffixes: [{}], namespaces: {namespaces}}}", suffixes.join(", ")));
+        if route.alias.is_none() {
+            addresses.extend(route.names.addresses.iter().map(IpAddr::to_string));
+        }
+    }
     format!(
         r#"// kubesocks: names and addresses in the cluster go through the proxy, all else DIRECT.
 var proxy = {proxy};
-var suffixes = [".svc", {svc}, {pod}];
-var namespaces = {namespaces};
+var clusters = [
+{clusters}
+];
 var addresses = {addresses};
 
 function has(table, key) {{
   return Object.prototype.hasOwnProperty.call(table, key);
+}}
+
+function endsWith(s, tail) {{
+  return s.length > tail.length && s.substring(s.length - tail.length) == tail;
+}}
+
+function inCluster(name, cluster) {{
+  for (var i = 0; i < cluster.suffixes.length; i++) {{
+    if (endsWith(name, cluster.suffixes[i])) return true;
+  }}
+  var labels = name.split(".");
+  return labels.length == 2 && labels[0] != "" && has(cluster.namespaces, labels[1]);
 }}
 
 function FindProxyForURL(url, host) {{
@@ -61,18 +97,21 @@ function FindProxyForURL(url, host) {{
   if (h.charAt(0) == "[") h = h.substring(1, h.length - 1);
   // An IP literal: looked up as text, never resolved.
   if (/^[0-9.]+$/.test(h) || h.indexOf(":") >= 0) return has(addresses, h) ? proxy : "DIRECT";
-  for (var i = 0; i < suffixes.length; i++) {{
-    var s = suffixes[i];
-    if (h.length > s.length && h.substring(h.length - s.length) == s) return proxy;
+  for (var i = 0; i < clusters.length; i++) {{
+    var c = clusters[i];
+    var name = h;
+    if (c.alias !== null) {{
+      if (!endsWith(h, c.alias)) continue;
+      name = h.substring(0, h.length - c.alias.length);
+    }}
+    if (inCluster(name, c)) return proxy;
   }}
-  var labels = h.split(".");
-  if (labels.length == 2 && labels[0] != "" && has(namespaces, labels[1])) return proxy;
   return "DIRECT";
 }}
 "#,
         proxy = quote(proxy),
-        svc = quote(&format!(".svc.{domain}")),
-        pod = quote(&format!(".pod.{domain}")),
+        clusters = clusters.join(",\n"),
+        addresses = table(addresses),
     )
 }
 
@@ -88,18 +127,22 @@ mod tests {
         }
     }
 
+    fn one(names: ClusterNames) -> Vec<Route> {
+        vec![Route { alias: None, names }]
+    }
+
     #[test]
     fn the_proxy_is_named_as_given_and_tables_hold_every_name_and_address() {
-        let pac = script("SOCKS5 127.0.0.1:1080", &names());
+        let pac = script("SOCKS5 127.0.0.1:1080", &one(names()));
         assert!(pac.contains(r#"var proxy = "SOCKS5 127.0.0.1:1080";"#), "{pac}");
-        assert!(pac.contains(r#"var namespaces = {"default": 1, "shop": 1};"#), "{pac}");
+        assert!(pac.contains(r#"namespaces: {"default": 1, "shop": 1}"#), "{pac}");
         assert!(pac.contains(r#""10.96.0.10": 1"#) && pac.contains(r#""fd00::a": 1"#), "{pac}");
         assert!(pac.contains(r#"".svc.cluster.local", ".pod.cluster.local""#), "{pac}");
     }
 
     #[test]
     fn the_script_never_asks_the_browser_to_resolve_a_name() {
-        let pac = script("SOCKS5 127.0.0.1:1080", &names());
+        let pac = script("SOCKS5 127.0.0.1:1080", &one(names()));
         for resolving in ["dnsResolve", "isInNet", "isResolvable", "myIpAddress"] {
             assert!(!pac.contains(resolving), "{resolving} in {pac}");
         }
@@ -108,7 +151,17 @@ mod tests {
     #[test]
     fn a_domain_with_a_trailing_dot_or_capitals_is_matched_in_lower_case() {
         let names = ClusterNames { domain: "Corp.Example.".into(), ..names() };
-        let pac = script("SOCKS5 127.0.0.1:1080", &names);
+        let pac = script("SOCKS5 127.0.0.1:1080", &one(names));
         assert!(pac.contains(r#"".svc.corp.example", ".pod.corp.example""#), "{pac}");
+    }
+
+    #[test]
+    fn aliased_clusters_come_first_and_only_the_default_lists_addresses() {
+        let other = ClusterNames { addresses: ["10.0.0.99".parse().unwrap()].into(), ..names() };
+        let routes = vec![Route { alias: None, names: names() }, Route { alias: Some("prod".into()), names: other }];
+        let pac = script("SOCKS5 127.0.0.1:1090", &routes);
+        let (prod, default) = (pac.find(r#"alias: ".prod""#).unwrap(), pac.find("alias: null").unwrap());
+        assert!(prod < default, "{pac}");
+        assert!(!pac.contains("10.0.0.99"), "an address cannot carry an alias: {pac}");
     }
 }

@@ -162,6 +162,8 @@ pub(crate) enum Refusal {
         "{host} is {addr}, an address of this machine (loopback, unspecified or link-local), which passthrough does not dial unless allowed"
     )]
     ThisMachine { host: String, addr: IpAddr },
+    #[error("{host} does not end in the alias of a connected context, and the shared port has no default context")]
+    NoContext { host: String },
 }
 
 /// The three outcomes a client protocol can express for a refusal.
@@ -181,7 +183,8 @@ impl Refusal {
             Refusal::OutsideCluster { .. }
             | Refusal::ExternalName { .. }
             | Refusal::Forbidden { .. }
-            | Refusal::ThisMachine { .. } => RefusalKind::NotAllowed,
+            | Refusal::ThisMachine { .. }
+            | Refusal::NoContext { .. } => RefusalKind::NotAllowed,
             Refusal::PortNotExposed { .. } => RefusalKind::Refused,
             Refusal::UnknownService { .. }
             | Refusal::NoReadyEndpoints { .. }

@@ -1,7 +1,12 @@
-//! What the listeners of one engine share, and the one path every client
-//! request takes through it, whatever its protocol: an ID for the logs, a
-//! count in the figures, the dial, and on failure one log line and the last
-//! error. `socks` and `http` only speak their protocol around it.
+//! What the listeners of one engine (or of a gateway) share, and the one
+//! path every client request takes through it, whatever its protocol: an ID
+//! for the logs, a count in the figures, the dial, and on failure one log
+//! line and the last error. `socks` and `http` only speak their protocol
+//! around it.
+//!
+//! An engine's listeners dial into its own cluster. A gateway's listener
+//! ([`crate::gateway`]) first picks the engine a name's alias points to, and
+//! the request then counts in that engine's figures.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +21,22 @@ use tracing::Instrument as _;
 
 use crate::auth::Credentials;
 use crate::dial::{DialError, Dialed, Dialer};
+use crate::gateway::Routes;
+use crate::pac;
 use crate::resolve::Host;
 use crate::stats::{ActiveGuard, Stats};
 
-/// The state one engine's listeners share.
+/// Where the requests of a listener go.
+pub(crate) enum Upstream {
+    /// Into this engine's cluster.
+    Cluster(Arc<Dialer>),
+    /// Into the engine whose alias the name ends in (a gateway).
+    Contexts(std::sync::RwLock<Routes>),
+}
+
+/// The state one engine's (or one gateway's) listeners share.
 pub(crate) struct Shared {
-    pub(crate) dialer: Dialer,
+    pub(crate) upstream: Upstream,
     pub(crate) stats: Arc<Stats>,
     pub(crate) auth: Option<Credentials>,
     pub(crate) handshake_timeout: Duration,
@@ -38,6 +53,9 @@ pub(crate) struct Shared {
     /// Clients refused for the cap, and when that was last logged.
     over_cap: AtomicU64,
     over_cap_logged: Mutex<Option<Instant>>,
+    /// The span the engine was started in (a managed connection's, which
+    /// writes its log): a gateway dials into the engine in it.
+    span: tracing::Span,
 }
 
 /// A client connection's place under the connection cap, held (shared by a
@@ -60,21 +78,34 @@ const MAX_REFUSALS: usize = 64;
 const OVER_CAP_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// One client request on its way to the cluster. It counts as an active
-/// connection until dropped; `id` tags its log lines.
+/// connection of the engine that dialled it until dropped; `id` tags its
+/// log lines, and its bytes count in `stats`.
 pub(crate) struct ClientConn {
     pub(crate) id: u64,
+    pub(crate) stats: Arc<Stats>,
     _active: ActiveGuard,
+}
+
+impl ClientConn {
+    /// Logs a connection that could not be made or broke, and keeps it as
+    /// its engine's last error.
+    pub(crate) fn failed(&self, target: &str, e: &dyn std::error::Error) {
+        let chain = crate::error_chain(e);
+        // `target` is escaped already (see `Host`'s Display): shown as it is.
+        tracing::warn!(conn = self.id, target = %target, reason = %chain, "connection not forwarded");
+        self.stats.record_error(format!("{target}: {chain}"));
+    }
 }
 
 impl Shared {
     pub(crate) fn new(
-        dialer: Dialer,
+        upstream: Upstream,
         auth: Option<Credentials>,
         handshake_timeout: Duration,
         max_connections: usize,
     ) -> Shared {
         Shared {
-            dialer,
+            upstream,
             stats: Arc::new(Stats::default()),
             auth,
             handshake_timeout,
@@ -86,6 +117,7 @@ impl Shared {
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
             over_cap: AtomicU64::new(0),
             over_cap_logged: Mutex::new(None),
+            span: tracing::Span::current(),
         }
     }
 
@@ -136,21 +168,70 @@ impl Shared {
         host: &Host,
         port: u16,
     ) -> (ClientConn, Result<Dialed, DialError>) {
-        let conn = ClientConn { id: self.ids.fetch_add(1, Ordering::Relaxed) + 1, _active: self.stats.connection() };
+        match &self.upstream {
+            Upstream::Cluster(dialer) => self.dial_cluster(dialer, what, peer, host, port).await,
+            Upstream::Contexts(routes) => {
+                let picked = routes.read().unwrap().pick(host);
+                match picked {
+                    Ok((engine, host)) => {
+                        let Upstream::Cluster(dialer) = &engine.upstream else {
+                            unreachable!("a gateway routes only to engines")
+                        };
+                        let span = engine.span.clone();
+                        engine.dial_cluster(dialer, what, peer, &host, port).instrument(span).await
+                    }
+                    Err(refusal) => {
+                        let conn = self.client_conn();
+                        let e = DialError::from(refusal);
+                        conn.failed(&format!("{host}:{port}"), &e);
+                        (conn, Err(e))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dial_cluster(
+        &self,
+        dialer: &Dialer,
+        what: &str,
+        peer: SocketAddr,
+        host: &Host,
+        port: u16,
+    ) -> (ClientConn, Result<Dialed, DialError>) {
+        let conn = self.client_conn();
         let target = format!("{host}:{port}");
-        let dialed = self.dialer.dial(host, port, conn.id).await;
+        let dialed = dialer.dial(host, port, conn.id).await;
         match &dialed {
             Ok(d) => tracing::info!(conn = conn.id, %peer, %target, reached = %d.reached, "{what}"),
-            Err(e) => self.failed(conn.id, &target, e),
+            Err(e) => conn.failed(&target, e),
         }
         (conn, dialed)
     }
 
-    /// Logs a connection that could not be made or broke, and keeps it as the last error.
-    pub(crate) fn failed(&self, conn: u64, target: &str, e: &dyn std::error::Error) {
-        let chain = crate::error_chain(e);
-        // `target` is escaped already (see `Host`'s Display): shown as it is.
-        tracing::warn!(conn, target = %target, reason = %chain, "connection not forwarded");
-        self.stats.record_error(format!("{target}: {chain}"));
+    fn client_conn(&self) -> ClientConn {
+        ClientConn {
+            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
+            stats: self.stats.clone(),
+            _active: self.stats.connection(),
+        }
+    }
+
+    /// What the PAC file served on these listeners lists: this engine's
+    /// cluster, or every context of a gateway.
+    pub(crate) async fn pac_routes(&self) -> Vec<pac::Route> {
+        match &self.upstream {
+            Upstream::Cluster(dialer) => vec![pac::Route { alias: None, names: dialer.cluster_names().await }],
+            Upstream::Contexts(routes) => {
+                let engines = routes.read().unwrap().engines();
+                let mut out = Vec::new();
+                for (alias, engine) in engines {
+                    if let Upstream::Cluster(dialer) = &engine.upstream {
+                        out.push(pac::Route { alias, names: dialer.cluster_names().await });
+                    }
+                }
+                out
+            }
+        }
     }
 }

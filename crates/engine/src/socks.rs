@@ -74,7 +74,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     };
     let mut client = client;
     let linger = dialed.upstream.linger();
-    if let Err(e) = relay(&mut client, dialed.upstream, &shared.stats, linger).await {
+    if let Err(e) = relay(&mut client, dialed.upstream, &conn.stats, linger).await {
         tracing::info!(conn = conn.id, error = %e, "connection broke; resetting the client");
         reset(client);
     }
