@@ -199,6 +199,73 @@ async fn two_contexts_get_their_own_ids_ports_and_namespaces() {
     assert!(team_log.contains(&format!("team-a/{name}")) && !team_log.contains(&ns.name), "{team_log}");
 }
 
+#[tokio::test]
+async fn one_shared_port_reaches_every_context_by_its_alias_and_picks_up_later_ones() {
+    let m = Managed::new("shared");
+    let ns = TestNamespace::new("shared").await;
+    let name = format!("sh-{}", std::process::id());
+    let (_a, cleanup_a) = service_in(&ns.name, &name, "admin-side").await;
+    let (_b, cleanup_b) = service_in("team-a", &name, "team-side").await;
+    let admin = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    assert_eq!(admin["alias"], "kubesocks-test", "the context name is the alias");
+
+    // Opened after the first connection, with it as the default context.
+    let port = format!("127.0.0.1:{}", free_port());
+    let run = m.ok(&["shared-port", &port, "--default", "kubesocks-test", "-o", "json"]).await;
+    let shared: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let url = shared["socks_url"].as_str().unwrap().to_string();
+    assert_eq!(url, format!("socks5h://{port}"));
+    assert_eq!(shared["pac_url"], format!("http://{port}/proxy.pac"));
+
+    let via_alias = answer_via(&url, &format!("http://{name}.{}.kubesocks-test/", ns.name)).await;
+    assert!(via_alias.contains("hello from admin-side"), "{via_alias}");
+    let via_default = answer_via(&url, &format!("http://{name}.{}.svc.cluster.local/", ns.name)).await;
+    assert!(via_default.contains("hello from admin-side"), "names without an alias: {via_default}");
+    // The restricted context is not connected yet: its alias is no alias, and team-a no namespace of the default.
+    let early = curl(&["--proxy", &url, &format!("http://{name}.team-a.restricted/")]).await;
+    assert_ne!(early.code, 0, "{}", early.stdout);
+
+    // Connected later, with an alias of its own: reachable on the same port, no restart.
+    let team = m
+        .connect(&["--context", "kubesocks-test-restricted", "--listen-socks", "127.0.0.1:0", "--alias", "Restricted"])
+        .await;
+    assert_eq!(team["alias"], "restricted");
+    let via_team = answer_via(&url, &format!("http://{name}.team-a.restricted/")).await;
+    assert!(via_team.contains("hello from team-side"), "{via_team}");
+    let short = answer_via(&url, &format!("http://{name}.restricted/")).await;
+    assert!(short.contains("hello from team-side"), "a short name in the context's own namespace: {short}");
+    // Both requests counted by the connection that served them.
+    let status = m.status().await;
+    assert_eq!(status["shared_port"]["default_context"], "kubesocks-test");
+    let total = |id: &Value| {
+        let conns = status["connections"].as_array().unwrap();
+        conns.iter().find(|c| c["id"] == *id).unwrap()["total_connections"].as_u64().unwrap()
+    };
+    assert!(total(&team["id"]) >= 2, "{status}");
+    assert!(total(&admin["id"]) >= 2, "{status}");
+
+    // The PAC file on the shared port covers both contexts.
+    let pac = curl(&[shared["pac_url"].as_str().unwrap()]).await;
+    assert!(
+        pac.stdout.contains(r#"alias: ".restricted""#) && pac.stdout.contains(r#"alias: ".kubesocks-test""#),
+        "{}",
+        pac.stdout
+    );
+
+    // Disconnected: its alias is refused again; the shared port closes on request.
+    m.ok(&["disconnect", team["id"].as_str().unwrap()]).await;
+    let gone = curl(&["--proxy", &url, &format!("http://{name}.team-a.restricted/")]).await;
+    assert_ne!(gone.code, 0, "{}", gone.stdout);
+    m.ok(&["shared-port", "--off"]).await;
+    assert!(port_is_free(port.parse().unwrap()), "the shared port is free once closed");
+    cleanup_a().await;
+    cleanup_b().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn is_empty_dir(path: &Path) -> bool {
     std::fs::read_dir(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).next().is_none()
 }

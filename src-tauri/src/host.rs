@@ -114,6 +114,7 @@ impl Host {
             namespace: None,
             // Exec plugins run with the app's own environment (its PATH comes from the login shell).
             exec_env: Default::default(),
+            alias: None,
             proxy: ProxyConfig {
                 socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
                 http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
@@ -205,6 +206,7 @@ pub fn sample_connection(id: &str, context: &str, port: u16) -> ConnectionStatus
         http: None,
         cluster_domain: ProxyConfig::DEFAULT_CLUSTER_DOMAIN.into(),
         passthrough: false,
+        alias: context.into(),
         pid: 1,
         log: "/l".into(),
         started_at: 0,

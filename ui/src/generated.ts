@@ -27,6 +27,8 @@ export type ConnectionStatus = {
   /** How names resolve, so a `connect` asking otherwise is told apart. */
   cluster_domain: string,
   passthrough: boolean,
+  /** The DNS label that picks it on the shared port (`web.shop.<alias>`). */
+  alias: string,
   /** The process hosting the connection (the daemon or the tray app). */
   pid: number,
   log: string,

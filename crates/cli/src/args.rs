@@ -48,6 +48,26 @@ pub enum Command {
     Daemon,
     /// List the kubeconfig's contexts.
     Contexts(OutputArgs),
+    /// Open one port for every background proxy: a name ending in a
+    /// connection's alias (`web.shop.prod`) goes to that connection, other
+    /// names to the default context. Connections made later are reachable
+    /// on it too.
+    SharedPort(SharedPortArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SharedPortArgs {
+    /// Where to listen (SOCKS5, HTTP and the PAC file on one port).
+    #[arg(value_name = "ADDR", default_value_t = loopback(ProxyConfig::DEFAULT_SHARED_PORT))]
+    pub listen: SocketAddr,
+    /// The context that names without an alias go to (default: none, they are refused).
+    #[arg(long = "default", value_name = "CONTEXT")]
+    pub default_context: Option<String>,
+    /// Close the shared port.
+    #[arg(long, conflicts_with_all = ["default_context"])]
+    pub off: bool,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +166,10 @@ pub struct ConnectArgs {
     pub data_path: DataPathArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The name that picks this connection on the shared port
+    /// (`web.shop.ALIAS`; default: the context name made a DNS label).
+    #[arg(long, value_name = "ALIAS")]
+    pub alias: Option<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -48,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Disconnect(args) => crate::manage::disconnect(&state()?, args).await,
         Command::Quit => crate::manage::quit(&state()?).await,
         Command::Status(out) => crate::manage::status(&state()?, out.output).await,
+        Command::SharedPort(args) => crate::manage::shared_port(&state()?, args).await,
         Command::Daemon => crate::manage::daemon(state()?).await,
     }
 }

@@ -8,11 +8,14 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use kubesocks_engine::kubeconfig::{self, KubeSettings};
 use kubesocks_engine::{Listen, Protocol, ProxyConfig, loopback};
-use kubesocks_managed::control::{self, ConnectRequest, ConnectionStatus, ControlError, ErrorKind, Request, Response};
+use kubesocks_managed::control::{
+    self, ConnectRequest, ConnectionStatus, ControlError, ErrorKind, Request, Response, SharedPortRequest,
+    SharedPortStatus,
+};
 use kubesocks_managed::daemon::{Daemon, unix_now};
 use kubesocks_managed::state::{DaemonLock, StateDir};
 
-use crate::args::{ConnectArgs, DisconnectArgs, Output};
+use crate::args::{ConnectArgs, DisconnectArgs, Output, SharedPortArgs};
 use crate::hints::Refused;
 use crate::output::{human_bytes, human_duration, say};
 
@@ -53,6 +56,7 @@ pub(crate) async fn connect(state: &StateDir, kube: &KubeSettings, args: &Connec
         context: kube.context.clone(),
         namespace: kube.namespace.clone(),
         exec_env: kubeconfig::exec_env(),
+        alias: args.alias.clone(),
         proxy: ProxyConfig {
             socks: listen(want_socks, args.listen_socks, ProxyConfig::DEFAULT_SOCKS_PORT),
             http: listen(want_http, args.listen_http, ProxyConfig::DEFAULT_HTTP_PORT),
@@ -173,29 +177,76 @@ pub(crate) async fn quit(state: &StateDir) -> Result<()> {
 }
 
 pub(crate) async fn status(state: &StateDir, output: Output) -> Result<()> {
-    let (daemon, connections) = match call_running(state, &Request::Status).await? {
-        Some(Response::Status { daemon, connections }) => (Some(daemon), connections),
+    let (daemon, connections, shared_port) = match call_running(state, &Request::Status).await? {
+        Some(Response::Status { daemon, connections, shared_port }) => (Some(daemon), connections, shared_port),
         Some(other) => return Err(refusal(other)),
-        None => (None, Vec::new()),
+        None => (None, Vec::new(), None),
     };
     match output {
         Output::Json => {
-            let json = serde_json::json!({ "daemon": daemon, "connections": connections });
+            let json = serde_json::json!({ "daemon": daemon, "connections": connections, "shared_port": shared_port });
             say!("{}", serde_json::to_string_pretty(&json)?);
         }
         Output::Table if daemon.is_none() => say!("no connections (no kubesocks daemon is running)"),
-        Output::Table if connections.is_empty() => say!("no connections; start one with `kubesocks connect`"),
-        Output::Table => print_table(&connections),
+        Output::Table => {
+            if let Some(port) = &shared_port {
+                print_shared_port(port);
+            }
+            if connections.is_empty() {
+                say!("no connections; start one with `kubesocks connect`");
+            } else {
+                print_table(&connections);
+            }
+        }
     }
     Ok(())
+}
+
+pub(crate) async fn shared_port(state: &StateDir, args: &SharedPortArgs) -> Result<()> {
+    let request = SharedPortRequest {
+        listen: (!args.off).then(|| Listen::exact(args.listen)),
+        default_context: args.default_context.clone(),
+    };
+    let request = Request::SharedPort(request);
+    let shared_port = if args.off {
+        match call_running(state, &request).await? {
+            None => None,
+            Some(Response::SharedPort { shared_port }) => shared_port,
+            Some(other) => return Err(refusal(other)),
+        }
+    } else {
+        ensure_daemon(state).await?;
+        match control::call(state, &request, QUICK).await? {
+            Response::SharedPort { shared_port } => shared_port,
+            other => return Err(refusal(other)),
+        }
+    };
+    match (args.output, &shared_port) {
+        (Output::Json, _) => say!("{}", serde_json::to_string_pretty(&shared_port)?),
+        (Output::Table, Some(port)) => {
+            print_shared_port(port);
+            say!(
+                "Reach a connection with its alias as the last label: curl --proxy {} http://SERVICE.NAMESPACE.ALIAS/",
+                port.socks_url
+            );
+        }
+        (Output::Table, None) => say!("shared port closed"),
+    }
+    Ok(())
+}
+
+fn print_shared_port(port: &SharedPortStatus) {
+    let default = port.default_context.as_deref().unwrap_or("none: names need an alias");
+    say!("Shared port:  {} (PAC {}), default context {default}", port.socks_url, port.pac_url);
 }
 
 fn print_table(connections: &[ConnectionStatus]) {
     let dash = |a: Option<std::net::SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
     say!(
-        "{:<9} {:<24} {:<16} {:<16} {:<9} {:>6} {:>6} {:>9} {:>9} {:>8}  LAST ERROR",
+        "{:<9} {:<24} {:<16} {:<16} {:<16} {:<9} {:>6} {:>6} {:>9} {:>9} {:>8}  LAST ERROR",
         "ID",
         "CONTEXT",
+        "ALIAS",
         "SOCKS",
         "HTTP",
         "PROTOCOL",
@@ -212,9 +263,10 @@ fn print_table(connections: &[ConnectionStatus]) {
                 format!("{} ago: {}", human_duration(now.saturating_sub(e.at)), e.message)
             });
         say!(
-            "{:<9} {:<24} {:<16} {:<16} {:<9} {:>6} {:>6} {:>9} {:>9} {:>8}  {}",
+            "{:<9} {:<24} {:<16} {:<16} {:<16} {:<9} {:>6} {:>6} {:>9} {:>9} {:>8}  {}",
             c.record.id,
             c.record.context,
+            c.record.alias,
             dash(c.record.socks),
             dash(c.record.http),
             protocol_name(c.stats.portforward_protocol),

@@ -63,6 +63,8 @@ impl ProxyConfig {
     pub const DEFAULT_SOCKS_PORT: u16 = 1080;
     /// The HTTP proxy port managed connections try first.
     pub const DEFAULT_HTTP_PORT: u16 = 3128;
+    /// The port shared by every managed connection, unless told otherwise.
+    pub const DEFAULT_SHARED_PORT: u16 = 1090;
     /// The cluster DNS domain unless told otherwise.
     pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
     /// How long a client may take over its handshake unless told otherwise.

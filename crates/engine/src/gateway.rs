@@ -178,6 +178,12 @@ impl Gateway {
         pac_url(self.addr)
     }
 
+    /// Closes the listener: once this returns its port is free. Open
+    /// connections go on.
+    pub async fn stop_listening(&self) {
+        self.listeners.stop().await;
+    }
+
     /// Closes the listener (its port is free once this returns), lets open
     /// connections run for up to `grace`, then cuts them.
     pub async fn shutdown(self, grace: Duration) {

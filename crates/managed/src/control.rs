@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kubesocks_engine::{ProxyConfig, StatsSnapshot};
+use kubesocks_engine::{Listen, ProxyConfig, StatsSnapshot};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -53,6 +53,34 @@ pub enum Request {
     Status,
     /// Stop every connection, then the daemon.
     Quit,
+    /// Open, move or close the port shared by every connection.
+    SharedPort(SharedPortRequest),
+}
+
+/// The port every connected context is reached on by its alias
+/// (`web.shop.prod`), names without one going to a default context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedPortRequest {
+    /// Where to listen; none: close the shared port.
+    #[serde(default)]
+    pub listen: Option<Listen>,
+    /// The context that names without an alias go to; none: they are refused.
+    #[serde(default)]
+    pub default_context: Option<String>,
+}
+
+/// The shared port as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
+pub struct SharedPortStatus {
+    /// Where it listens (SOCKS5, HTTP and the PAC file on one port).
+    pub addr: std::net::SocketAddr,
+    /// `socks5h://ADDR`.
+    pub socks_url: String,
+    /// Its PAC file, covering every connected context.
+    pub pac_url: String,
+    /// The context names without an alias go to, if any.
+    pub default_context: Option<String>,
 }
 
 /// What `connect` asks for: which context, and how its proxy listens and
@@ -74,6 +102,10 @@ pub struct ConnectRequest {
     /// started from another shell, so it runs this connection's plugins with these.
     #[serde(default)]
     pub exec_env: BTreeMap<String, String>,
+    /// The DNS label that picks this connection on the shared port; empty:
+    /// the context name made one.
+    #[serde(default)]
+    pub alias: Option<String>,
     /// Listeners and resolution.
     #[serde(flatten)]
     pub proxy: ProxyConfig,
@@ -87,6 +119,7 @@ impl std::fmt::Debug for ConnectRequest {
             .field("context", &self.context)
             .field("namespace", &self.namespace)
             .field("exec_env", &hidden)
+            .field("alias", &self.alias)
             .field("proxy", &self.proxy)
             .finish()
     }
@@ -119,6 +152,14 @@ pub enum Response {
         daemon: DaemonInfo,
         /// Oldest first.
         connections: Vec<ConnectionStatus>,
+        /// The port shared by every connection, if open.
+        #[serde(default)]
+        shared_port: Option<SharedPortStatus>,
+    },
+    /// The shared port as it now is (none: closed).
+    SharedPort {
+        /// Where it listens, if open.
+        shared_port: Option<SharedPortStatus>,
     },
     /// The daemon is stopping these connections, then itself.
     Quitting {

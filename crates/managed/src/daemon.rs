@@ -2,6 +2,10 @@
 //! kube context, each with its own listeners, ID, kubeconfig and log file)
 //! in one process, and serves the control socket ([`crate::control`]).
 //!
+//! It may also open one port shared by every connection (a [`Gateway`]),
+//! where a name's last label, the connection's alias, picks the connection;
+//! its routes follow every connect and disconnect.
+//!
 //! `kubesocks daemon` runs it headless; the tray app runs the very same
 //! [`Daemon`] in-process, so a connection started from either side shows in
 //! both. In-process hosts call its methods directly and follow
@@ -14,13 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kubesocks_engine::kubeconfig::{self, Cluster, KubeError, KubeSettings, Kubeconfig, Redactor};
-use kubesocks_engine::{Engine, EngineError, Listen, error_chain};
+use kubesocks_engine::{Engine, EngineError, Gateway, GatewayConfig, Listen, Routes, alias_for, error_chain};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::control::{self, ConnectRequest, ConnectionStatus, DaemonInfo, ErrorKind, Request, Response, is_valid_id};
+use crate::control::{
+    self, ConnectRequest, ConnectionStatus, DaemonInfo, ErrorKind, Request, Response, SharedPortRequest,
+    SharedPortStatus, is_valid_id,
+};
 use crate::state::{ConnectionRecord, DaemonLock, StateDir, StateError};
 
 /// How long open client connections may finish after their proxy stops.
@@ -77,6 +84,19 @@ pub enum DaemonError {
         /// What it has that the request does not ask for.
         differs: String,
     },
+    /// Another connection answers to the alias asked for.
+    #[error("alias {alias} is taken by connection {id} (context {context})")]
+    AliasTaken {
+        /// The alias.
+        alias: String,
+        /// The connection that has it.
+        id: String,
+        /// Its context.
+        context: String,
+    },
+    /// The shared port could not be opened.
+    #[error("cannot open the shared port: {0}")]
+    SharedPort(#[source] EngineError),
     /// The daemon is stopping and takes no new connection.
     #[error("the daemon is stopping")]
     Stopping,
@@ -113,7 +133,8 @@ impl DaemonError {
             DaemonError::MalformedId { .. } | DaemonError::NoListener => ErrorKind::BadRequest,
             DaemonError::UnknownConnection { .. } => ErrorKind::UnknownConnection,
             DaemonError::Busy { .. } => ErrorKind::Busy,
-            DaemonError::Mismatch { .. } => ErrorKind::AlreadyConnected,
+            DaemonError::Mismatch { .. } | DaemonError::AliasTaken { .. } => ErrorKind::AlreadyConnected,
+            DaemonError::SharedPort(_) => ErrorKind::Listen,
             DaemonError::Stopping => ErrorKind::Busy,
             DaemonError::Kube(_) => ErrorKind::Kube,
             DaemonError::Engine { source: EngineError::Cache(_), .. } => ErrorKind::Kube,
@@ -160,6 +181,27 @@ struct Inner {
     /// Proxies draining after a disconnect, and the background loops.
     tasks: TaskTracker,
     lock: Mutex<Option<DaemonLock>>,
+    /// The port shared by every connection, if open. Locked before
+    /// `connections` where both are.
+    shared_port: Mutex<Option<SharedPort>>,
+}
+
+/// The open shared port and the context it sends names without an alias to.
+struct SharedPort {
+    gateway: Gateway,
+    default_context: Option<String>,
+}
+
+impl SharedPort {
+    fn status(&self) -> SharedPortStatus {
+        let addr = self.gateway.addr();
+        SharedPortStatus {
+            addr,
+            socks_url: format!("socks5h://{addr}"),
+            pac_url: self.gateway.pac_url(),
+            default_context: self.default_context.clone(),
+        }
+    }
 }
 
 struct Managed {
@@ -207,6 +249,7 @@ impl Daemon {
                 stopping: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 lock: Mutex::new(Some(lock)),
+                shared_port: Mutex::default(),
             }),
         };
         let (stop, tasks, handler) = (daemon.inner.stopping.clone(), daemon.inner.tasks.clone(), daemon.clone());
@@ -263,6 +306,7 @@ impl Daemon {
             http: None,
             cluster_domain: request.proxy.cluster_domain.clone(),
             passthrough: request.proxy.passthrough,
+            alias: alias_for(request.alias.as_deref().unwrap_or(&context)),
             pid: std::process::id(),
             log,
             started_at: unix_now(),
@@ -270,6 +314,7 @@ impl Daemon {
         let started = self.start_engine(&kc, record, &request).instrument(span.clone()).await;
         match started.and_then(|(managed, example)| self.register(managed, example)) {
             Ok(outcome) => {
+                self.route();
                 self.publish();
                 Ok(outcome)
             }
@@ -332,6 +377,13 @@ impl Daemon {
         // swept the others: do not outlive it.
         if self.inner.quit.is_cancelled() || self.inner.stopping.is_cancelled() {
             return Err(DaemonError::Stopping);
+        }
+        if let Some(other) = connections.values().find(|m| m.record.alias == managed.record.alias) {
+            return Err(DaemonError::AliasTaken {
+                alias: other.record.alias.clone(),
+                id: other.record.id.clone(),
+                context: other.record.context.clone(),
+            });
         }
         connections.insert(managed.record.id.clone(), managed);
         Ok(ConnectOutcome { connection, existing: false, example })
@@ -406,6 +458,7 @@ impl Daemon {
         let Managed { record, engine, .. } = managed;
         engine.stop_listening().await;
         self.inner.state.remove_connection(&record.id);
+        self.route();
         self.publish();
         let id = record.id.clone();
         self.inner.tasks.spawn(
@@ -418,6 +471,55 @@ impl Daemon {
         );
         tracing::info!(id = record.id, context = record.context, "disconnected");
         status
+    }
+
+    /// Opens the shared port at `request.listen` (moving it if it is open
+    /// elsewhere) or, without an address, closes it. Connections made before
+    /// or after are all reachable on it by their aliases.
+    pub async fn set_shared_port(&self, request: SharedPortRequest) -> Result<Option<SharedPortStatus>, DaemonError> {
+        let old = self.inner.shared_port.lock().unwrap().take();
+        if let Some(old) = old {
+            // Free the port first: the new one may be the same.
+            old.gateway.stop_listening().await;
+            self.inner.tasks.spawn(old.gateway.shutdown(DRAIN).in_current_span());
+        }
+        let Some(listen) = request.listen else {
+            tracing::info!("shared port closed");
+            return Ok(None);
+        };
+        if self.inner.stopping.is_cancelled() {
+            return Err(DaemonError::Stopping);
+        }
+        let gateway =
+            Gateway::start(GatewayConfig::new(listen), Routes::new()).await.map_err(DaemonError::SharedPort)?;
+        let port = SharedPort { gateway, default_context: request.default_context };
+        let status = port.status();
+        tracing::info!(addr = %status.addr, default_context = ?status.default_context, "shared port open");
+        *self.inner.shared_port.lock().unwrap() = Some(port);
+        self.route();
+        Ok(Some(status))
+    }
+
+    /// The shared port, if open.
+    pub fn shared_port(&self) -> Option<SharedPortStatus> {
+        self.inner.shared_port.lock().unwrap().as_ref().map(SharedPort::status)
+    }
+
+    /// Points the shared port at the connections there are now.
+    fn route(&self) {
+        let shared_port = self.inner.shared_port.lock().unwrap();
+        let Some(port) = shared_port.as_ref() else { return };
+        let connections = self.inner.connections.lock().unwrap();
+        let mut routes = Routes::new();
+        for managed in connections.values() {
+            routes.insert(&managed.record.alias, managed.engine.route());
+        }
+        let default = port
+            .default_context
+            .as_deref()
+            .and_then(|context| connections.values().find(|m| m.record.context == context));
+        routes.set_default(default.map(|m| m.record.alias.as_str()));
+        port.gateway.set_routes(routes);
     }
 
     /// Every connection with its live figures, oldest first.
@@ -448,6 +550,7 @@ impl Daemon {
     /// briefly), closes the control socket and releases the daemon lock.
     pub async fn shutdown(&self) {
         self.inner.stopping.cancel();
+        let _ = self.set_shared_port(SharedPortRequest { listen: None, default_context: None }).await;
         self.disconnect_all().await;
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
@@ -473,7 +576,15 @@ impl Daemon {
                 Err(e) => e.response(&Redactor::default()),
             },
             Request::DisconnectAll => Response::Disconnected { connections: self.disconnect_all().await },
-            Request::Status => Response::Status { daemon: self.inner.info.clone(), connections: self.status() },
+            Request::Status => Response::Status {
+                daemon: self.inner.info.clone(),
+                connections: self.status(),
+                shared_port: self.shared_port(),
+            },
+            Request::SharedPort(req) => match self.set_shared_port(req).await {
+                Ok(shared_port) => Response::SharedPort { shared_port },
+                Err(e) => e.response(&Redactor::default()),
+            },
             Request::Quit => {
                 self.request_quit();
                 Response::Quitting { connections: self.status() }

@@ -249,6 +249,9 @@ pub struct ConnectionRecord {
     pub cluster_domain: String,
     #[serde(default)]
     pub passthrough: bool,
+    /// The DNS label that picks it on the shared port (`web.shop.<alias>`).
+    #[serde(default)]
+    pub alias: String,
     /// The process hosting the connection (the daemon or the tray app).
     pub pid: u32,
     pub log: PathBuf,

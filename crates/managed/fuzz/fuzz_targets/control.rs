@@ -52,8 +52,10 @@ fn handle(request: Request) -> Response {
         Request::Status => Response::Status {
             daemon: DaemonInfo { pid: 1, version: "fuzz".into(), host: "fuzz".into() },
             connections: Vec::new(),
+            shared_port: None,
         },
         Request::Quit => Response::Quitting { connections: Vec::new() },
+        Request::SharedPort(_) => Response::SharedPort { shared_port: None },
     }
 }
 
