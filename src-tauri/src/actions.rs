@@ -113,8 +113,9 @@ pub fn refresh_contexts(app: &AppHandle) {
     }
 }
 
-/// Checks and saves the settings (and the autostart entry); returns them as saved.
-pub fn save_settings(app: &AppHandle, settings: Settings) -> Result<Settings, String> {
+/// Checks and saves the settings (and the autostart entry) and opens the
+/// shared port they ask for; returns them as saved.
+pub async fn save_settings(app: &AppHandle, settings: Settings) -> Result<Settings, String> {
     let settings = settings.validated().map_err(|e| e.to_string())?;
     let state = app.state::<AppState>();
     let autostart = app.autolaunch();
@@ -124,6 +125,7 @@ pub fn save_settings(app: &AppHandle, settings: Settings) -> Result<Settings, St
         settings::save(path, &settings).map_err(|e| format!("cannot save the settings to {}: {e}", path.display()))?;
     }
     *state.settings.lock().unwrap() = settings.clone();
+    state.host.apply_shared_port(&settings).await.map_err(|e| format!("saved, but {e}"))?;
     Ok(settings)
 }
 

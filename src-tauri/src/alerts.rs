@@ -77,28 +77,31 @@ mod tests {
     #[test]
     fn a_new_connection_error_alerts_once_then_not_again_for_a_while() {
         let mut alerts = Alerts::default();
-        let quiet = Live { connections: vec![conn("a", None)], attempts: vec![] };
-        let failing = Live { connections: vec![conn("a", Some(("refused", 5)))], attempts: vec![] };
+        let quiet = Live { connections: vec![conn("a", None)], attempts: vec![], ..Live::default() };
+        let failing = Live { connections: vec![conn("a", Some(("refused", 5)))], attempts: vec![], ..Live::default() };
         let sent = alerts.between(&quiet, &failing, 5);
         assert_eq!(sent, [Alert { title: "kubesocks: error on ctx-a (a)".into(), body: "refused".into() }]);
         assert_eq!(alerts.between(&failing, &failing, 6), []);
-        let again = Live { connections: vec![conn("a", Some(("refused", 9)))], attempts: vec![] };
+        let again = Live { connections: vec![conn("a", Some(("refused", 9)))], attempts: vec![], ..Live::default() };
         assert_eq!(alerts.between(&failing, &again, 9), [], "a second error within a minute stays quiet");
-        let later = Live { connections: vec![conn("a", Some(("gone", 70)))], attempts: vec![] };
+        let later = Live { connections: vec![conn("a", Some(("gone", 70)))], attempts: vec![], ..Live::default() };
         assert_eq!(alerts.between(&again, &later, 70).len(), 1, "a new error after the quiet time alerts");
-        let other =
-            Live { connections: vec![conn("a", Some(("gone", 70))), conn("b", Some(("x", 71)))], attempts: vec![] };
+        let other = Live {
+            connections: vec![conn("a", Some(("gone", 70))), conn("b", Some(("x", 71)))],
+            attempts: vec![],
+            ..Live::default()
+        };
         assert_eq!(alerts.between(&later, &other, 71).len(), 1, "each connection has its own quiet time");
     }
 
     #[test]
     fn a_failed_connect_alerts_once_and_one_under_way_does_not() {
-        let pending = Live { connections: vec![], attempts: vec![Attempt { context: "dev".into(), error: None }] };
+        let pending = Live { attempts: vec![Attempt { context: "dev".into(), error: None }], ..Live::default() };
         let mut alerts = Alerts::default();
         assert_eq!(alerts.between(&Live::default(), &pending, 1), []);
         let failed = Live {
-            connections: vec![],
             attempts: vec![Attempt { context: "dev".into(), error: Some("unreachable".into()) }],
+            ..Live::default()
         };
         assert_eq!(
             alerts.between(&pending, &failed, 2),

@@ -109,6 +109,15 @@ fn setup(
     if let Ok(enabled) = app.autolaunch().is_enabled() {
         saved.start_at_login = enabled;
     }
+    if saved.shared_port.is_some() {
+        let (host, settings, handle) = (host.clone(), saved.clone(), app.app_handle().clone());
+        tauri::async_runtime::spawn(async move {
+            if let Err(e) = host.apply_shared_port(&settings).await {
+                tracing::error!(error = %e, "cannot open the shared port");
+                actions::notify(&handle, "kubesocks: no shared port", &e.to_string());
+            }
+        });
+    }
     app.manage(AppState::new(host.clone(), saved, settings_path));
 
     let window = WebviewWindowBuilder::new(app, WINDOW, WebviewUrl::App("index.html".into()))

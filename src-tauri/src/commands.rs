@@ -57,8 +57,8 @@ pub fn open_logs(app: AppHandle) -> Result<(), String> {
 }
 
 #[tauri::command]
-pub fn save_settings(app: AppHandle, settings: Settings) -> Result<Settings, String> {
-    actions::save_settings(&app, settings)
+pub async fn save_settings(app: AppHandle, settings: Settings) -> Result<Settings, String> {
+    actions::save_settings(&app, settings).await
 }
 
 #[tauri::command]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use kubesocks_engine::kubeconfig::{self, ContextInfo, KubeSettings};
 use kubesocks_engine::{Listen, ProxyConfig, error_chain, loopback};
-use kubesocks_managed::control::{ConnectRequest, ConnectionStatus};
+use kubesocks_managed::control::{ConnectRequest, ConnectionStatus, SharedPortRequest, SharedPortStatus};
 use kubesocks_managed::state::StateDir;
 use kubesocks_managed::{Daemon, DaemonError};
 use tokio::sync::watch;
@@ -35,6 +35,8 @@ pub struct Attempt {
 pub struct Live {
     pub connections: Vec<ConnectionStatus>,
     pub attempts: Vec<Attempt>,
+    /// The port shared by every connection, if open.
+    pub shared_port: Option<SharedPortStatus>,
 }
 
 /// The kubeconfig's contexts, as read last.
@@ -86,7 +88,7 @@ impl Host {
         let mut attempts = self.attempts.lock().unwrap();
         // A failure is moot once the context is connected (from a terminal, say).
         attempts.retain(|a| a.error.is_none() || !connections.iter().any(|c| c.record.context == a.context));
-        let live = Live { connections, attempts: attempts.clone() };
+        let live = Live { connections, attempts: attempts.clone(), shared_port: self.daemon.shared_port() };
         drop(attempts);
         self.live.send_if_modified(|current| {
             let changed = *current != live;
@@ -102,6 +104,17 @@ impl Host {
             attempts.extend(attempt);
         }
         self.publish();
+    }
+
+    /// Opens, moves or closes the shared port as `settings` say.
+    pub async fn apply_shared_port(&self, settings: &Settings) -> Result<(), String> {
+        let request = SharedPortRequest {
+            listen: settings.shared_port.map(|port| Listen::exact(loopback(port))),
+            default_context: settings.default_context.clone(),
+        };
+        let result = self.daemon.set_shared_port(request).await;
+        self.publish();
+        result.map(|_| ()).map_err(|e| error_chain(&e))
     }
 
     /// Connects `context` with the listeners and domain of `settings` (or

@@ -22,6 +22,10 @@ pub struct Settings {
     /// Dial names outside the cluster from this machine instead of refusing
     /// them, so a browser given the socks5h URL keeps the rest of the web.
     pub passthrough: bool,
+    /// One port for every connected context (`web.shop.<alias>`); none: off.
+    pub shared_port: Option<u16>,
+    /// The context that names without an alias go to on the shared port.
+    pub default_context: Option<String>,
     /// Start the app in the tray at login.
     pub start_at_login: bool,
 }
@@ -34,6 +38,8 @@ impl Default for Settings {
             http_port: None,
             cluster_domain: defaults.cluster_domain,
             passthrough: false,
+            shared_port: None,
+            default_context: None,
             start_at_login: false,
         }
     }
@@ -48,6 +54,8 @@ pub struct Defaults {
     pub socks_port: u16,
     /// The first HTTP port tried.
     pub http_port: u16,
+    /// The shared port offered when it is switched on.
+    pub shared_port: u16,
     /// The cluster DNS domain.
     pub cluster_domain: String,
 }
@@ -57,6 +65,7 @@ impl Default for Defaults {
         Defaults {
             socks_port: ProxyConfig::DEFAULT_SOCKS_PORT,
             http_port: ProxyConfig::DEFAULT_HTTP_PORT,
+            shared_port: ProxyConfig::DEFAULT_SHARED_PORT,
             cluster_domain: ProxyConfig::DEFAULT_CLUSTER_DOMAIN.into(),
         }
     }
@@ -66,7 +75,7 @@ impl Default for Defaults {
 pub enum SettingsError {
     #[error("port 0 is not a port; use 1 to 65535")]
     ZeroPort,
-    #[error("the SOCKS and HTTP proxies need different ports")]
+    #[error("the SOCKS, HTTP and shared ports must differ")]
     SamePort,
     #[error("{0:?} is not a DNS domain (letters, digits, '-' and '.', e.g. {example})", example = ProxyConfig::DEFAULT_CLUSTER_DOMAIN)]
     Domain(String),
@@ -75,12 +84,14 @@ pub enum SettingsError {
 impl Settings {
     /// The settings as saved: checked, the domain trimmed and lower-cased.
     pub fn validated(mut self) -> Result<Settings, SettingsError> {
-        if self.socks_port == 0 || self.http_port == Some(0) {
+        if self.socks_port == 0 || self.http_port == Some(0) || self.shared_port == Some(0) {
             return Err(SettingsError::ZeroPort);
         }
-        if self.http_port == Some(self.socks_port) {
+        let shared_clash = self.shared_port.is_some_and(|p| p == self.socks_port || Some(p) == self.http_port);
+        if self.http_port == Some(self.socks_port) || shared_clash {
             return Err(SettingsError::SamePort);
         }
+        self.default_context = self.default_context.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
         let domain = self.cluster_domain.trim().trim_end_matches('.').to_ascii_lowercase();
         let label_ok = |l: &str| {
             !l.is_empty()
@@ -164,6 +175,10 @@ mod tests {
         assert_eq!(zero.validated(), Err(SettingsError::ZeroPort));
         let same = Settings { socks_port: 2000, http_port: Some(2000), ..Settings::default() };
         assert_eq!(same.validated(), Err(SettingsError::SamePort));
+        let shared = Settings { socks_port: 2000, shared_port: Some(2000), ..Settings::default() };
+        assert_eq!(shared.validated(), Err(SettingsError::SamePort));
+        let blank = Settings { default_context: Some("  ".into()), ..Settings::default() };
+        assert_eq!(blank.validated().unwrap().default_context, None, "a blank default context is none");
     }
 
     #[test]
@@ -176,6 +191,8 @@ mod tests {
             http_port: Some(2999),
             cluster_domain: "c.l".into(),
             passthrough: true,
+            shared_port: Some(3999),
+            default_context: Some("prod".into()),
             start_at_login: true,
         };
         save(&path, &s).unwrap();

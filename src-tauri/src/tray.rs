@@ -258,6 +258,7 @@ mod tests {
                 Attempt { context: "dev".into(), error: None },
                 Attempt { context: "staging".into(), error: Some("unreachable".into()) },
             ],
+            ..Live::default()
         };
         let view = crate::view::build(&contexts, &live, 0);
         let tray = Tray {
@@ -298,7 +299,8 @@ mod tests {
     fn the_summary_names_the_connected_contexts() {
         let contexts = Contexts { contexts: vec![ctx("dev")], ..Contexts::default() };
         assert_eq!(summary(&crate::view::build(&contexts, &Live::default(), 0).rows), "Not connected");
-        let one = Live { connections: vec![sample_connection("00000001", "dev", 1081)], attempts: vec![] };
+        let one =
+            Live { connections: vec![sample_connection("00000001", "dev", 1081)], attempts: vec![], ..Live::default() };
         assert_eq!(summary(&crate::view::build(&contexts, &one, 0).rows), "Connected: dev");
     }
 

@@ -5,7 +5,7 @@
 //! the same rows. Pure functions of the contexts, the live status and the
 //! time, so the rules are unit-tested here.
 
-use kubesocks_managed::control::ConnectionStatus;
+use kubesocks_managed::control::{ConnectionStatus, SharedPortStatus};
 use serde::Serialize;
 
 use crate::host::{Contexts, Live};
@@ -32,6 +32,8 @@ pub struct View {
     pub kubeconfig: Vec<String>,
     /// Why the kubeconfig could not be read, if it could not.
     pub kubeconfig_error: Option<String>,
+    /// The port shared by every connected context, if open.
+    pub shared_port: Option<SharedPortStatus>,
 }
 
 /// One context as the user sees it.
@@ -113,6 +115,7 @@ pub fn build(contexts: &Contexts, live: &Live, now: u64) -> View {
         rows,
         kubeconfig: contexts.kubeconfig.clone(),
         kubeconfig_error: contexts.kubeconfig_error.clone(),
+        shared_port: live.shared_port.clone(),
     }
 }
 
@@ -254,7 +257,7 @@ mod tests {
     }
 
     fn live(connections: Vec<ConnectionStatus>, attempts: Vec<Attempt>) -> Live {
-        Live { connections, attempts }
+        Live { connections, attempts, ..Live::default() }
     }
 
     fn states(view: &View) -> Vec<(&str, RowState)> {

@@ -193,6 +193,10 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "http-enabled"))
     type_into(driver.find_element(By.ID, "http-port"), str(http_port))
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "passthrough"))
+    shared_port = free_port()
+    driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "shared-enabled"))
+    type_into(driver.find_element(By.ID, "shared-port-number"), str(shared_port))
+    type_into(driver.find_element(By.ID, "default-context"), ADMIN)
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "start-at-login"))
     driver.find_element(By.ID, "save-settings").click()
     wait_for("the settings page to close", lambda: driver.find_element(By.ID, "settings-view").get_attribute("hidden") is not None)
@@ -200,6 +204,8 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     assert f'"socks_port": {socks_port}' in saved.read_text()
     assert f'"http_port": {http_port}' in saved.read_text()
     assert '"passthrough": true' in saved.read_text()
+    assert f'"shared_port": {shared_port}' in saved.read_text()
+    assert f'"default_context": "{ADMIN}"' in saved.read_text()
     # The autostart plugin writes ~/.config/autostart whatever XDG_CONFIG_HOME says.
     autostart = list((home["dirs"]["home"] / ".config" / "autostart").glob("*.desktop"))
     assert autostart, "start at login wrote no autostart entry"
@@ -207,6 +213,7 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     assert "kubesocks-tray" in entry and "--background" in entry, entry
     state["socks_port"] = socks_port
     state["http_port"] = http_port
+    state["shared_port"] = shared_port
 
 
 def test_switching_a_context_on_connects_it(driver, state):
@@ -231,6 +238,20 @@ def test_curl_through_the_shown_url_reaches_the_demo_pod_and_the_counters_move(d
     wait_for("the total to count the HTTP request", lambda: field(driver, ADMIN, "total") == "2", timeout=15)
     received = wait_for("received bytes", lambda: (t := field(driver, ADMIN, "bytes-down")) != "0 B" and t, timeout=15)
     assert re.fullmatch(r"\d+(\.\d)? (B|KiB)", received), received
+
+
+def test_the_shared_port_reaches_the_connected_context_by_its_alias(driver, binaries, app_env, state):
+    shared = f"socks5h://127.0.0.1:{state['shared_port']}"
+    shown = wait_for("the shared port in the window", lambda: driver.find_element(By.ID, "shared-port").is_displayed(), timeout=10)
+    assert shown and shared in driver.find_element(By.ID, "shared-port").text
+    assert field(driver, ADMIN, "alias") == ADMIN
+    by_alias = curl(f"http://productpage.default.{ADMIN}:9080/", shared)
+    assert by_alias.startswith("hello from productpage-v1-"), by_alias
+    by_default = curl(DEMO_URL, shared)
+    assert by_default.startswith("hello from productpage-v1-"), by_default
+    status = status_json(binaries, app_env)
+    assert status["shared_port"]["socks_url"] == shared, status
+    assert status["shared_port"]["default_context"] == ADMIN, status
 
 
 def test_the_cli_lists_the_same_connection_through_the_socket(binaries, app_env, state):

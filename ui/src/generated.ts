@@ -57,6 +57,8 @@ export type Defaults = {
   socks_port: number,
   /** The first HTTP port tried. */
   http_port: number,
+  /** The shared port offered when it is switched on. */
+  shared_port: number,
   /** The cluster DNS domain. */
   cluster_domain: string,
 };
@@ -120,8 +122,24 @@ export type Settings = {
    * them, so a browser given the socks5h URL keeps the rest of the web.
    */
   passthrough: boolean,
+  /** One port for every connected context (`web.shop.<alias>`); none: off. */
+  shared_port: number | null,
+  /** The context that names without an alias go to on the shared port. */
+  default_context: string | null,
   /** Start the app in the tray at login. */
   start_at_login: boolean,
+};
+
+/** The shared port as `status` shows it. */
+export type SharedPortStatus = {
+  /** Where it listens (SOCKS5, HTTP and the PAC file on one port). */
+  addr: string,
+  /** `socks5h://ADDR`. */
+  socks_url: string,
+  /** Its PAC file, covering every connected context. */
+  pac_url: string,
+  /** The context names without an alias go to, if any. */
+  default_context: string | null,
 };
 
 /** Everything the window needs to draw itself the first time. */
@@ -148,4 +166,6 @@ export type View = {
   kubeconfig: Array<string>,
   /** Why the kubeconfig could not be read, if it could not. */
   kubeconfig_error: string | null,
+  /** The port shared by every connected context, if open. */
+  shared_port: SharedPortStatus | null,
 };

@@ -30,7 +30,17 @@ function render(): void {
   banner.hidden = !view.kubeconfig_error;
   banner.textContent = view.kubeconfig_error ?? "";
   byId("kubeconfig-path").textContent = view.kubeconfig.length > 0 ? `From ${view.kubeconfig.join(", ")}` : "";
+  const shared = view.shared_port;
+  byId("shared-port").hidden = !shared;
+  const sharedText = byId("shared-port").querySelector<HTMLElement>('[data-field="shared-url"]');
+  if (sharedText) {
+    const fallback = shared?.default_context ? `, default ${shared.default_context}` : "";
+    sharedText.textContent = shared ? `Shared port ${shared.socks_url} (NAME.ALIAS${fallback})` : "";
+  }
 }
+
+byId("copy-shared-url").addEventListener("click", () => view?.shared_port && copy(view.shared_port.socks_url));
+byId("copy-shared-pac").addEventListener("click", () => view?.shared_port && copy(view.shared_port.pac_url));
 
 let toastTimer: number | undefined;
 function toast(message: string, kind: "info" | "error" = "info"): void {
@@ -69,6 +79,9 @@ const httpEnabled = byId<HTMLInputElement>("http-enabled");
 const httpPort = byId<HTMLInputElement>("http-port");
 const clusterDomain = byId<HTMLInputElement>("cluster-domain");
 const passthrough = byId<HTMLInputElement>("passthrough");
+const sharedEnabled = byId<HTMLInputElement>("shared-enabled");
+const sharedPort = byId<HTMLInputElement>("shared-port-number");
+const defaultContext = byId<HTMLInputElement>("default-context");
 const startAtLogin = byId<HTMLInputElement>("start-at-login");
 
 function fillSettings(s: Settings, d: Defaults): void {
@@ -82,6 +95,11 @@ function fillSettings(s: Settings, d: Defaults): void {
   clusterDomain.value = s.cluster_domain;
   clusterDomain.placeholder = d.cluster_domain;
   passthrough.checked = s.passthrough;
+  sharedEnabled.checked = s.shared_port !== null;
+  sharedPort.value = String(s.shared_port ?? d.shared_port);
+  sharedPort.placeholder = String(d.shared_port);
+  sharedPort.disabled = !sharedEnabled.checked;
+  defaultContext.value = s.default_context ?? "";
   startAtLogin.checked = s.start_at_login;
 }
 
@@ -93,6 +111,7 @@ function showPage(show: boolean): void {
 }
 
 httpEnabled.addEventListener("change", () => (httpPort.disabled = !httpEnabled.checked));
+sharedEnabled.addEventListener("change", () => (sharedPort.disabled = !sharedEnabled.checked));
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const asked: Settings = {
@@ -100,6 +119,8 @@ form.addEventListener("submit", (event) => {
     http_port: httpEnabled.checked ? Number(httpPort.value) : null,
     cluster_domain: clusterDomain.value.trim(),
     passthrough: passthrough.checked,
+    shared_port: sharedEnabled.checked ? Number(sharedPort.value) : null,
+    default_context: defaultContext.value.trim() || null,
     start_at_login: startAtLogin.checked,
   };
   api

@@ -22,6 +22,7 @@ const conn = (extra: Partial<ConnectionStatus> = {}): ConnectionStatus => ({
   pac_url: "http://127.0.0.1:1081/proxy.pac",
   cluster_domain: "example.internal",
   passthrough: false,
+  alias: "prod",
   pid: 42,
   log: "/state/logs/c1.log",
   started_at: START,
