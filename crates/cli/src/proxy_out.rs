@@ -16,6 +16,7 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
     let config = ProxyConfig {
         socks: Some(Listen::exact(args.listen_socks)),
         http: args.listen_http.map(Listen::exact),
+        dns: args.listen_dns.map(Listen::exact),
         cluster_domain: args.resolve.cluster_domain.clone(),
         passthrough: args.resolve.passthrough,
         passthrough_local: args.resolve.passthrough_allow_local,
@@ -37,6 +38,9 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
     say!("SOCKS5 proxy: {socks_url}");
     if let Some(http) = engine.http_addr() {
         say!("HTTP proxy:   http://{user}{http}");
+    }
+    if let Some(dns) = engine.dns_addr() {
+        say!("DNS helper:   {dns} (UDP and TCP) for *.{}", args.resolve.cluster_domain);
     }
     let example = engine.example_url(&namespace, &args.resolve.cluster_domain).await;
     say!("Try:          curl --proxy {socks_url} {example}");

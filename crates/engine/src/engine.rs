@@ -43,9 +43,18 @@ impl Listen {
     }
 
     async fn bind(self) -> Result<TcpListener, EngineError> {
+        self.bind_with(TcpListener::bind).await
+    }
+
+    /// Binds with `bind`, searching for a free port if asked to.
+    async fn bind_with<T, F, Fut>(self, bind: F) -> Result<T, EngineError>
+    where
+        F: Fn(SocketAddr) -> Fut,
+        Fut: Future<Output = std::io::Result<T>>,
+    {
         let mut addr = self.addr;
         loop {
-            match TcpListener::bind(addr).await {
+            match bind(addr).await {
                 Ok(listener) => return Ok(listener),
                 Err(e)
                     if self.or_next_free
@@ -77,6 +86,10 @@ pub struct ProxyConfig {
     /// The HTTP proxy listener (CONNECT and absolute-form requests), if any.
     #[serde(default)]
     pub http: Option<Listen>,
+    /// The DNS helper (UDP and TCP on one address), if any: cluster names
+    /// answered from the caches. Loopback only: DNS has no authentication.
+    #[serde(default)]
+    pub dns: Option<Listen>,
     /// The cluster's DNS domain.
     #[serde(default = "default_domain")]
     pub cluster_domain: String,
@@ -137,6 +150,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             socks: Some(Listen::exact(loopback(ProxyConfig::DEFAULT_SOCKS_PORT))),
             http: None,
+            dns: None,
             cluster_domain: default_domain(),
             passthrough: false,
             passthrough_local: false,
@@ -166,6 +180,13 @@ pub enum EngineError {
         /// The address asked for.
         addr: SocketAddr,
     },
+    /// The DNS helper off loopback: DNS has no authentication, so anyone
+    /// who can reach it could read the cluster's names and addresses.
+    #[error("{addr} is not a loopback address: the DNS helper has no authentication, so it listens on loopback only")]
+    OpenDnsListener {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
     /// Neither a SOCKS nor an HTTP listener was asked for.
     #[error("no listener to serve: neither SOCKS nor HTTP was asked for")]
     NoListener,
@@ -192,6 +213,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     socks: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    dns: Option<SocketAddr>,
     /// Stops the accept loops.
     accepting: CancellationToken,
     /// The accept loops, each owning its listener.
@@ -228,6 +250,13 @@ impl Engine {
             Some(listen) => Some(listen.bind().await?),
             None => None,
         };
+        let dns = match config.dns {
+            Some(listen) if !listen.addr.ip().is_loopback() => {
+                return Err(EngineError::OpenDnsListener { addr: listen.addr });
+            }
+            Some(listen) => Some(listen.bind_with(crate::dns::bind).await?),
+            None => None,
+        };
 
         let cache = ClusterCache::start(cluster.client.clone(), &cluster.namespace).await?;
         let mut rules = Rules::new(&config.cluster_domain, &cluster.namespace);
@@ -239,6 +268,7 @@ impl Engine {
             shared,
             socks: None,
             http: None,
+            dns: None,
             accepting: CancellationToken::new(),
             listeners: TaskTracker::new(),
         };
@@ -250,7 +280,26 @@ impl Engine {
             engine.http = Some(listener.local_addr().expect("a bound listener has an address"));
             engine.spawn_accept(listener, Protocol::Http);
         }
+        if let Some((udp, tcp)) = dns {
+            engine.dns = Some(tcp.local_addr().expect("a bound listener has an address"));
+            engine.spawn_dns(udp, tcp);
+        }
         Ok(engine)
+    }
+
+    /// Serves DNS until the listeners close.
+    fn spawn_dns(&self, udp: tokio::net::UdpSocket, tcp: TcpListener) {
+        let mut server = crate::dns::serve(self.shared.clone(), udp, tcp);
+        let accepting = self.accepting.clone();
+        self.listeners.spawn(
+            async move {
+                accepting.cancelled().await;
+                if let Err(e) = server.shutdown_gracefully().await {
+                    tracing::warn!(error = %e, "the DNS helper stopped with an error");
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     fn spawn_accept(&self, listener: TcpListener, protocol: Protocol) {
@@ -302,6 +351,11 @@ impl Engine {
     /// Where the HTTP listener listens, if there is one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
+    }
+
+    /// Where the DNS helper listens (UDP and TCP), if there is one.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns
     }
 
     /// The engine's live figures.

@@ -34,6 +34,8 @@
 //!   reply code or HTTP status is chosen for a failure.
 //! * `relay` copies bytes both ways; `stats` counts them.
 //! * [`kubeconfig`] reads kubeconfigs and builds the API client.
+//! * `dns` is the optional DNS helper: cluster names answered from the same
+//!   caches (through `resolve`), for apps that resolve names themselves.
 //! * `engine` ties one cluster connection to its listeners and drains them.
 
 #![deny(missing_docs)]
@@ -43,6 +45,7 @@ mod byte_stream;
 mod cache;
 mod dial;
 mod direct;
+mod dns;
 mod engine;
 mod exec;
 #[cfg(feature = "fuzzing")]
