@@ -1400,6 +1400,7 @@ mod tests {
             #[test]
             fn no_input_panics(host in any::<String>(), port in any::<u16>()) {
                 let _ = go(&host, port);
+                let _ = dns(&host);
                 let _ = Host::parse(&host).to_string();
             }
 
