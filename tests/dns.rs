@@ -179,6 +179,7 @@ async fn a_dns_helper_off_loopback_is_refused_and_a_taken_port_fails_fast() {
         .err()
         .expect("a DNS helper on 0.0.0.0 is refused");
     assert!(out.contains("the DNS helper has no authentication, so it listens on loopback only"), "{out}");
+    assert!(out.contains("give --listen-dns a loopback address"), "{out}");
 
     // A port whose UDP side is taken.
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -242,6 +242,9 @@ impl Engine {
                 return Err(EngineError::OpenListener { addr: listen.addr });
             }
         }
+        if let Some(listen) = config.dns.filter(|l| !l.addr.ip().is_loopback()) {
+            return Err(EngineError::OpenDnsListener { addr: listen.addr });
+        }
         let socks = match config.socks {
             Some(listen) => Some(listen.bind().await?),
             None => None,
@@ -251,9 +254,6 @@ impl Engine {
             None => None,
         };
         let dns = match config.dns {
-            Some(listen) if !listen.addr.ip().is_loopback() => {
-                return Err(EngineError::OpenDnsListener { addr: listen.addr });
-            }
             Some(listen) => Some(listen.bind_with(crate::dns::bind).await?),
             None => None,
         };
