@@ -187,3 +187,26 @@ async fn a_dns_helper_off_loopback_is_refused_and_a_taken_port_fails_fast() {
     let out = Proxy::try_start(&cluster().admin_kubeconfig, &["--listen-dns", &addr]).await.err().expect("refused");
     assert!(out.contains(&format!("cannot listen on {addr}")), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_user_gets_its_own_namespace_and_refusals_for_what_rbac_hides() {
+    // team-a is the only namespace the restricted user may read: its caches
+    // there are namespace-scoped, and default is hidden from it.
+    let team: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(support::admin().await, "team-a");
+    let name = format!("dns-{}", std::process::id());
+    let svc =
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"ports": [{"name": "http", "port": 80}]}}))
+            .unwrap();
+    let svc = team.create(&Default::default(), &svc).await.unwrap();
+    let cluster_ip = svc.spec.unwrap().cluster_ip.unwrap();
+
+    let proxy = Proxy::start(&cluster().restricted_kubeconfig(), &["--listen-dns", "127.0.0.1:0"]).await;
+    let server = proxy.dns.expect("the DNS helper's address");
+    let own = ask(server, &format!("{name}.team-a.svc.cluster.local"), "A").await;
+    let srv = ask(server, &format!("_http._tcp.{name}.team-a.svc.cluster.local"), "SRV").await;
+    let hidden = ask(server, "kubernetes.default.svc.cluster.local", "A").await;
+    let _ = team.delete(&name, &Default::default()).await;
+    assert_eq!(own.data("A"), [cluster_ip], "{own:?}");
+    assert_eq!(srv.data("SRV"), [format!("0 100 80 {name}.team-a.svc.cluster.local.")]);
+    assert_eq!((hidden.status.as_str(), hidden.answers.len()), ("REFUSED", 0), "{hidden:?}");
+}
