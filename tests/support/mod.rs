@@ -408,6 +408,8 @@ async fn serve_http(
 pub struct Proxy {
     pub socks: SocketAddr,
     pub http: Option<SocketAddr>,
+    /// The DNS helper, when `--listen-dns` was given.
+    pub dns: Option<SocketAddr>,
     pub state_dir: PathBuf,
     child: tokio::process::Child,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
@@ -456,7 +458,7 @@ impl Proxy {
             }
         });
         let mut out_lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut socks, mut http, mut stdout) = (None, None, String::new());
+        let (mut socks, mut http, mut dns, mut stdout) = (None, None, None, String::new());
         let started = async {
             while let Ok(Some(line)) = out_lines.next_line().await {
                 stdout.push_str(&line);
@@ -468,6 +470,10 @@ impl Proxy {
                 if let Some(url) = line.trim().strip_prefix("HTTP proxy:") {
                     let addr = url.trim().trim_start_matches("http://");
                     http = Some(addr.rsplit('@').next().unwrap().parse::<SocketAddr>().unwrap());
+                }
+                if let Some(rest) = line.strip_prefix("DNS helper:") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    dns = Some(addr.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{line:?}: {e}")));
                 }
                 if line.starts_with("Ctrl-C") {
                     return true;
@@ -486,7 +492,7 @@ impl Proxy {
         }
         // Keep draining stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = out_lines.next_line().await {} });
-        Ok(Proxy { socks: socks.expect("a SOCKS URL"), http, state_dir, child, stderr })
+        Ok(Proxy { socks: socks.expect("a SOCKS URL"), http, dns, state_dir, child, stderr })
     }
 
     pub fn socks_url(&self) -> String {

@@ -79,6 +79,10 @@ pub struct ProxyOutArgs {
     /// Also serve an HTTP proxy (CONNECT and plain http:// requests) on a port of its own.
     #[arg(long, value_name = "ADDR")]
     pub listen_http: Option<SocketAddr>,
+    /// Also answer DNS questions for cluster names here (UDP and TCP,
+    /// loopback only), e.g. 127.0.0.1:5353.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_dns: Option<SocketAddr>,
     #[command(flatten)]
     pub resolve: ResolveArgs,
     #[command(flatten)]
@@ -160,6 +164,10 @@ pub struct ConnectArgs {
     /// HTTP listen address (default: 127.0.0.1:3128, or the next free port).
     #[arg(long, value_name = "ADDR")]
     pub listen_http: Option<SocketAddr>,
+    /// Also answer DNS questions for cluster names here (UDP and TCP,
+    /// loopback only), e.g. 127.0.0.1:5353.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_dns: Option<SocketAddr>,
     #[command(flatten)]
     pub resolve: ResolveArgs,
     #[command(flatten)]

@@ -38,8 +38,9 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
 fn engine_hint(e: &EngineError) -> Option<&'static str> {
     match e {
         EngineError::OpenListener { .. } => Some("set --auth USER:PASSWORD to listen there"),
+        EngineError::OpenDnsListener { .. } => Some("give --listen-dns a loopback address, e.g. 127.0.0.1:5353"),
         EngineError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
-            Some("pick another address with --listen-socks / --listen-http")
+            Some("pick another address with --listen-socks / --listen-http / --listen-dns")
         }
         EngineError::NoListener => Some("give --listen-socks and/or --listen-http"),
         EngineError::NoConnectionsAllowed => Some("give --max-connections 1 or more"),
@@ -65,7 +66,7 @@ fn daemon_hint(r: &Refused) -> Option<&'static str> {
         ErrorKind::Busy => Some("try again in a moment"),
         ErrorKind::AlreadyConnected => Some("disconnect it first to change that"),
         ErrorKind::Listen if r.message.contains("another program uses this port") => {
-            Some("pick another address with --listen-socks / --listen-http")
+            Some("pick another address with --listen-socks / --listen-http / --listen-dns")
         }
         ErrorKind::Kube if r.message.contains("no current context") => Some("pass --context"),
         ErrorKind::Kube if r.message.contains("no kubeconfig") => {
@@ -84,6 +85,9 @@ mod tests {
         let open = anyhow::Error::new(EngineError::OpenListener { addr: "0.0.0.0:1080".parse().unwrap() })
             .context("cannot start the proxy");
         assert_eq!(hint(&open), Some("set --auth USER:PASSWORD to listen there"));
+        let open_dns = anyhow::Error::new(EngineError::OpenDnsListener { addr: "0.0.0.0:53".parse().unwrap() })
+            .context("cannot start the proxy");
+        assert_eq!(hint(&open_dns), Some("give --listen-dns a loopback address, e.g. 127.0.0.1:5353"));
         let refused: anyhow::Error =
             Refused { kind: ErrorKind::UnknownConnection, message: "no connection x".into() }.into();
         assert_eq!(hint(&refused), Some("`kubesocks status` lists them"));

@@ -60,6 +60,7 @@ pub(crate) async fn connect(state: &StateDir, kube: &KubeSettings, args: &Connec
         proxy: ProxyConfig {
             socks: listen(want_socks, args.listen_socks, ProxyConfig::DEFAULT_SOCKS_PORT),
             http: listen(want_http, args.listen_http, ProxyConfig::DEFAULT_HTTP_PORT),
+            dns: args.listen_dns.map(Listen::exact),
             cluster_domain: args.resolve.cluster_domain.clone(),
             passthrough: args.resolve.passthrough,
             data_path: args.data_path.data_path(),

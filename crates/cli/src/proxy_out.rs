@@ -16,6 +16,7 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
     let config = ProxyConfig {
         socks: Some(Listen::exact(args.listen_socks)),
         http: args.listen_http.map(Listen::exact),
+        dns: args.listen_dns.map(Listen::exact),
         cluster_domain: args.resolve.cluster_domain.clone(),
         passthrough: args.resolve.passthrough,
         passthrough_local: args.resolve.passthrough_allow_local,
@@ -45,6 +46,7 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
             http: engine.http_addr().map(|a| a.to_string()),
             http_url: http_url.as_deref(),
             pac_url: &pac_url,
+            dns: engine.dns_addr().map(|a| a.to_string()),
         };
         say!("{}", serde_json::to_string(&ready)?);
         eprintln!("kubesocks proxy-out: ready; Ctrl-C stops the proxy.");
@@ -55,6 +57,9 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
             say!("HTTP proxy:   {http_url}");
         }
         say!("PAC URL:      {pac_url}   (for browsers: cluster names through kubesocks, the rest directly)");
+        if let Some(dns) = engine.dns_addr() {
+            say!("DNS helper:   {dns} (UDP and TCP) for *.{}", args.resolve.cluster_domain);
+        }
         let example = engine.example_url(&namespace, &args.resolve.cluster_domain).await;
         say!("Try:          curl --proxy {socks_url} {example}");
         say!("Or for a whole shell: export ALL_PROXY={socks_url}");
@@ -80,6 +85,8 @@ struct Ready<'a> {
     http: Option<String>,
     http_url: Option<&'a str>,
     pac_url: &'a str,
+    /// The DNS helper's address (UDP and TCP), if asked for.
+    dns: Option<String>,
 }
 
 pub(crate) fn contexts(kube: &KubeSettings, output: Output) -> Result<()> {

@@ -139,6 +139,11 @@ impl Dialer {
         &self.cache
     }
 
+    /// How names are read: the DNS helper reads them the same way.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
     /// Resolves and connects, within [`DIAL_TIMEOUT`]. `conn` tags the logs.
     pub async fn dial(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
         match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(host, port, conn)).await {

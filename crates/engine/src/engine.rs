@@ -33,6 +33,10 @@ pub struct ProxyConfig {
     /// The HTTP proxy listener (CONNECT and absolute-form requests), if any.
     #[serde(default)]
     pub http: Option<Listen>,
+    /// The DNS helper (UDP and TCP on one address), if any: cluster names
+    /// answered from the caches. Loopback only: DNS has no authentication.
+    #[serde(default)]
+    pub dns: Option<Listen>,
     /// The cluster's DNS domain.
     #[serde(default = "default_domain")]
     pub cluster_domain: String,
@@ -100,6 +104,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             socks: Some(Listen::exact(loopback(ProxyConfig::DEFAULT_SOCKS_PORT))),
             http: None,
+            dns: None,
             cluster_domain: default_domain(),
             passthrough: false,
             passthrough_local: false,
@@ -126,6 +131,13 @@ pub enum EngineError {
     /// A listener off loopback without credentials would be an open proxy.
     #[error("{addr} is not a loopback address: anyone who can reach it could use the proxy, so it needs credentials")]
     OpenListener {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The DNS helper off loopback: DNS has no authentication, so anyone
+    /// who can reach it could read the cluster's names and addresses.
+    #[error("{addr} is not a loopback address: the DNS helper has no authentication, so it listens on loopback only")]
+    OpenDnsListener {
         /// The address asked for.
         addr: SocketAddr,
     },
@@ -156,6 +168,7 @@ pub struct Engine {
     dialer: Arc<Dialer>,
     socks: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    dns: Option<SocketAddr>,
     listeners: Listeners,
 }
 
@@ -181,12 +194,19 @@ impl Engine {
                 return Err(EngineError::OpenListener { addr: listen.addr });
             }
         }
+        if let Some(listen) = config.dns.filter(|l| !l.addr.ip().is_loopback()) {
+            return Err(EngineError::OpenDnsListener { addr: listen.addr });
+        }
         let socks = match config.socks {
             Some(listen) => Some(listen.bind().await?),
             None => None,
         };
         let http = match config.http {
             Some(listen) => Some(listen.bind().await?),
+            None => None,
+        };
+        let dns = match config.dns {
+            Some(listen) => Some(listen.bind_with(crate::dns::bind).await?),
             None => None,
         };
 
@@ -197,7 +217,7 @@ impl Engine {
         let dialer = Arc::new(Dialer::new(forwarder, cache, rules, config.passthrough));
         let upstream = Upstream::Cluster(dialer.clone());
         let shared = Arc::new(Shared::new(upstream, config.auth, config.handshake_timeout, config.max_connections));
-        let mut engine = Engine { shared, dialer, socks: None, http: None, listeners: Listeners::default() };
+        let mut engine = Engine { shared, dialer, socks: None, http: None, dns: None, listeners: Listeners::default() };
         if let Some(listener) = socks {
             engine.socks = Some(listener.local_addr().expect("a bound listener has an address"));
             engine.listeners.spawn(listener, ListenerKind::Mixed, engine.shared.clone());
@@ -205,6 +225,16 @@ impl Engine {
         if let Some(listener) = http {
             engine.http = Some(listener.local_addr().expect("a bound listener has an address"));
             engine.listeners.spawn(listener, ListenerKind::Http, engine.shared.clone());
+        }
+        if let Some((udp, tcp)) = dns {
+            engine.dns = Some(tcp.local_addr().expect("a bound listener has an address"));
+            let mut server = crate::dns::serve(engine.dialer.clone(), udp, tcp);
+            engine.listeners.spawn_until_stopped(|stopped| async move {
+                stopped.cancelled().await;
+                if let Err(e) = server.shutdown_gracefully().await {
+                    tracing::warn!(error = %e, "the DNS helper stopped with an error");
+                }
+            });
         }
         Ok(engine)
     }
@@ -218,6 +248,11 @@ impl Engine {
     /// the HTTP listener.
     pub fn pac_url(&self) -> Option<String> {
         self.socks.or(self.http).map(pac_url)
+    }
+
+    /// Where the DNS helper listens (UDP and TCP), if there is one.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns
     }
 
     /// Where the HTTP listener listens, if there is one.

@@ -4,7 +4,8 @@
 //! reports the panic as a crash); bad input itself must only ever be refused.
 //!
 //! * [`name`]: a client's host read under the rules ([`Query::read`]) and
-//!   resolved against an empty and a small cluster.
+//!   resolved against an empty and a small cluster; the same text read as a
+//!   DNS question and answered ([`resolve::records`]).
 //! * [`endpoints`]: a core/v1 Endpoints object as the API server could send
 //!   it, turned into EndpointSlices ([`crate::direct`]) and resolved.
 //! * [`Proxy`]: a whole engine, its SOCKS5 and HTTP listeners on loopback,
@@ -22,7 +23,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::resolve::{self, ClusterView, Endpoint, Host, Query, Refusal, Rules, Target};
+use crate::resolve::{self, ClusterView, DnsQuery, Endpoint, Host, Query, Records, Refusal, Rules, Target};
 use crate::{Credentials, Engine, Listen, ProxyConfig, loopback};
 
 /// An RFC 1123 label, checked here independently of `resolve`'s own check.
@@ -67,6 +68,24 @@ pub fn name(host: &str, port: u16, cluster_domain: &str, default_namespace: &str
     }
     check_outcome(host, resolve::resolve(query.clone(), port, &View::default()));
     check_outcome(host, resolve::resolve(query, port, &*SMALL));
+    // The DNS helper reads the same text as a question's name.
+    check_records(host, resolve::records(DnsQuery::read(host, &rules), &rules, &View::default()));
+    check_records(host, resolve::records(DnsQuery::read(host, &rules), &rules, &*SMALL));
+}
+
+/// SRV targets are names of RFC 1123 labels; refusals show no control character.
+fn check_records(host: &str, outcome: Result<Records, Refusal>) {
+    match outcome {
+        Ok(records) => {
+            for srv in &records.srv {
+                assert!(srv.target.split('.').all(is_label), "{host:?}: SRV target {:?}", srv.target);
+            }
+        }
+        Err(refusal) => {
+            let text = refusal.to_string();
+            assert!(!text.chars().any(char::is_control), "{host:?} refused as {text:?}");
+        }
+    }
 }
 
 fn check_outcome(host: &str, outcome: Result<Target, Refusal>) {

@@ -36,6 +36,8 @@
 //!   reply code or HTTP status is chosen for a failure.
 //! * `relay` copies bytes both ways; `stats` counts them.
 //! * [`kubeconfig`] reads kubeconfigs and builds the API client.
+//! * `dns` is the optional DNS helper: cluster names answered from the same
+//!   caches (through `resolve`), for apps that resolve names themselves.
 //! * `listener` binds ports and runs the accept loop every listener shares.
 //! * `engine` ties one cluster connection to its listeners and drains them;
 //!   `gateway` is one port for the engines of every connected context, each
@@ -48,6 +50,7 @@ mod byte_stream;
 mod cache;
 mod dial;
 mod direct;
+mod dns;
 mod engine;
 mod exec;
 #[cfg(feature = "fuzzing")]

@@ -38,9 +38,18 @@ impl Listen {
     }
 
     pub(crate) async fn bind(self) -> Result<TcpListener, EngineError> {
+        self.bind_with(TcpListener::bind).await
+    }
+
+    /// Binds with `bind`, searching for a free port if asked to.
+    pub(crate) async fn bind_with<T, F, Fut>(self, bind: F) -> Result<T, EngineError>
+    where
+        F: Fn(SocketAddr) -> Fut,
+        Fut: Future<Output = std::io::Result<T>>,
+    {
         let mut addr = self.addr;
         loop {
-            match TcpListener::bind(addr).await {
+            match bind(addr).await {
                 Ok(listener) => return Ok(listener),
                 Err(e)
                     if self.or_next_free
@@ -110,6 +119,15 @@ impl Listeners {
             }
         };
         self.loops.spawn(accept_loop.in_current_span());
+    }
+
+    /// Runs a server of another kind (the DNS helper) with these listeners:
+    /// `serve` is given the token that says when they stop.
+    pub(crate) fn spawn_until_stopped<F>(&self, serve: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.loops.spawn(serve(self.accepting.clone()).in_current_span());
     }
 
     /// Stops accepting at once (the ports are freed when the loops end).
