@@ -13,6 +13,7 @@ use crate::output::say;
 pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> {
     let cluster = kubeconfig::connect(kube).await?;
     let (context, server, namespace) = (cluster.context.clone(), cluster.server.clone(), cluster.namespace.clone());
+    let via = cluster.proxy.as_ref().map(|proxy| format!(" through proxy-url {proxy}")).unwrap_or_default();
     let config = ProxyConfig {
         socks: Some(Listen::exact(args.listen_socks)),
         http: args.listen_http.map(Listen::exact),
@@ -33,7 +34,7 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
     let socks = engine.socks_addr().expect("proxy-out always listens for SOCKS");
     let user = args.auth.as_ref().map(|c| format!("{}:<password>@", c.user)).unwrap_or_default();
     let socks_url = format!("socks5h://{user}{socks}");
-    say!("kubesocks proxy-out: context {context} ({server}), namespace {namespace}");
+    say!("kubesocks proxy-out: context {context} ({server}{via}), namespace {namespace}");
     say!("SOCKS5 proxy: {socks_url}");
     if let Some(http) = engine.http_addr() {
         say!("HTTP proxy:   http://{user}{http}");

@@ -33,7 +33,8 @@
 //!   for each client (ID, count, dial, log, last error), and where a SOCKS
 //!   reply code or HTTP status is chosen for a failure.
 //! * `relay` copies bytes both ways; `stats` counts them.
-//! * [`kubeconfig`] reads kubeconfigs and builds the API client.
+//! * [`kubeconfig`] reads kubeconfigs and builds the API client;
+//!   `proxy_url` puts the kubeconfig's `proxy-url` under it.
 //! * `engine` ties one cluster connection to its listeners and drains them.
 
 #![deny(missing_docs)]
@@ -50,6 +51,7 @@ pub mod fuzz;
 mod http;
 pub mod kubeconfig;
 mod portforward;
+mod proxy_url;
 mod relay;
 mod resolve;
 mod seconds;
