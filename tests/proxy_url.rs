@@ -1,7 +1,7 @@
 //! The kubeconfig's `proxy-url`: `kubesocks proxy-out` reaches the real test
-//! API server only through a real HTTP proxy (Debian's tinyproxy) or a real
-//! SOCKS5 server (Debian's dante), each started here with its own config and
-//! log. The proof that nothing goes around the proxy is twofold: the proxy's
+//! API server only through a real HTTP proxy (Debian's tinyproxy, also behind
+//! Debian's stunnel as an `https://` proxy) or a real SOCKS5 server (Debian's
+//! dante), each started here with its own config and log. The proof that nothing goes around the proxy is twofold: the proxy's
 //! own log shows the connections to the API server, and while a port-forward
 //! session is up, every TCP connection the kubesocks process holds goes to
 //! the proxy's port and none to the API server's.
@@ -77,6 +77,46 @@ impl ProxyServer {
         .unwrap();
         let pid_file = dir.join("danted.pid");
         let child = spawn("danted", &["-f", &config.to_string_lossy(), "-p", &pid_file.to_string_lossy()], &dir);
+        ProxyServer::ready(ProxyServer { port, log, dir, child }).await
+    }
+
+    /// stunnel on a loopback port in front of `inner`: with tinyproxy
+    /// behind it, an `https://` proxy. Its certificate for 127.0.0.1 is
+    /// issued by `ca_dir`'s `ca.crt`/`ca.key`.
+    async fn stunnel(inner: &ProxyServer, ca_dir: &Path) -> ProxyServer {
+        let dir = ProxyServer::dir("stunnel");
+        let (log, port) = (dir.join("stunnel.log"), free_port());
+        let (cert, key) = (dir.join("proxy.crt"), dir.join("proxy.key"));
+        let issued = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-subj", "/CN=kubesocks-test-proxy", "-days", "1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "extendedKeyUsage=serverAuth"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-CA")
+            .arg(ca_dir.join("ca.crt"))
+            .arg("-CAkey")
+            .arg(ca_dir.join("ca.key"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(issued.status.success(), "openssl: {}", String::from_utf8_lossy(&issued.stderr));
+        let config = dir.join("stunnel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "foreground = yes\npid =\noutput = {}\ndebug = info\n[proxy]\naccept = 127.0.0.1:{port}\n\
+                 connect = 127.0.0.1:{}\ncert = {}\nkey = {}\n",
+                log.display(),
+                inner.port,
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let child = spawn("stunnel4", &[&config.to_string_lossy()], &dir);
         ProxyServer::ready(ProxyServer { port, log, dir, child }).await
     }
 
@@ -164,6 +204,25 @@ fn kubeconfig_with(dir: &Path, proxy_url: &str, server: Option<&str>) -> PathBuf
     path
 }
 
+/// Runs `kubesocks proxy-out` with `kubeconfig`, expecting it to stop with
+/// an error; returns what it printed on stderr.
+async fn fails_to_start(kubeconfig: &Path) -> String {
+    let state = kubeconfig.with_file_name("state");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["proxy-out", "--listen-socks", "127.0.0.1:0"])
+        .env("KUBESOCKS_STATE_DIR", &state)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run).await.expect("kubesocks stops").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "kubesocks started with {}; stderr: {stderr}", kubeconfig.display());
+    let _ = std::fs::remove_dir_all(&state);
+    stderr
+}
+
 /// The API server's `host:port`.
 fn api_server() -> String {
     let kc = Kubeconfig::read_from(&cluster().admin_kubeconfig).unwrap();
@@ -196,10 +255,11 @@ fn tcp_peers(pid: u32) -> BTreeMap<u16, usize> {
     peers
 }
 
-/// Runs kubesocks through `kubeconfig` (whose proxy-url points at
-/// `server`) to a one-pod Service, and proves the API traffic, watches and
-/// the port-forward all went through `server`.
-async fn reaches_the_cluster_only_through(server: &ProxyServer, kubeconfig: &Path, prefix: &str) {
+/// Runs kubesocks through `kubeconfig` (whose proxy-url points at port
+/// `proxy_port`: `server` itself, or a TLS front of it) to a one-pod Service,
+/// and proves the API traffic, watches and the port-forward all went through
+/// `server`.
+async fn reaches_the_cluster_only_through(server: &ProxyServer, proxy_port: u16, kubeconfig: &Path, prefix: &str) {
     let ns = TestNamespace::new(prefix).await;
     let web = Backend::start("web-0", &[8080]).await;
     let mut spec = PodSpec::new("web-0", &web, &[("http", 8080)]);
@@ -234,9 +294,8 @@ async fn reaches_the_cluster_only_through(server: &ProxyServer, kubeconfig: &Pat
     let peers = tcp_peers(proxy.pid());
     assert!(!peers.contains_key(&api_port), "kubesocks holds connections to the API server itself: {peers:?}");
     assert!(
-        peers.get(&server.port).copied().unwrap_or(0) >= 2,
-        "kubesocks holds too few connections to the proxy (port {}): {peers:?}",
-        server.port
+        peers.get(&proxy_port).copied().unwrap_or(0) >= 2,
+        "kubesocks holds too few connections to the proxy (port {proxy_port}): {peers:?}"
     );
     println!(
         "{} connections to {api} in the proxy's log; kubesocks' connections by remote port: {peers:?}",
@@ -252,7 +311,39 @@ async fn reaches_the_cluster_only_through(server: &ProxyServer, kubeconfig: &Pat
 async fn an_http_proxy_url_carries_every_api_connection() {
     let server = ProxyServer::tinyproxy().await;
     let kubeconfig = kubeconfig_with(&server.dir, &format!("http://127.0.0.1:{}", server.port), None);
-    reaches_the_cluster_only_through(&server, &kubeconfig, "pxhttp").await;
+    reaches_the_cluster_only_through(&server, server.port, &kubeconfig, "pxhttp").await;
+}
+
+#[tokio::test]
+async fn an_https_proxy_url_carries_every_api_connection_inside_tls() {
+    let tinyproxy = ProxyServer::tinyproxy().await;
+    // kubectl's rule, and kubesocks': the proxy's certificate is checked
+    // with the cluster's certificate authority.
+    let pki = Path::new(cluster().get("KUBESOCKS_PKI_DIR"));
+    let tls = ProxyServer::stunnel(&tinyproxy, pki).await;
+    let kubeconfig = kubeconfig_with(&tls.dir, &format!("https://127.0.0.1:{}", tls.port), None);
+    reaches_the_cluster_only_through(&tinyproxy, tls.port, &kubeconfig, "pxhttps").await;
+    assert!(tls.log_text().contains("connected remote server"), "stunnel's log:\n{}", tls.log_text());
+
+    // A proxy whose certificate the cluster's authority did not issue is
+    // not trusted: kubesocks stops, saying so.
+    let other_ca = ProxyServer::dir("other-ca");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-subj", "/CN=not-the-cluster-ca", "-days", "1"])
+        .arg("-keyout")
+        .arg(other_ca.join("ca.key"))
+        .arg("-out")
+        .arg(other_ca.join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let untrusted = ProxyServer::stunnel(&tinyproxy, &other_ca).await;
+    let kubeconfig = kubeconfig_with(&untrusted.dir, &format!("https://127.0.0.1:{}", untrusted.port), None);
+    let stderr = fails_to_start(&kubeconfig).await;
+    assert!(stderr.contains(&format!("through the proxy https://127.0.0.1:{}", untrusted.port)), "{stderr}");
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&other_ca);
 }
 
 #[tokio::test]
@@ -267,25 +358,14 @@ async fn a_socks5_proxy_url_carries_every_api_connection_and_resolves_the_name()
         &format!("socks5://127.0.0.1:{}", server.port),
         Some(&format!("https://localhost:{port}")),
     );
-    reaches_the_cluster_only_through(&server, &kubeconfig, "pxsocks").await;
+    reaches_the_cluster_only_through(&server, server.port, &kubeconfig, "pxsocks").await;
 }
 
 #[tokio::test]
 async fn an_unsupported_proxy_scheme_is_an_error_naming_it() {
     let dir = ProxyServer::dir("socks4");
     for (url, scheme) in [("socks4://user:s3cret@127.0.0.1:1080", "socks4"), ("ftp://127.0.0.1:21", "ftp")] {
-        let kubeconfig = kubeconfig_with(&dir, url, None);
-        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["proxy-out", "--listen-socks", "127.0.0.1:0"])
-            .env("KUBESOCKS_STATE_DIR", dir.join("state"))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(30), run).await.expect("kubesocks exits").unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "kubesocks started with proxy-url {url}; stderr: {stderr}");
+        let stderr = fails_to_start(&kubeconfig_with(&dir, url, None)).await;
         assert!(stderr.contains(&format!("the scheme \"{scheme}\"")), "{stderr}");
         assert!(stderr.contains("context kubesocks-test"), "{stderr}");
         assert!(stderr.contains("http, https and socks5"), "{stderr}");
