@@ -373,3 +373,62 @@ async fn an_unsupported_proxy_scheme_is_an_error_naming_it() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kubesocks connect` (managed mode): the daemon connects with the
+/// connection's own minified kubeconfig, which must keep the proxy-url.
+#[tokio::test]
+async fn managed_connections_keep_the_proxy_url() {
+    let server = ProxyServer::tinyproxy().await;
+    let proxy_url = format!("http://127.0.0.1:{}", server.port);
+    let kubeconfig = kubeconfig_with(&server.dir, &proxy_url, None);
+    let state = server.dir.join("state");
+    let kubesocks = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+            .args(args)
+            .env("KUBESOCKS_STATE_DIR", &state)
+            .env("KUBECONFIG", &kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubesocks")
+    };
+    // Stops the daemon however the test ends.
+    struct Quit<F: Fn(&[&str]) -> std::process::Output>(F);
+    impl<F: Fn(&[&str]) -> std::process::Output> Drop for Quit<F> {
+        fn drop(&mut self) {
+            (self.0)(&["quit"]);
+        }
+    }
+    let kubesocks = Quit(kubesocks);
+
+    let ns = TestNamespace::new("pxmanaged").await;
+    let web = Backend::start("web-0", &[8080]).await;
+    let mut spec = PodSpec::new("web-0", &web, &[("http", 8080)]);
+    spec.labels = json!({"app": "web"});
+    ns.pod(spec).await;
+    ns.service("web", json!({"selector": {"app": "web"}, "ports": [{"name": "h", "port": 80, "targetPort": "http"}]}))
+        .await;
+    ns.ready_endpoints("web", 1).await;
+
+    let out = (kubesocks.0)(&["connect", "-o", "json", "--listen-socks", "127.0.0.1:0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "connect failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let conn: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let own = std::fs::read_to_string(conn["kubeconfig"].as_str().unwrap()).unwrap();
+    assert!(own.contains(&format!("\"proxy-url\": \"{proxy_url}\"")), "the connection's kubeconfig:\n{own}");
+
+    let out = curl(&["--proxy", conn["socks_url"].as_str().unwrap(), &format!("http://web.{}/", ns.name)]).await;
+    assert!(out.stdout.contains("hello from web-0 "), "{:?} {}", out.stdout, out.stderr);
+    let api = api_server();
+    let connects = server.connects_to(&api);
+    assert!(
+        connects.len() >= 2,
+        "the proxy's log shows {} connections to {api}:\n{}",
+        connects.len(),
+        server.log_text()
+    );
+    let api_port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
+    let daemon = conn["pid"].as_u64().expect("the daemon's pid") as u32;
+    let peers = tcp_peers(daemon);
+    assert!(!peers.contains_key(&api_port), "the daemon holds connections to the API server itself: {peers:?}");
+    assert!(peers.get(&server.port).copied().unwrap_or(0) >= 2, "the daemon's connections: {peers:?}");
+}
