@@ -27,8 +27,11 @@ struct ProxyServer {
 }
 
 impl ProxyServer {
+    /// A directory of its own (tests run side by side in one process).
     fn dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("kubesocks-proxyurl-{name}-{}", std::process::id()));
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kubesocks-proxyurl-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         // dante drops to `nobody` to write its log.
