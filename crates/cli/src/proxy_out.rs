@@ -13,6 +13,7 @@ use crate::output::say;
 pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> {
     let cluster = kubeconfig::connect(kube).await?;
     let (context, server, namespace) = (cluster.context.clone(), cluster.server.clone(), cluster.namespace.clone());
+    let via = cluster.proxy.as_ref().map(|proxy| format!(" through proxy-url {proxy}")).unwrap_or_default();
     let config = ProxyConfig {
         socks: Some(Listen::exact(args.listen_socks)),
         http: args.listen_http.map(Listen::exact),
@@ -51,7 +52,7 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
         say!("{}", serde_json::to_string(&ready)?);
         eprintln!("kubesocks proxy-out: ready; Ctrl-C stops the proxy.");
     } else {
-        say!("kubesocks proxy-out: context {context} ({server}), namespace {namespace}");
+        say!("kubesocks proxy-out: context {context} ({server}{via}), namespace {namespace}");
         say!("SOCKS5 proxy: {socks_url}   (the same port takes HTTP proxy requests)");
         if let Some(http_url) = &http_url {
             say!("HTTP proxy:   {http_url}");

@@ -403,6 +403,7 @@ impl Proxy {
             client,
             context: "fuzz".into(),
             server: "https://fuzz.invalid".into(),
+            proxy: None,
             namespace: "default".into(),
         };
         let engine = runtime.block_on(Engine::start(cluster, config)).expect("the engine starts");

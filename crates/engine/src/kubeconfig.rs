@@ -12,6 +12,8 @@ use kube::config::{KubeConfigOptions, KubeconfigError};
 
 use crate::exec::{Credential, EXEC_TIMEOUT, ExecAuth, ExecAuthLayer};
 pub use crate::exec::{ExecError, Redactor};
+use crate::proxy_url::ProxyUrl;
+pub use crate::proxy_url::ProxyUrlError;
 pub use kube::config::Kubeconfig;
 use kube::{Client, Config};
 use serde::Serialize;
@@ -36,6 +38,9 @@ pub struct Cluster {
     pub context: String,
     /// The API server's URL.
     pub server: String,
+    /// The proxy the API server is reached through (the kubeconfig's
+    /// `proxy-url`, without user and password), if any.
+    pub proxy: Option<String>,
     /// Namespace for short names: `-n`, else the context's, else `default`.
     pub namespace: String,
 }
@@ -103,6 +108,15 @@ pub enum KubeError {
         /// What went wrong with the plugin.
         #[source]
         source: ExecError,
+    },
+    /// The context's cluster names a `proxy-url` kubesocks cannot use.
+    #[error("the cluster of context {context} names a proxy-url kubesocks cannot use")]
+    ProxyUrl {
+        /// The context.
+        context: String,
+        /// What is wrong with the proxy-url.
+        #[source]
+        source: ProxyUrlError,
     },
     /// The API client could not be built (TLS settings, proxy).
     #[error("cannot create a client for {server}: {source}")]
@@ -288,17 +302,25 @@ pub fn to_text(kc: &Kubeconfig) -> String {
     serde_json::to_string_pretty(kc).expect("a kubeconfig serializes")
 }
 
+/// The cluster of `context`.
+fn cluster_of<'a>(kc: &'a Kubeconfig, context: &str) -> Option<&'a kube::config::Cluster> {
+    let cluster = kc.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| &c.cluster);
+    kc.clusters.iter().find(|c| Some(&c.name) == cluster).and_then(|c| c.cluster.as_ref())
+}
+
 /// The API server URL of `context`, as the kubeconfig writes it.
 pub fn server_of(kc: &Kubeconfig, context: &str) -> String {
-    let cluster = kc.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| &c.cluster);
-    kc.clusters
-        .iter()
-        .find(|c| Some(&c.name) == cluster)
-        .and_then(|c| c.cluster.as_ref())
-        .and_then(|c| c.server.clone())
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_string()
+    cluster_of(kc, context).and_then(|c| c.server.clone()).unwrap_or_default().trim_end_matches('/').to_string()
+}
+
+/// The proxy `context`'s cluster is reached through, from its `proxy-url`.
+/// Only the kubeconfig says so, not `HTTPS_PROXY`: the daemon and the tray
+/// app, started from elsewhere, must reach a cluster the way the shell does.
+fn proxy_of(kc: &Kubeconfig, context: &str) -> Result<Option<ProxyUrl>, ProxyUrlError> {
+    match cluster_of(kc, context).and_then(|c| c.proxy_url.as_deref()).filter(|url| !url.trim().is_empty()) {
+        Some(url) => ProxyUrl::parse(url).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Every context the kubeconfig offers.
@@ -347,6 +369,7 @@ async fn connect_with(
         return Err(KubeError::ExecPluginMissing { context: context.to_string(), command, path });
     }
     let context = context.to_string();
+    let proxy = proxy_of(&kc, &context).map_err(|source| KubeError::ProxyUrl { context: context.clone(), source })?;
     let options = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
     let mut config = Config::from_custom_kubeconfig(kc, &options)
         .await
@@ -359,14 +382,18 @@ async fn connect_with(
     let exec = take_exec(&mut config, exec_timeout)
         .await
         .map_err(|source| KubeError::Exec { context: context.clone(), source })?;
-    let client = client(config, exec).map_err(|source| KubeError::Client { server: server.clone(), source })?;
+    if let Some(proxy) = &proxy {
+        tracing::info!(%server, %proxy, "the API server is reached through the kubeconfig's proxy-url");
+    }
+    let client =
+        client(config, exec, proxy.as_ref()).map_err(|source| KubeError::Client { server: server.clone(), source })?;
     match tokio::time::timeout(API_TIMEOUT, client.apiserver_version()).await {
         Err(_) => Err(KubeError::Timeout { server }),
         Ok(Err(kube::Error::Api(status))) if status.code == 401 || status.code == 403 => {
             Err(KubeError::Unauthorized { server, context, code: status.code, message: status.message })
         }
         Ok(Err(source)) => Err(KubeError::Unreachable { server, source }),
-        Ok(Ok(_)) => Ok(Cluster { client, context, server, namespace }),
+        Ok(Ok(_)) => Ok(Cluster { client, context, server, proxy: proxy.map(|p| p.to_string()), namespace }),
     }
 }
 
@@ -418,19 +445,41 @@ async fn take_exec(config: &mut Config, timeout: Duration) -> Result<Option<Exec
 }
 
 /// kube's own client stack (base URI, retries, credentials, extra headers,
-/// timeouts) on a connector with `TCP_NODELAY`, with `exec` for a context
-/// whose exec plugin kubesocks runs itself. Every port-forward is a new TLS
-/// connection, and without it the request that follows the TLS handshake
-/// waits for the server's delayed ACK: about 40 ms on each connection.
-fn client(config: Config, exec: Option<ExecAuthLayer>) -> Result<Client, kube::Error> {
+/// timeouts) on a connector with `TCP_NODELAY`, through `proxy` when the
+/// kubeconfig names one, with `exec` for a context whose exec plugin
+/// kubesocks runs itself. Every port-forward is a new TLS connection, and
+/// without `TCP_NODELAY` the request that follows the TLS handshake waits
+/// for the server's delayed ACK: about 40 ms on each connection.
+fn client(config: Config, exec: Option<ExecAuthLayer>, proxy: Option<&ProxyUrl>) -> Result<Client, kube::Error> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use kube::client::ConfigExt as _;
-    use kube::client::retry::RetryPolicy;
 
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    let https = config.rustls_https_connector_with_connector(http)?;
+    match proxy {
+        None => stack(config, exec, http),
+        Some(proxy) => {
+            // kubectl's TLS to an https:// proxy: the cluster's own settings.
+            let proxy_tls = config.rustls_client_config()?;
+            stack(config, exec, proxy.dialer(http, proxy_tls))
+        }
+    }
+}
+
+/// The client stack of [`client`] on `tcp`, the connector under the TLS.
+fn stack<C>(config: Config, exec: Option<ExecAuthLayer>, tcp: C) -> Result<Client, kube::Error>
+where
+    C: tower::Service<http::Uri> + Clone + Send + Sync + 'static,
+    C::Response:
+        hyper_util::client::legacy::connect::Connection + hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use kube::client::ConfigExt as _;
+    use kube::client::retry::RetryPolicy;
+
+    let https = config.rustls_https_connector_with_connector(tcp)?;
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
@@ -478,6 +527,40 @@ mod tests {
         assert_eq!(missing_exec_plugin(&kc("sh", "/usr/bin:/bin"), "c"), None, "found on the plugin's PATH");
         assert_eq!(missing_exec_plugin(&kc("/bin/sh", ""), "c"), None, "a path is taken as it is");
         assert!(missing_exec_plugin(&kc("/nowhere/aws", "/bin"), "c").is_some());
+    }
+
+    #[test]
+    fn the_proxy_url_stays_in_a_connections_own_kubeconfig() {
+        let kc: Kubeconfig = serde_json::from_value(serde_json::json!({
+            "clusters": [
+                {"name": "k", "cluster": {"server": "https://10.0.0.1:6443", "proxy-url": "socks5://bastion:1080"}},
+                {"name": "other", "cluster": {"server": "https://10.0.0.2:6443", "proxy-url": "http://elsewhere:3128"}}
+            ],
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}]
+        }))
+        .unwrap();
+        // Written and read back as the daemon does with the connection's file.
+        let own = Kubeconfig::from_yaml(&to_text(&standalone(&kc, "c").unwrap())).unwrap();
+        assert_eq!(own.clusters.len(), 1);
+        assert_eq!(own.clusters[0].cluster.as_ref().unwrap().proxy_url.as_deref(), Some("socks5://bastion:1080"));
+        assert_eq!(proxy_of(&own, "c").unwrap().unwrap().to_string(), "socks5://bastion:1080");
+    }
+
+    #[test]
+    fn a_bad_proxy_url_names_the_context() {
+        let kc: Kubeconfig = serde_json::from_value(serde_json::json!({
+            "clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443", "proxy-url": "socks4://b:1080"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}]
+        }))
+        .unwrap();
+        let e = tokio::runtime::Runtime::new().unwrap().block_on(connect_to(kc, "c", None)).err().unwrap();
+        assert_eq!(
+            crate::error_chain(&e),
+            "the cluster of context c names a proxy-url kubesocks cannot use: proxy-url \"socks4://b:1080\" has the \
+             scheme \"socks4\", which kubesocks does not support (it supports http, https and socks5)"
+        );
     }
 
     #[test]

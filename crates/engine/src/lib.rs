@@ -35,7 +35,8 @@
 //!   for each client (ID, count, dial, log, last error), and where a SOCKS
 //!   reply code or HTTP status is chosen for a failure.
 //! * `relay` copies bytes both ways; `stats` counts them.
-//! * [`kubeconfig`] reads kubeconfigs and builds the API client.
+//! * [`kubeconfig`] reads kubeconfigs and builds the API client;
+//!   `proxy_url` puts the kubeconfig's `proxy-url` under it.
 //! * `dns` is the optional DNS helper: cluster names answered from the same
 //!   caches (through `resolve`), for apps that resolve names themselves.
 //! * `listener` binds ports and runs the accept loop every listener shares.
@@ -61,6 +62,7 @@ pub mod kubeconfig;
 mod listener;
 mod pac;
 mod portforward;
+mod proxy_url;
 mod relay;
 mod resolve;
 mod seconds;
