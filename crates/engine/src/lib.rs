@@ -49,6 +49,7 @@ mod exec;
 pub mod fuzz;
 mod http;
 pub mod kubeconfig;
+mod nofile;
 mod portforward;
 mod relay;
 mod resolve;
