@@ -7,6 +7,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod managed;
+pub mod traffic;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -423,6 +426,16 @@ impl Proxy {
     /// Starts `kubesocks proxy-out`; `Err` carries everything it printed if it
     /// did not come up.
     pub async fn try_start(kubeconfig: &Path, extra: &[&str]) -> Result<Proxy, String> {
+        Proxy::try_start_limited(kubeconfig, extra, None).await
+    }
+
+    /// Starts `kubesocks proxy-out` limited to `nofile` open files from its
+    /// first instruction on, soft and hard (as `ulimit -n` in a shell would).
+    pub async fn start_limited(kubeconfig: &Path, extra: &[&str], nofile: u64) -> Proxy {
+        Proxy::try_start_limited(kubeconfig, extra, Some(nofile)).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn try_start_limited(kubeconfig: &Path, extra: &[&str], nofile: Option<u64>) -> Result<Proxy, String> {
         let state_dir = std::env::temp_dir().join(unique("kubesocks-state"));
         // Ephemeral ports unless the test picks its own.
         let mut defaults = Vec::new();
@@ -434,7 +447,19 @@ impl Proxy {
                 defaults.extend([flag, "127.0.0.1:0"]);
             }
         }
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"));
+        if let Some(nofile) = nofile {
+            let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+            // SAFETY: between fork and exec only setrlimit runs, which is
+            // async-signal-safe, on a struct copied into the closure.
+            unsafe {
+                command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let mut child = command
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("proxy-out")

@@ -39,6 +39,24 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
 /// then take effect without a restart.
 const RECHECK_DENIED: Duration = Duration::from_secs(60);
 
+/// How long a failed watch waits before it tries again: 250 ms, doubling to
+/// 500 ms, each plus up to as much again at random, so under a second.
+/// kube-runtime's default (client-go's: 0.8 s doubling to 30 s) is made for
+/// many controllers sharing one API server; a proxy has a handful of watches,
+/// and once the API server answers again after a restart (or the network
+/// comes back), new Services must resolve within a second, not after the
+/// 10 s or more the default has grown to by then. Against a server that is
+/// down this is a refused connection per watch and half-second or so.
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_millis(500))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 /// Why the caches could not be set up, or a name not looked up.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -330,10 +348,25 @@ where
     let stream = watcher(api, watcher::Config::default())
         // managedFields are the bulk of most objects and never read here.
         .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .default_backoff();
+        .backoff(watch_backoff());
+    // Retries come twice a second while the API server is away: the first
+    // failure is a warning, the rest debug lines, and the recovery is told.
+    let mut failures = 0u64;
     let watch = reflector::reflector(writer, stream).for_each(move |event| {
-        if let Err(e) = event {
-            tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+        match event {
+            Err(e) if failures == 0 => {
+                failures = 1;
+                tracing::warn!(kind, error = %e, "watch failed; retrying every second or sooner");
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(kind, error = %e, failures, "watch failed again");
+            }
+            Ok(_) if failures > 0 => {
+                tracing::info!(kind, failures, "watch resumed");
+                failures = 0;
+            }
+            Ok(_) => {}
         }
         futures::future::ready(())
     });

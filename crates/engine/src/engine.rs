@@ -57,7 +57,8 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub data_path: DataPath,
     /// Client connections served at once; beyond it new clients are refused
-    /// (SOCKS `0x01`, HTTP 503) until some finish. At least 1.
+    /// (SOCKS `0x01`, HTTP 503) until some finish. At least 1. Lowered at
+    /// start where the open-file limit leaves room for fewer.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
 }
@@ -213,10 +214,11 @@ impl Engine {
         let cache = ClusterCache::start(cluster.client.clone(), &cluster.namespace).await?;
         let mut rules = Rules::new(&config.cluster_domain, &cluster.namespace);
         rules.passthrough_local = config.passthrough_local;
+        let max_connections = fitting_cap(config.max_connections, &config.data_path);
         let forwarder = Forwarder::new(cluster.client, config.data_path);
         let dialer = Arc::new(Dialer::new(forwarder, cache, rules, config.passthrough));
         let upstream = Upstream::Cluster(dialer.clone());
-        let shared = Arc::new(Shared::new(upstream, config.auth, config.handshake_timeout, config.max_connections));
+        let shared = Arc::new(Shared::new(upstream, config.auth, config.handshake_timeout, max_connections));
         let mut engine = Engine { shared, dialer, socks: None, http: None, dns: None, listeners: Listeners::default() };
         if let Some(listener) = socks {
             engine.socks = Some(listener.local_addr().expect("a bound listener has an address"));
@@ -299,4 +301,20 @@ impl Engine {
         self.shared.cut.cancel();
         tasks.wait().await;
     }
+}
+
+/// The connection cap, lowered (and said so) where the open-file limit
+/// leaves room for fewer clients.
+fn fitting_cap(wanted: usize, data_path: &DataPath) -> usize {
+    let Some(limit) = crate::nofile::soft_limit() else { return wanted };
+    let per_client = if data_path.protocol == Some(crate::portforward::Protocol::WebSocket) { 2 } else { 1 };
+    let cap = crate::nofile::cap_for(wanted, limit, per_client, crate::shared::MAX_REFUSALS as u64);
+    if cap < wanted {
+        tracing::warn!(
+            open_file_limit = limit,
+            max_connections = cap,
+            "the open-file limit ({limit}) leaves room for {cap} client connections; more are refused (raise `ulimit -n` to serve more)"
+        );
+    }
+    cap
 }

@@ -60,6 +60,7 @@ mod gateway;
 mod http;
 pub mod kubeconfig;
 mod listener;
+mod nofile;
 mod pac;
 mod portforward;
 mod proxy_url;

@@ -73,7 +73,7 @@ pub(crate) enum Admission {
 }
 
 /// How many over-the-cap clients are answered at once.
-const MAX_REFUSALS: usize = 64;
+pub(crate) const MAX_REFUSALS: usize = 64;
 /// The cap is logged (and kept as the last error) at most this often.
 const OVER_CAP_LOG_EVERY: Duration = Duration::from_secs(5);
 

@@ -1,0 +1,568 @@
+//! Reliability under faults and load, against the real test cluster: the API
+//! server killed and restarted under a download and while idle, a proxy held
+//! to 256 open files, 1000 connections streaming at once, stalled handshakes
+//! and a slow reader of 1 GiB. Each test prints its figure and asserts it.
+//!
+//! The tests of this binary run one at a time: a restart of the API server
+//! would break the others' set-up, and a load test's figures would be those
+//! of the other tests' load as well. (A pod deleted mid-stream is tested in
+//! `dataplane.rs`.)
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::PostParams;
+use serde_json::json;
+use support::managed::Managed;
+use support::traffic::{
+    TwoPods, download, echo, first_line, get, hello, open_fds, raise_own_fd_limit, read_some, read_to_end_or_error,
+    socks, start_download, two_pods, who,
+};
+use support::{Proxy, cluster, repo_root};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One test of this binary at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The download that the API server's restart breaks.
+const DOWNLOAD: usize = 100 << 20;
+/// How soon after the API server is ready again kubesocks must serve, new
+/// Services included.
+const RECOVERY: Duration = Duration::from_secs(5);
+
+// ------------------------------------------------------------ helpers
+
+/// A download of `size` bytes through the proxy, without panicking: the
+/// first line (`download from POD`) once it ended cleanly with all its bytes.
+async fn try_download(proxy: SocketAddr, host: &str, size: usize) -> Result<String, String> {
+    let mut s = start_download(proxy, host, 80, size).await.map_err(|code| format!("SOCKS reply {code:#04x}"))?;
+    let mut all = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all)).await {
+        Err(_) => return Err(format!("no end within 10 s after {} bytes", all.len())),
+        Ok(Err(e)) => return Err(format!("{e} after {} bytes", all.len())),
+        Ok(Ok(_)) => {}
+    }
+    let end = all.iter().position(|b| *b == b'\n').ok_or_else(|| format!("no first line in {} bytes", all.len()))?;
+    let line = String::from_utf8_lossy(&all[..end]).into_owned();
+    match all.len() - end - 1 {
+        n if n == size => Ok(line),
+        n => Err(format!("{line:?} then {n} of {size} bytes")),
+    }
+}
+
+/// How a client fared: served (the stream), refused with a SOCKS reply code,
+/// or closed by the proxy before any reply.
+enum Outcome {
+    Served(TcpStream),
+    Refused(u8),
+    Closed(String),
+}
+
+/// A SOCKS5 CONNECT that tells every ending apart instead of panicking.
+async fn socks_outcome(proxy: SocketAddr, host: &str, port: u16) -> Outcome {
+    let attempt = async {
+        let mut s = TcpStream::connect(proxy).await?;
+        s.write_all(&[5, 1, 0]).await?;
+        let mut method = [0u8; 2];
+        s.read_exact(&mut method).await?;
+        let mut request = vec![5, 1, 0, 3, host.len() as u8];
+        request.extend_from_slice(host.as_bytes());
+        request.extend_from_slice(&port.to_be_bytes());
+        s.write_all(&request).await?;
+        let mut reply = [0u8; 10]; // kubesocks answers with an IPv4 bound address
+        s.read_exact(&mut reply).await?;
+        Ok::<_, std::io::Error>((s, reply[1]))
+    };
+    match attempt.await {
+        Ok((s, 0)) => Outcome::Served(s),
+        Ok((_, code)) => Outcome::Refused(code),
+        Err(e) => Outcome::Closed(e.to_string()),
+    }
+}
+
+/// One echo round trip of `bytes` on an open connection.
+async fn echo_round(s: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+    s.write_all(bytes).await.map_err(|e| format!("write: {e}"))?;
+    let mut back = vec![0u8; bytes.len()];
+    s.read_exact(&mut back).await.map_err(|e| format!("read: {e}"))?;
+    (back == bytes).then_some(()).ok_or_else(|| "the echo differs from what was sent".to_string())
+}
+
+/// A line of `/proc/PID/status` in KiB (VmRSS, VmHWM).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the proxy runs");
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
+/// The open-file limits of a process, soft and hard, from `/proc/PID/limits`.
+fn nofile_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("the proxy runs");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("an open-file limit");
+    let mut numbers = line.split_whitespace().filter_map(|w| w.parse().ok());
+    (numbers.next().expect("a soft limit"), numbers.next().expect("a hard limit"))
+}
+
+/// Waits until the test's own fd use allows `n` more client connections.
+fn own_fds_for(n: usize) {
+    let own = raise_own_fd_limit(4 * n as u64 + 512);
+    assert!(own >= 2 * n as u64 + 256, "this test needs {} open files; the hard limit allows {own}", 2 * n + 256);
+}
+
+// ------------------------------------------------------------ API server restart
+
+/// What `tests/cluster/restart-apiserver` reported.
+struct Restart {
+    /// After the kill, when the new API server was started.
+    down: Duration,
+    /// After the kill, when its /readyz said ok.
+    ready: Duration,
+}
+
+/// Kills the cluster's API server, starts it again after `down` seconds,
+/// and returns once it is ready.
+async fn restart_apiserver(down: u64) -> Restart {
+    let script = repo_root().join("tests/cluster/restart-apiserver");
+    let out = tokio::process::Command::new(&script)
+        .args(["--down", &down.to_string()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "tests/cluster/restart-apiserver failed ({}): {stdout}", out.status);
+    let figure = |key: &str| {
+        let ms = stdout.split_whitespace().find_map(|w| w.strip_prefix(key)?.parse::<u64>().ok());
+        Duration::from_millis(ms.unwrap_or_else(|| panic!("no {key} in {stdout:?}")))
+    };
+    Restart { down: figure("down_ms="), ready: figure("ready_ms=") }
+}
+
+/// Puts the cluster back as it was if a test failed with the API server in
+/// an unknown state (`up` leaves a healthy cluster alone).
+struct RestoreCluster;
+
+impl Drop for RestoreCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let up = repo_root().join("tests/cluster/up");
+            let _ = std::process::Command::new(up).stdout(Stdio::null()).status();
+        }
+    }
+}
+
+/// A Service made after the restart (no selector, its EndpointSlice written
+/// here): kubesocks must learn of it through its watches. Made by the test,
+/// not the controller-manager, whose own watches recover on their own
+/// schedule. Retried while the new API server settles.
+async fn fresh_service(w: &TwoPods, name: &str, pod: &str) {
+    let svc = json!({"metadata": {"name": name}, "spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
+    let slice = json!({
+        "metadata": {"name": format!("{name}-1"), "labels": {
+            "kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": "kubesocks-tests"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [w.ips[pod]], "conditions": {"ready": true},
+                       "targetRef": {"kind": "Pod", "namespace": w.ns.name, "name": pod}}],
+        "ports": [{"port": 8080, "protocol": "TCP"}]
+    });
+    let slice: EndpointSlice = serde_json::from_value(slice).unwrap();
+    let svc = serde_json::from_value(svc).unwrap();
+    support::wait_for(&format!("Service {name} created"), || async {
+        match w.ns.services().create(&PostParams::default(), &svc).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+            Err(_) => None,
+        }
+    })
+    .await;
+    support::wait_for(&format!("EndpointSlice of {name} created"), || async {
+        match w.ns.slices().create(&PostParams::default(), &slice).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+            Err(_) => None,
+        }
+    })
+    .await;
+}
+
+/// How long after `ready` a download through `host` first succeeded (tried
+/// every 50 ms, for up to 30 s), and the last failure before.
+async fn first_success(proxy: SocketAddr, host: &str, ready: Instant) -> (Duration, Option<String>) {
+    let mut last = None;
+    loop {
+        match try_download(proxy, host, 1024).await {
+            Ok(_) => return (ready.elapsed(), last),
+            Err(e) => last = Some(e),
+        }
+        assert!(ready.elapsed() < Duration::from_secs(30), "{host}: nothing served 30 s after the restart: {last:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_killed_mid_download_and_while_idle_errors_the_client_and_serves_again_within_5_s() {
+    let _serial = SERIAL.lock().await;
+    let _restore = RestoreCluster;
+    let w = two_pods("apiserver", download).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    try_download(proxy.socks, &w.svc(), 1024).await.expect("the Service answers before the restart");
+
+    // Under the download, a plain restart (about 3 s down). While idle, an
+    // outage of about 10 s, as when a laptop's network comes back: long
+    // enough for a watch back-off that keeps growing to show.
+    let mut figures = Vec::new();
+    for (round, (during, down)) in [("a 100 MiB download", 0), ("idle", 7)].into_iter().enumerate() {
+        let mut client = None;
+        if round == 0 {
+            let mut s = start_download(proxy.socks, &w.svc(), 80, DOWNLOAD).await.expect("the download starts");
+            let (line, after) = first_line(&mut s).await;
+            assert!(line.starts_with("download from "), "{line:?}");
+            let before = read_some(&mut s, after, 2 << 20).await;
+            client = Some((s, before));
+        }
+
+        let restart = restart_apiserver(down).await;
+        let ready = Instant::now();
+        if let Some((mut s, before)) = client {
+            // The client has not read since the kill: whatever the proxy had is still to come.
+            let (rest, end) = read_to_end_or_error(&mut s).await;
+            let total = before + rest;
+            println!("{during}: {total} of {DOWNLOAD} bytes, then {:?}", end.as_ref().map(|e| e.to_string()));
+            let e =
+                end.unwrap_or_else(|| panic!("{during}: a clean EOF after {total} of {DOWNLOAD} bytes, not an error"));
+            assert!(total < DOWNLOAD, "{during}: the whole download came through: {e}");
+        }
+
+        // Both at once: the Service known before, and one made now.
+        let fresh = format!("fresh-{round}");
+        let pod = if round == 0 { "pod-a" } else { "pod-b" };
+        let svc = w.svc();
+        let known = first_success(proxy.socks, &svc, ready);
+        let made = async {
+            fresh_service(&w, &fresh, pod).await;
+            let created = ready.elapsed();
+            let (took, last) = first_success(proxy.socks, &format!("{fresh}.{}", w.ns.name), ready).await;
+            (created, took, last)
+        };
+        let ((known, known_err), (created, fresh_took, fresh_err)) = tokio::join!(known, made);
+        let figure = format!(
+            "API server killed during {during}: restarted {:?} and ready {:?} after the kill; then the known Service \
+             served after {known:?}, a Service created {created:?} after the restart served after {fresh_took:?} \
+             (last refusal before: {fresh_err:?}; known: {known_err:?})",
+            restart.down, restart.ready
+        );
+        println!("{figure}");
+        figures.push((during, known, fresh_took));
+    }
+    for (during, known, fresh) in figures {
+        assert!(known <= RECOVERY, "{during}: the known Service served only {known:?} after the API server was ready");
+        assert!(fresh <= RECOVERY, "{during}: a new Service served only {fresh:?} after the API server was ready");
+    }
+    assert!(proxy.log().contains("watch failed"), "the broken watches are logged:\n{}", proxy.log());
+}
+
+// ------------------------------------------------------------ descriptors
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_limit_of_256_open_files_excess_clients_are_refused_and_the_proxy_serves_again() {
+    const CLIENTS: usize = 400;
+    let _serial = SERIAL.lock().await;
+    own_fds_for(CLIENTS);
+    let w = two_pods("nofile", echo).await;
+    let proxy = Proxy::start_limited(&cluster().admin_kubeconfig, &[], 256).await;
+    assert_eq!(nofile_limits(proxy.pid()), (256, 256), "started under ulimit -n 256");
+    let idle_fds = open_fds(proxy.pid());
+
+    // All at once, each held open once served; none may hang.
+    let started = Instant::now();
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let (addr, host) = (proxy.socks, w.svc());
+        all.spawn(async move {
+            let outcome = tokio::time::timeout(Duration::from_secs(15), socks_outcome(addr, &host, 80)).await;
+            let outcome = outcome.map_err(|_| format!("client {i}: no answer within 15 s"))?;
+            if let Outcome::Served(mut s) = outcome {
+                echo_round(&mut s, format!("hello {i}\n").as_bytes()).await.map_err(|e| format!("client {i}: {e}"))?;
+                return Ok::<_, String>((Outcome::Served(s), started.elapsed()));
+            }
+            Ok((outcome, started.elapsed()))
+        });
+    }
+    let (mut held, mut refused, mut closed, mut hung) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut slowest_refusal = Duration::ZERO;
+    while let Some(result) = all.join_next().await {
+        match result.unwrap() {
+            Ok((Outcome::Served(s), _)) => held.push(s),
+            Ok((Outcome::Refused(code), after)) => {
+                refused.push(code);
+                slowest_refusal = slowest_refusal.max(after);
+            }
+            Ok((Outcome::Closed(e), after)) => {
+                closed.push(e);
+                slowest_refusal = slowest_refusal.max(after);
+            }
+            Err(e) => hung.push(e),
+        }
+    }
+    let busy_fds = open_fds(proxy.pid());
+    println!(
+        "ulimit -n 256, {CLIENTS} clients at once: {} served and held, {} refused with SOCKS {:?}, {} closed before \
+         any reply ({:?}), the last of these after {slowest_refusal:?}; {} without an answer; kubesocks descriptors \
+         {idle_fds} idle, {busy_fds} busy",
+        held.len(),
+        refused.len(),
+        refused.iter().collect::<std::collections::BTreeSet<_>>(),
+        closed.len(),
+        closed.first(),
+        hung.len(),
+    );
+    assert!(hung.is_empty(), "{} clients got no answer, e.g. {:?}", hung.len(), &hung[..hung.len().min(5)]);
+    assert!(held.len() >= 100, "only {} of {CLIENTS} served under 256 open files", held.len());
+    assert!(!refused.is_empty(), "no client was refused: the limit was not reached");
+    assert!(refused.iter().all(|&c| c == 0x01), "refusals are SOCKS general failures: {refused:?}");
+    // Beyond the refusals answered at once, the rest are closed at once (a flood is not answered one by one).
+    assert!(slowest_refusal < Duration::from_secs(5), "a refusal took {slowest_refusal:?}");
+    assert!(busy_fds < 256, "kubesocks reached its open-file limit: {busy_fds}");
+    assert!(
+        proxy.logged("the open-file limit (256) leaves room for").await,
+        "the lowered cap is logged at start:\n{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.logged("client connections are open, the most allowed").await,
+        "the refusals are logged with their reason:\n{}",
+        proxy.log()
+    );
+    assert!(!proxy.log().contains("Too many open files"), "{}", proxy.log());
+
+    // Load drops: served again.
+    drop(held);
+    let dropped = Instant::now();
+    support::wait_for("a connection once the load dropped", || async {
+        let mut s = socks(proxy.socks, &w.svc(), 80).await.ok()?;
+        echo_round(&mut s, b"again\n").await.ok()
+    })
+    .await;
+    let after = open_fds(proxy.pid());
+    println!("load dropped: a new connection served {:?} later; {after} descriptors", dropped.elapsed());
+    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
+}
+
+// ------------------------------------------------------------ load
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_connections_stream_at_once_and_descriptors_and_active_return_to_their_baseline() {
+    const N: usize = 1000;
+    /// What each connection streams (echoed back) once all are open.
+    const STREAM: usize = 64 * 1024;
+    let _serial = SERIAL.lock().await;
+    own_fds_for(N);
+    let w = two_pods("load", echo).await;
+    let m = Managed::new("load");
+    let conn =
+        m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0", "--idle-timeout", "2"]).await;
+    let addr: SocketAddr = conn["socks"].as_str().expect("a SOCKS address").parse().unwrap();
+    let pid = conn["pid"].as_u64().expect("the daemon's pid") as u32;
+    let active = async || m.status().await["connections"][0]["active_connections"].as_u64().expect("active");
+    let idle_fds = open_fds(pid);
+    assert_eq!(active().await, 0);
+
+    let started = Instant::now();
+    let (go_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let (done_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel(N);
+    let (streamed_tx, mut streamed_rx) = tokio::sync::mpsc::channel(N);
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (host, opened, streamed) = (w.svc(), opened_tx.clone(), streamed_tx.clone());
+        let (mut go, mut done) = (go_tx.subscribe(), done_tx.subscribe());
+        all.spawn(async move {
+            let fail = |e: String| format!("connection {i}: {e}");
+            let mut s = socks(addr, &host, 80).await.map_err(|c| fail(format!("SOCKS reply {c:#04x}")))?;
+            echo_round(&mut s, format!("hello {i}\n").as_bytes()).await.map_err(fail)?;
+            let _ = opened.send(()).await;
+            let _ = go.recv().await;
+            // All open: each streams its share, 4 KiB at a time, while the others do.
+            let chunk: Vec<u8> = (0..4096).map(|b| (b + i) as u8).collect();
+            for _ in 0..STREAM / chunk.len() {
+                echo_round(&mut s, &chunk).await.map_err(fail)?;
+            }
+            let _ = streamed.send(()).await;
+            let _ = done.recv().await;
+            s.shutdown().await.map_err(|e| fail(e.to_string()))?;
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.map_err(|e| fail(e.to_string()))?;
+            rest.is_empty().then_some(()).ok_or_else(|| fail(format!("{} bytes after the FIN", rest.len())))
+        });
+    }
+    drop((opened_tx, streamed_tx));
+    let count = async |rx: &mut tokio::sync::mpsc::Receiver<()>| {
+        let mut n = 0;
+        let _ = tokio::time::timeout(Duration::from_secs(120), async {
+            while n < N && rx.recv().await.is_some() {
+                n += 1;
+            }
+        })
+        .await;
+        n
+    };
+    let open = count(&mut opened_rx).await;
+    let opened_in = started.elapsed();
+    let (busy_fds, busy_active) = (open_fds(pid), active().await);
+    let _ = go_tx.send(());
+    let streaming = Instant::now();
+    let streamed = count(&mut streamed_rx).await;
+    let streamed_in = streaming.elapsed();
+    let _ = done_tx.send(());
+    let mut failures = Vec::new();
+    while let Some(result) = all.join_next().await {
+        if let Err(e) = result.unwrap() {
+            failures.push(e);
+        }
+    }
+    println!(
+        "{open} of {N} connections open at once after {opened_in:?} (active {busy_active}, {busy_fds} descriptors, \
+         {idle_fds} before); {streamed} streamed {} KiB each way each in {streamed_in:?}; {} failed",
+        STREAM / 1024,
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} of {N} failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert_eq!((open, streamed), (N, N), "all held open at once, and all streamed");
+    assert!(busy_active >= N as u64, "status showed {busy_active} active with {N} open");
+
+    // Afterwards: nothing left over once the idle sessions have closed (2 s).
+    // Two descriptors of slack: the API client's pooled connections come and go.
+    let settled = Instant::now();
+    let (fds, now_active) = support::wait_for("descriptors and active back to their baseline", || async {
+        let (fds, now_active) = (open_fds(pid), active().await);
+        (now_active == 0 && fds <= idle_fds + 2).then_some((fds, now_active))
+    })
+    .await;
+    println!(
+        "{:?} after the last close: active {now_active}, {fds} descriptors ({idle_fds} before)",
+        settled.elapsed()
+    );
+    let mut s = socks(addr, &w.svc(), 80).await.expect("a new connection after the load");
+    echo_round(&mut s, b"still here\n").await.expect("a new connection echoes");
+}
+
+// ------------------------------------------------------------ slow clients
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_are_dropped_at_the_timeout_while_a_normal_client_is_served() {
+    const EACH: usize = 500;
+    let _serial = SERIAL.lock().await;
+    own_fds_for(2 * EACH);
+    let w = two_pods("stalled", hello).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &["--handshake-timeout", "2"]).await;
+    let http = proxy.http.expect("an HTTP listener");
+    get(proxy.socks, &w.svc()).await.expect("served before");
+
+    // A SOCKS greeting cut after its version byte, and an HTTP head without its end.
+    let stalls = [
+        ("SOCKS", proxy.socks, b"\x05".to_vec()),
+        ("HTTP", http, format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n", w.svc()).into_bytes()),
+    ];
+    let started = Instant::now();
+    let mut all = tokio::task::JoinSet::new();
+    for (kind, addr, stall) in stalls {
+        for _ in 0..EACH {
+            let stall = stall.clone();
+            all.spawn(async move {
+                let mut s = TcpStream::connect(addr).await.map_err(|e| format!("{kind}: connect: {e}"))?;
+                let connected = Instant::now();
+                s.write_all(&stall).await.map_err(|e| format!("{kind}: {e}"))?;
+                let mut answer = Vec::new();
+                let end = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut answer)).await;
+                end.map_err(|_| format!("{kind}: still open after 15 s"))?.ok();
+                Ok::<_, String>((kind, connected.elapsed(), String::from_utf8_lossy(&answer).into_owned()))
+            });
+        }
+    }
+    // Meanwhile, normal clients over both listeners.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let normal = Instant::now();
+    let answer = get(proxy.socks, &w.svc()).await.expect("a normal SOCKS client is served meanwhile");
+    let socks_took = normal.elapsed();
+    assert!(who(&answer).starts_with("pod-"), "{answer}");
+    let normal = Instant::now();
+    let request = format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n", w.svc());
+    let answer = support::raw_http(http, &request).await;
+    let http_took = normal.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("hello from"), "{answer}");
+    let meanwhile = started.elapsed();
+
+    let mut dropped: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
+    let mut answers = std::collections::BTreeSet::new();
+    for result in all.join_all().await {
+        let (kind, after, answer) = result.unwrap_or_else(|e| panic!("{e}"));
+        dropped.entry(kind).or_default().push(after);
+        answers.insert(format!("{kind}: {:?}", answer.lines().next().unwrap_or("(nothing)")));
+    }
+    for (kind, times) in &dropped {
+        let (min, max) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+        println!("{} stalled {kind} handshakes dropped {min:?} to {max:?} after they connected", times.len());
+        assert_eq!(times.len(), EACH, "{kind}");
+        // From the client's side the clock starts a little late under a burst of 1000 connects.
+        assert!(*min >= Duration::from_millis(1500), "{kind}: one was dropped before the 2 s timeout: {min:?}");
+        assert!(*max <= Duration::from_secs(5), "{kind}: one was held {max:?} with a 2 s timeout");
+    }
+    println!(
+        "meanwhile ({meanwhile:?} into the stall) a SOCKS client was served in {socks_took:?}, an HTTP one in \
+         {http_took:?}; the stalled got {answers:?}"
+    );
+    assert!(proxy.logged("SOCKS handshake stalled").await, "the stalls are logged:\n{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_of_1_gib_keeps_the_proxy_memory_bounded_and_loses_nothing() {
+    const SIZE: usize = 1 << 30;
+    /// The reader's pace: 64 KiB per millisecond at most, and one pause of 3 s.
+    const READ: usize = 64 * 1024;
+    let _serial = SERIAL.lock().await;
+    let w = two_pods("slowreader", download).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    try_download(proxy.socks, &w.svc(), 1 << 20).await.expect("a first download");
+    let (rss_before, hwm_before) = (status_kib(proxy.pid(), "VmRSS:"), status_kib(proxy.pid(), "VmHWM:"));
+
+    let started = Instant::now();
+    let mut s = start_download(proxy.socks, &w.svc(), 80, SIZE).await.expect("the download starts");
+    let (line, mut got) = first_line(&mut s).await;
+    assert!(line.starts_with("download from "), "{line:?}");
+    let mut buf = vec![0u8; READ];
+    let mut paused = false;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("data within 30 s")
+            .expect("the download goes on");
+        if n == 0 {
+            break;
+        }
+        got += n;
+        if !paused && got >= SIZE / 4 {
+            paused = true;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    let hwm = status_kib(proxy.pid(), "VmHWM:");
+    println!(
+        "1 GiB read slowly in {took:?} ({:.0} MiB/s, one 3 s pause): {got} bytes, {} lost; kubesocks RSS {} MiB before, \
+         peak {} MiB (peak before {} MiB)",
+        SIZE as f64 / took.as_secs_f64() / f64::from(1 << 20),
+        SIZE.saturating_sub(got),
+        rss_before / 1024,
+        hwm / 1024,
+        hwm_before / 1024
+    );
+    assert_eq!(got, SIZE, "every byte arrived");
+    assert!(hwm <= rss_before + 64 * 1024, "the proxy's peak RSS grew from {rss_before} KiB to {hwm} KiB");
+}
