@@ -152,7 +152,7 @@ pub(crate) enum Refusal {
     PortNotExposed { service: String, port: u16, exposed: String },
     #[error("service {service} has no ready endpoint for port {port}")]
     NoReadyEndpoints { service: String, port: u16 },
-    #[error("no pod matches {what}")]
+    #[error("no pod matches {}", Escaped(what))]
     UnknownPod { what: String },
     #[error("service {service} has no {protocol} port named {port}")]
     NoNamedPort { service: String, port: String, protocol: &'static str },
@@ -1350,6 +1350,14 @@ mod tests {
         view.hidden = vec!["shop"];
         let refusal = ask("catalog.shop.svc.cluster.local", &view).unwrap_err();
         assert!(matches!(refusal, Refusal::Forbidden { .. }), "{refusal:?}");
+    }
+
+    #[test]
+    fn a_name_in_the_cluster_domain_with_control_characters_is_refused_escaped() {
+        let name = "web.def\u{7}ault.pod.cluster.local";
+        let refusal = records(DnsQuery::read(name, &rules()), &rules(), &dns_cluster()).unwrap_err();
+        assert!(matches!(refusal, Refusal::UnknownPod { .. }), "{refusal:?}");
+        assert_eq!(refusal.to_string(), "no pod matches web.def\\u{7}ault.pod.cluster.local");
     }
 
     #[test]
