@@ -3,7 +3,8 @@
 //! resolution and dial) over an in-memory API server. It must answer or
 //! close within a time limit, never panic (a panic in the connection's task
 //! aborts the process too), and never report success: no port-forward can
-//! succeed here.
+//! succeed here. The listener is a mixed port: a client whose first byte is
+//! not SOCKS5's version 5 is answered as HTTP.
 //!
 //! Input: one byte choosing the proxy (even: no auth; odd: `user:pass`
 //! required), then the client's bytes, after which it closes its side.
@@ -28,6 +29,13 @@ fuzz_target!(|input: &[u8]| {
 /// auth) the RFC 1929 status, then a refusal of the command.
 fn check(auth: bool, client: &[u8], answer: &[u8]) {
     let fail = |why: &str| -> ! { panic!("{why}: client sent {client:?}, proxy answered {answer:?}") };
+    if client.first().is_some_and(|&first| first != 5) {
+        // An HTTP client: an HTTP answer (a 400 for most bytes), or none.
+        if !answer.is_empty() && !answer.starts_with(b"HTTP/1.1 ") {
+            fail("not an HTTP answer to a client that did not start with SOCKS5's version");
+        }
+        return;
+    }
     let Some(method) = answer.get(..2) else {
         if !answer.is_empty() {
             fail("a partial reply");
