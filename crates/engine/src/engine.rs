@@ -68,6 +68,8 @@ impl ProxyConfig {
     pub const DEFAULT_SOCKS_PORT: u16 = 1080;
     /// The HTTP proxy port managed connections try first.
     pub const DEFAULT_HTTP_PORT: u16 = 3128;
+    /// The DNS helper port the tray offers.
+    pub const DEFAULT_DNS_PORT: u16 = 5353;
     /// The port shared by every managed connection, unless told otherwise.
     pub const DEFAULT_SHARED_PORT: u16 = 1090;
     /// The cluster DNS domain unless told otherwise.
@@ -291,15 +293,7 @@ impl Engine {
     /// then cuts them.
     pub async fn shutdown(self, grace: Duration) {
         self.stop_listening().await;
-        let tasks = &self.shared.tasks;
-        tasks.close();
-        let open = self.shared.stats.snapshot().active_connections;
-        if open > 0 {
-            tracing::info!(open, "waiting up to {grace:?} for open connections to finish");
-        }
-        let _ = tokio::time::timeout(grace, tasks.wait()).await;
-        self.shared.cut.cancel();
-        tasks.wait().await;
+        self.shared.drain(grace).await;
     }
 }
 

@@ -188,10 +188,7 @@ impl Gateway {
     /// connections run for up to `grace`, then cuts them.
     pub async fn shutdown(self, grace: Duration) {
         self.listeners.stop().await;
-        self.shared.tasks.close();
-        let _ = tokio::time::timeout(grace, self.shared.tasks.wait()).await;
-        self.shared.cut.cancel();
-        self.shared.tasks.wait().await;
+        self.shared.drain(grace).await;
     }
 }
 

@@ -158,6 +158,19 @@ impl Shared {
         );
     }
 
+    /// Once the listeners are closed: lets open connections run for up to
+    /// `grace`, then cuts them.
+    pub(crate) async fn drain(&self, grace: Duration) {
+        self.tasks.close();
+        let open = self.tasks.len();
+        if open > 0 {
+            tracing::info!(open, "waiting up to {grace:?} for open connections to finish");
+        }
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+        self.cut.cancel();
+        self.tasks.wait().await;
+    }
+
     /// Resolves and connects one client request (`what` names its protocol in
     /// the log). A failure is logged with its reason and kept as the last
     /// error before it is returned for the listener to answer.
