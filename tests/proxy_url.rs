@@ -262,6 +262,35 @@ fn tcp_peers(pid: u32) -> BTreeMap<u16, usize> {
 /// `proxy_port`: `server` itself, or a TLS front of it) to a one-pod Service,
 /// and proves the API traffic, watches and the port-forward all went through
 /// `server`.
+/// Asserts that the process `pid` reached the API server through `server`
+/// only: the proxy's log shows its connections to the API server (the
+/// first request and the watches at least), and while the port-forward
+/// session is up (sessions are kept for reuse) every connection the process
+/// holds goes to the proxy's port, none to the API server itself. Returns
+/// the API server's port.
+fn only_through(server: &ProxyServer, proxy_port: u16, pid: u32) -> u16 {
+    let api = api_server();
+    let connects = server.connects_to(&api);
+    assert!(
+        connects.len() >= 2,
+        "the proxy's log shows {} connections to {api}:\n{}",
+        connects.len(),
+        server.log_text()
+    );
+    let api_port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
+    let peers = tcp_peers(pid);
+    assert!(!peers.contains_key(&api_port), "kubesocks holds connections to the API server itself: {peers:?}");
+    assert!(
+        peers.get(&proxy_port).copied().unwrap_or(0) >= 2,
+        "kubesocks holds too few connections to the proxy (port {proxy_port}): {peers:?}"
+    );
+    println!(
+        "{} connections to {api} in the proxy's log; kubesocks' connections by remote port: {peers:?}",
+        connects.len()
+    );
+    api_port
+}
+
 async fn reaches_the_cluster_only_through(server: &ProxyServer, proxy_port: u16, kubeconfig: &Path, prefix: &str) {
     let ns = TestNamespace::new(prefix).await;
     let web = Backend::start("web-0", &[8080]).await;
@@ -273,37 +302,13 @@ async fn reaches_the_cluster_only_through(server: &ProxyServer, proxy_port: u16,
     ns.ready_endpoints("web", 1).await;
 
     let proxy = Proxy::start(kubeconfig, &["-n", &ns.name]).await;
-    let api = api_server();
     assert!(proxy.logged("proxy-url").await, "kubesocks does not say it uses the proxy-url:\n{}", proxy.log());
 
     let out = curl(&["--proxy", &proxy.socks_url(), &format!("http://web.{}/", ns.name)]).await;
     assert_eq!(out.code, 0, "curl failed: {}\nkubesocks:\n{}", out.stderr, proxy.log());
     assert!(out.stdout.contains("hello from web-0 "), "{:?}", out.stdout);
 
-    // The proxy saw kubesocks' connections to the API server: the first
-    // request and the watches at least.
-    let connects = server.connects_to(&api);
-    assert!(
-        connects.len() >= 2,
-        "the proxy's log shows {} connections to {api}:\n{}",
-        connects.len(),
-        server.log_text()
-    );
-
-    // While the port-forward session is up (sessions are kept for reuse),
-    // every connection kubesocks holds goes to the proxy, none to the API
-    // server itself.
-    let api_port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
-    let peers = tcp_peers(proxy.pid());
-    assert!(!peers.contains_key(&api_port), "kubesocks holds connections to the API server itself: {peers:?}");
-    assert!(
-        peers.get(&proxy_port).copied().unwrap_or(0) >= 2,
-        "kubesocks holds too few connections to the proxy (port {proxy_port}): {peers:?}"
-    );
-    println!(
-        "{} connections to {api} in the proxy's log; kubesocks' connections by remote port: {peers:?}",
-        connects.len()
-    );
+    let api_port = only_through(server, proxy_port, proxy.pid());
     // The second request reuses the port-forward session, still via the proxy.
     let out = curl(&["--proxy", &proxy.socks_url(), &format!("http://web.{}/", ns.name)]).await;
     assert!(out.stdout.contains("hello from web-0 "), "{:?} {}", out.stdout, out.stderr);
@@ -421,17 +426,6 @@ async fn managed_connections_keep_the_proxy_url() {
 
     let out = curl(&["--proxy", conn["socks_url"].as_str().unwrap(), &format!("http://web.{}/", ns.name)]).await;
     assert!(out.stdout.contains("hello from web-0 "), "{:?} {}", out.stdout, out.stderr);
-    let api = api_server();
-    let connects = server.connects_to(&api);
-    assert!(
-        connects.len() >= 2,
-        "the proxy's log shows {} connections to {api}:\n{}",
-        connects.len(),
-        server.log_text()
-    );
-    let api_port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
     let daemon = conn["pid"].as_u64().expect("the daemon's pid") as u32;
-    let peers = tcp_peers(daemon);
-    assert!(!peers.contains_key(&api_port), "the daemon holds connections to the API server itself: {peers:?}");
-    assert!(peers.get(&server.port).copied().unwrap_or(0) >= 2, "the daemon's connections: {peers:?}");
+    only_through(&server, server.port, daemon);
 }
