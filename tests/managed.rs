@@ -167,6 +167,27 @@ async fn one_shared_port_reaches_every_context_by_its_alias_and_picks_up_later_o
     cleanup_b().await;
 }
 
+#[tokio::test]
+async fn a_background_proxy_with_a_dns_helper_shows_its_address_and_answers() {
+    let m = Managed::new("dns");
+    let (ns, _backend, _url) = own_service("dns").await;
+    let conn = m
+        .connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0", "--listen-dns", "127.0.0.1:0"])
+        .await;
+    let dns = addr(&conn, "dns");
+    let status = m.status().await;
+    assert_eq!(status["connections"][0]["dns"], conn["dns"], "{status}");
+    let svc: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(support::admin().await, &ns.name);
+    let cluster_ip = svc.get("dns-svc").await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let name = format!("dns-svc.{}.svc.cluster.local", ns.name);
+    let out = tokio::process::Command::new("dig")
+        .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string(), "+short", "+time=5", &name])
+        .output()
+        .await
+        .expect("dig is installed (tests/setup installs it)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), cluster_ip, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -131,6 +131,7 @@ impl Host {
             proxy: ProxyConfig {
                 socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
                 http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
+                dns: settings.dns_port.map(|port| Listen::or_next_free(loopback(port))),
                 cluster_domain: settings.cluster_domain.clone(),
                 passthrough: settings.passthrough,
                 ..ProxyConfig::default()
@@ -217,6 +218,7 @@ pub fn sample_connection(id: &str, context: &str, port: u16) -> ConnectionStatus
         source_kubeconfigs: Vec::new(),
         socks: Some(([127, 0, 0, 1], port).into()),
         http: None,
+        dns: None,
         cluster_domain: ProxyConfig::DEFAULT_CLUSTER_DOMAIN.into(),
         passthrough: false,
         alias: context.into(),

@@ -22,6 +22,8 @@ pub struct Settings {
     /// Dial names outside the cluster from this machine instead of refusing
     /// them, so a browser given the socks5h URL keeps the rest of the web.
     pub passthrough: bool,
+    /// Answer DNS for cluster names, from this port on (UDP and TCP); none: off.
+    pub dns_port: Option<u16>,
     /// One port for every connected context (`web.shop.<alias>`); none: off.
     pub shared_port: Option<u16>,
     /// The context that names without an alias go to on the shared port.
@@ -38,6 +40,7 @@ impl Default for Settings {
             http_port: None,
             cluster_domain: defaults.cluster_domain,
             passthrough: false,
+            dns_port: None,
             shared_port: None,
             default_context: None,
             start_at_login: false,
@@ -54,6 +57,8 @@ pub struct Defaults {
     pub socks_port: u16,
     /// The first HTTP port tried.
     pub http_port: u16,
+    /// The DNS helper's port offered when it is switched on.
+    pub dns_port: u16,
     /// The shared port offered when it is switched on.
     pub shared_port: u16,
     /// The cluster DNS domain.
@@ -65,6 +70,7 @@ impl Default for Defaults {
         Defaults {
             socks_port: ProxyConfig::DEFAULT_SOCKS_PORT,
             http_port: ProxyConfig::DEFAULT_HTTP_PORT,
+            dns_port: ProxyConfig::DEFAULT_DNS_PORT,
             shared_port: ProxyConfig::DEFAULT_SHARED_PORT,
             cluster_domain: ProxyConfig::DEFAULT_CLUSTER_DOMAIN.into(),
         }
@@ -84,7 +90,8 @@ pub enum SettingsError {
 impl Settings {
     /// The settings as saved: checked, the domain trimmed and lower-cased.
     pub fn validated(mut self) -> Result<Settings, SettingsError> {
-        if self.socks_port == 0 || self.http_port == Some(0) || self.shared_port == Some(0) {
+        if self.socks_port == 0 || self.http_port == Some(0) || self.shared_port == Some(0) || self.dns_port == Some(0)
+        {
             return Err(SettingsError::ZeroPort);
         }
         let shared_clash = self.shared_port.is_some_and(|p| p == self.socks_port || Some(p) == self.http_port);
@@ -191,6 +198,7 @@ mod tests {
             http_port: Some(2999),
             cluster_domain: "c.l".into(),
             passthrough: true,
+            dns_port: Some(5999),
             shared_port: Some(3999),
             default_context: Some("prod".into()),
             start_at_login: true,

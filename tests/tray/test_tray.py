@@ -193,6 +193,9 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "http-enabled"))
     type_into(driver.find_element(By.ID, "http-port"), str(http_port))
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "passthrough"))
+    dns_port = free_port()
+    driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "dns-enabled"))
+    type_into(driver.find_element(By.ID, "dns-port"), str(dns_port))
     shared_port = free_port()
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "shared-enabled"))
     type_into(driver.find_element(By.ID, "shared-port-number"), str(shared_port))
@@ -205,6 +208,7 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     assert f'"http_port": {http_port}' in saved.read_text()
     assert '"passthrough": true' in saved.read_text()
     assert f'"shared_port": {shared_port}' in saved.read_text()
+    assert f'"dns_port": {dns_port}' in saved.read_text()
     assert f'"default_context": "{ADMIN}"' in saved.read_text()
     # The autostart plugin writes ~/.config/autostart whatever XDG_CONFIG_HOME says.
     autostart = list((home["dirs"]["home"] / ".config" / "autostart").glob("*.desktop"))
@@ -214,6 +218,7 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     state["socks_port"] = socks_port
     state["http_port"] = http_port
     state["shared_port"] = shared_port
+    state["dns_port"] = dns_port
 
 
 def test_switching_a_context_on_connects_it(driver, state):
@@ -245,6 +250,12 @@ def test_the_shared_port_reaches_the_connected_context_by_its_alias(driver, bina
     shown = wait_for("the shared port in the window", lambda: driver.find_element(By.ID, "shared-port").is_displayed(), timeout=10)
     assert shown and shared in driver.find_element(By.ID, "shared-port").text
     assert field(driver, ADMIN, "alias") == ADMIN
+    assert field(driver, ADMIN, "dns") == f"127.0.0.1:{state['dns_port']}"
+    dig = subprocess.run(
+        ["dig", "@127.0.0.1", "-p", str(state["dns_port"]), "+short", "+time=5", "productpage.default.svc.cluster.local"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", dig.stdout.strip()), dig
     by_alias = curl(f"http://productpage.default.{ADMIN}:9080/", shared)
     assert by_alias.startswith("hello from productpage-v1-"), by_alias
     by_default = curl(DEMO_URL, shared)

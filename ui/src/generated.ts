@@ -24,6 +24,8 @@ export type ConnectionStatus = {
   source_kubeconfigs: Array<string>,
   socks: string | null,
   http: string | null,
+  /** The DNS helper's address (UDP and TCP), if it has one. */
+  dns: string | null,
   /** How names resolve, so a `connect` asking otherwise is told apart. */
   cluster_domain: string,
   passthrough: boolean,
@@ -57,6 +59,8 @@ export type Defaults = {
   socks_port: number,
   /** The first HTTP port tried. */
   http_port: number,
+  /** The DNS helper's port offered when it is switched on. */
+  dns_port: number,
   /** The shared port offered when it is switched on. */
   shared_port: number,
   /** The cluster DNS domain. */
@@ -122,6 +126,8 @@ export type Settings = {
    * them, so a browser given the socks5h URL keeps the rest of the web.
    */
   passthrough: boolean,
+  /** Answer DNS for cluster names, from this port on (UDP and TCP); none: off. */
+  dns_port: number | null,
   /** One port for every connected context (`web.shop.<alias>`); none: off. */
   shared_port: number | null,
   /** The context that names without an alias go to on the shared port. */

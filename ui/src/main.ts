@@ -79,6 +79,8 @@ const httpEnabled = byId<HTMLInputElement>("http-enabled");
 const httpPort = byId<HTMLInputElement>("http-port");
 const clusterDomain = byId<HTMLInputElement>("cluster-domain");
 const passthrough = byId<HTMLInputElement>("passthrough");
+const dnsEnabled = byId<HTMLInputElement>("dns-enabled");
+const dnsPort = byId<HTMLInputElement>("dns-port");
 const sharedEnabled = byId<HTMLInputElement>("shared-enabled");
 const sharedPort = byId<HTMLInputElement>("shared-port-number");
 const defaultContext = byId<HTMLInputElement>("default-context");
@@ -95,6 +97,10 @@ function fillSettings(s: Settings, d: Defaults): void {
   clusterDomain.value = s.cluster_domain;
   clusterDomain.placeholder = d.cluster_domain;
   passthrough.checked = s.passthrough;
+  dnsEnabled.checked = s.dns_port !== null;
+  dnsPort.value = String(s.dns_port ?? d.dns_port);
+  dnsPort.placeholder = String(d.dns_port);
+  dnsPort.disabled = !dnsEnabled.checked;
   sharedEnabled.checked = s.shared_port !== null;
   sharedPort.value = String(s.shared_port ?? d.shared_port);
   sharedPort.placeholder = String(d.shared_port);
@@ -112,6 +118,7 @@ function showPage(show: boolean): void {
 
 httpEnabled.addEventListener("change", () => (httpPort.disabled = !httpEnabled.checked));
 sharedEnabled.addEventListener("change", () => (sharedPort.disabled = !sharedEnabled.checked));
+dnsEnabled.addEventListener("change", () => (dnsPort.disabled = !dnsEnabled.checked));
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const asked: Settings = {
@@ -119,6 +126,7 @@ form.addEventListener("submit", (event) => {
     http_port: httpEnabled.checked ? Number(httpPort.value) : null,
     cluster_domain: clusterDomain.value.trim(),
     passthrough: passthrough.checked,
+    dns_port: dnsEnabled.checked ? Number(dnsPort.value) : null,
     shared_port: sharedEnabled.checked ? Number(sharedPort.value) : null,
     default_context: defaultContext.value.trim() || null,
     start_at_login: startAtLogin.checked,

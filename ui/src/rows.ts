@@ -77,6 +77,7 @@ function drawRow(row: Row, actions: RowActions, now: number): HTMLElement {
       fact("ID", "id", c.id),
       fact("SOCKS", "socks", c.socks ?? "—"),
       fact("HTTP", "http", c.http ?? "—"),
+      fact("DNS", "dns", c.dns ?? "—"),
       fact("Alias", "alias", c.alias),
       fact("Active", "active", counters.active),
       fact("Total", "total", counters.total),

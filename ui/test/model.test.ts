@@ -17,6 +17,7 @@ const conn = (extra: Partial<ConnectionStatus> = {}): ConnectionStatus => ({
   source_kubeconfigs: [],
   socks: "127.0.0.1:1081",
   http: null,
+  dns: null,
   socks_url: "socks5h://127.0.0.1:1081",
   http_url: null,
   pac_url: "http://127.0.0.1:1081/proxy.pac",

@@ -106,6 +106,9 @@ pub(crate) async fn connect(state: &StateDir, kube: &KubeSettings, args: &Connec
             if let Some(url) = &connection.pac_url {
                 say!("PAC URL:      {url}");
             }
+            if let Some(dns) = connection.record.dns {
+                say!("DNS helper:   {dns} (UDP and TCP) for *.{}", connection.record.cluster_domain);
+            }
             if let (Some(url), Some(example)) = (&connection.socks_url, example) {
                 say!("Try:          curl --proxy {url} {example}");
             }

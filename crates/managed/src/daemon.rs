@@ -304,6 +304,7 @@ impl Daemon {
             source_kubeconfigs: sources,
             socks: None,
             http: None,
+            dns: None,
             cluster_domain: request.proxy.cluster_domain.clone(),
             passthrough: request.proxy.passthrough,
             alias: alias_for(request.alias.as_deref().unwrap_or(&context)),
@@ -346,7 +347,8 @@ impl Daemon {
             .await
             .map_err(|source| DaemonError::Engine { context: record.context.clone(), source })?;
         let example = engine.example_url(&record.namespace, &request.proxy.cluster_domain).await;
-        let record = ConnectionRecord { socks: engine.socks_addr(), http: engine.http_addr(), ..record };
+        let record =
+            ConnectionRecord { socks: engine.socks_addr(), http: engine.http_addr(), dns: engine.dns_addr(), ..record };
         self.inner.state.write_record(&record)?;
         tracing::info!(socks = ?record.socks, http = ?record.http, "proxy ready");
         let seq = self.inner.next_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -410,7 +412,10 @@ impl Daemon {
         };
         let differs = if record.server != server {
             Some(format!("another cluster ({})", record.server))
-        } else if !fits(request.proxy.socks, record.socks) || !fits(request.proxy.http, record.http) {
+        } else if !fits(request.proxy.socks, record.socks)
+            || !fits(request.proxy.http, record.http)
+            || !fits(request.proxy.dns, record.dns)
+        {
             Some(format!("other listeners ({})", listeners_text(record.socks, record.http)))
         } else if request.namespace.as_ref().is_some_and(|ns| *ns != record.namespace) {
             Some(format!("namespace {}", record.namespace))

@@ -244,6 +244,9 @@ pub struct ConnectionRecord {
     pub source_kubeconfigs: Vec<PathBuf>,
     pub socks: Option<std::net::SocketAddr>,
     pub http: Option<std::net::SocketAddr>,
+    /// The DNS helper's address (UDP and TCP), if it has one.
+    #[serde(default)]
+    pub dns: Option<std::net::SocketAddr>,
     /// How names resolve, so a `connect` asking otherwise is told apart.
     #[serde(default)]
     pub cluster_domain: String,
