@@ -19,7 +19,7 @@
 //! bytes). There is no "connected" signal: the kubelet dials the pod after
 //! both streams arrive and reports a failure on the error stream. So [`Forwarder::open`]
 //! sends both SYN_STREAMs at once, waits for the data stream's SYN_REPLY
-//! (one round trip) and then as long again (2 to 25 ms) for an error, before
+//! (one round trip) and then as long again (10 to 25 ms) for an error, before
 //! it calls the connection made.
 //! A client's FIN becomes the data stream's FIN and the pod's FIN reaches the
 //! client; a session that breaks resets its streams, which the relay passes
