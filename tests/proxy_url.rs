@@ -244,6 +244,7 @@ fn tcp_peers(pid: u32) -> BTreeMap<u16, usize> {
     let mut peers = BTreeMap::new();
     for table in ["tcp", "tcp6"] {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+        // The first line is the table's header.
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (remote, state, inode) = (fields[2], fields[3], fields[9]);
