@@ -80,6 +80,15 @@ stray_pids() {
 	done
 }
 
+# remove_cluster_dir: the runtime dir, and etcd's data where up put it in
+# /dev/shm.
+remove_cluster_dir() {
+	if [[ -L $CLUSTER_DIR/etcd ]]; then
+		rm -rf "$(readlink "$CLUSTER_DIR/etcd")"
+	fi
+	rm -rf "$CLUSTER_DIR"
+}
+
 # stop_all: TERM every component (newest first), KILL what is left after 3 s,
 # and fail if anything survives.
 stop_all() {
