@@ -19,7 +19,7 @@ use support::traffic::{
     NODES, Serving, download, echo, first_line, get, hello, hold_fd_limit, open_fds, raise_own_fd_limit, read_some,
     read_to_end_or_error, socks, start_download, stub_logged, two_pods, who,
 };
-use support::{Backend, Proxy, StubSession, cluster, stub_sessions};
+use support::{Backend, PodSpec, Proxy, StubSession, TestNamespace, cluster, stub_sessions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -461,4 +461,52 @@ async fn a_pod_deleted_mid_stream_resets_its_client_and_the_service_fails_over()
     assert_eq!(answered, BTreeMap::from([(survivor.to_string(), 30)]), "all 30 on the pod left");
     // One that tried the deleted pod first was told at once (the pod is gone), not after a timeout.
     assert!(slowest < Duration::from_secs(3), "a connection took {slowest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_refuses_after_the_client_was_answered_hands_the_connection_to_the_next() {
+    let ns = TestNamespace::new("late").await;
+    let good = Backend::start_serving("pod-good", &[8080], answer_after_eof("pod-good".into())).await;
+    // Nothing listens on pod-late's 8080, and its kubelet dials 300 ms late:
+    // long after kubesocks has told the client it is connected.
+    let refusing = Backend::start("pod-late", &[8081]).await;
+    for (name, backend, delay, labels) in [
+        ("pod-good", &good, None, json!({"app": "late"})),
+        ("pod-late", &refusing, Some("300ms"), json!({"app": "late", "alone": "yes"})),
+    ] {
+        let mut spec = PodSpec::new(name, backend, &[("http", 8080)]);
+        (spec.labels, spec.dial_delay) = (labels, delay);
+        ns.pod(spec).await;
+    }
+    ns.service("late", json!({"selector": {"app": "late"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.service("alone", json!({"selector": {"alone": "yes"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.ready_endpoints("late", 2).await;
+    ns.ready_endpoints("alone", 1).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+
+    // Each client sends its request and its FIN before the refusal comes;
+    // both must reach pod-good, whichever pod was tried first.
+    for i in 0..8 {
+        let mut s = socks(proxy.socks, &format!("late.{}", ns.name), 80)
+            .await
+            .unwrap_or_else(|c| panic!("connection {i}: SOCKS reply {c:#04x}"));
+        let request = format!("request {i}; ").repeat(500);
+        s.write_all(request.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let (line, after) = first_line(&mut s).await;
+        let (rest, end) = read_to_end_or_error(&mut s).await;
+        assert_eq!(line, format!("pod-good read {} bytes to EOF", request.len()), "connection {i}");
+        assert!(end.is_none() && after + rest == 0, "connection {i}: {after}+{rest} bytes more, {end:?}");
+    }
+    let moved = proxy.log().matches("refused after the client was answered").count();
+    println!("8 connections, {moved} of them moved from pod-late to pod-good after the client was answered");
+    assert!(moved > 0, "no connection tried pod-late first:\n{}", proxy.log());
+
+    // With no other endpoint, the late refusal reaches the client as a
+    // reset: what it got must not look like a whole answer.
+    let mut s = socks(proxy.socks, &format!("alone.{}", ns.name), 80).await.unwrap_or_else(|c| panic!("{c:#04x}"));
+    s.write_all(b"hello?").await.unwrap();
+    let (got, end) = read_to_end_or_error(&mut s).await;
+    let e = end.unwrap_or_else(|| panic!("a clean end after {got} bytes, not a reset"));
+    assert_eq!((got, e.kind()), (0, ErrorKind::ConnectionReset), "{e}");
 }

@@ -188,6 +188,9 @@ impl TestNamespace {
         if !spec.ready {
             annotations["kubesocks.test/ready"] = json!("false");
         }
+        if let Some(delay) = spec.dial_delay {
+            annotations["kubesocks.test/dial-delay"] = json!(delay);
+        }
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": spec.name, "labels": spec.labels, "annotations": annotations},
             "spec": {
@@ -251,6 +254,8 @@ pub struct PodSpec<'a> {
     pub ports: Vec<(&'a str, u16)>,
     pub ready: bool,
     pub hostname: Option<(&'a str, &'a str)>,
+    /// How long the kubelet stub waits before dialling the backend (a Go duration).
+    pub dial_delay: Option<&'a str>,
 }
 
 impl<'a> PodSpec<'a> {
@@ -263,6 +268,7 @@ impl<'a> PodSpec<'a> {
             ports: ports.to_vec(),
             ready: true,
             hostname: None,
+            dial_delay: None,
         }
     }
 }

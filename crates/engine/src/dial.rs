@@ -3,6 +3,7 @@
 //! next one; or, with `--passthrough`, dial outside names from this machine.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -12,7 +13,8 @@ use tokio::net::TcpStream;
 
 use crate::byte_stream::AsyncReadWrite;
 use crate::cache::{CacheError, ClusterCache};
-use crate::portforward::{ForwardError, Forwarder, PodStream, Protocol};
+use crate::failover::{Failover, NoEndpoint};
+use crate::portforward::{ForwardError, Forwarder, Protocol};
 use crate::resolve::{self, Endpoint, Host, Query, Refusal, RefusalKind, Rules};
 
 /// How long resolving plus port-forwarding may take before the client is told.
@@ -56,6 +58,12 @@ pub(crate) enum DialError {
     TimedOut,
 }
 
+impl From<NoEndpoint> for DialError {
+    fn from(e: NoEndpoint) -> Self {
+        DialError::Forward { endpoint: e.endpoint, tried: e.tried, source: e.source }
+    }
+}
+
 impl DialError {
     pub fn failure(&self) -> Failure {
         match self {
@@ -80,7 +88,7 @@ impl DialError {
 
 /// An open connection to where the client wanted to go.
 pub(crate) enum Upstream {
-    Pod(Box<PodStream>),
+    Pod(Box<Failover>),
     Direct(TcpStream),
 }
 
@@ -100,10 +108,6 @@ impl Upstream {
     }
 }
 
-/// How long one endpoint may take before the next is tried: a hung kubelet
-/// must not use up the whole [`DIAL_TIMEOUT`].
-const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// A successful dial: the stream and what it reaches, for logs.
 pub(crate) struct Dialed {
     pub upstream: Upstream,
@@ -111,7 +115,7 @@ pub(crate) struct Dialed {
 }
 
 pub(crate) struct Dialer {
-    forwarder: Forwarder,
+    forwarder: Arc<Forwarder>,
     cache: ClusterCache,
     rules: Rules,
     passthrough: bool,
@@ -121,7 +125,7 @@ pub(crate) struct Dialer {
 
 impl Dialer {
     pub fn new(forwarder: Forwarder, cache: ClusterCache, rules: Rules, passthrough: bool) -> Dialer {
-        Dialer { forwarder, cache, rules, passthrough, next: AtomicUsize::new(0) }
+        Dialer { forwarder: Arc::new(forwarder), cache, rules, passthrough, next: AtomicUsize::new(0) }
     }
 
     /// The port-forward protocol in use, once one has worked.
@@ -166,38 +170,18 @@ impl Dialer {
         }
     }
 
-    /// Tries each endpoint once, starting from the next in rotation.
+    /// Tries each endpoint once, starting from the next in rotation (and
+    /// later, on a late refusal, the ones after it: [`Failover`]).
     async fn forward(&self, endpoints: &[Endpoint], conn: u64) -> Result<Upstream, DialError> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..endpoints.len() {
-            let endpoint = &endpoints[(start + i) % endpoints.len()];
-            let target = endpoint.to_string();
-            let on_late_error = move |message: String| {
-                tracing::warn!(conn, %target, kubelet = %message, "port-forward failed during the connection");
-            };
-            let opened = tokio::time::timeout(ENDPOINT_TIMEOUT, self.forwarder.open(endpoint, on_late_error)).await;
-            match opened.unwrap_or(Err(ForwardError::Session(format!("no answer within {ENDPOINT_TIMEOUT:?}")))) {
-                Ok(stream) => {
-                    tracing::debug!(conn, %endpoint, "port-forward established");
-                    // The Service's other pods get a session too, so their
-                    // first connections are as fast as this pod's next.
-                    if endpoints.len() > 1 {
-                        self.forwarder.prewarm(endpoints);
-                    }
-                    return Ok(Upstream::Pod(Box::new(stream)));
-                }
-                Err(source) => {
-                    tracing::warn!(conn, %endpoint, error = %source, "port-forward failed");
-                    let forbidden = source.is_forbidden();
-                    last = Some(DialError::Forward { endpoint: endpoint.clone(), tried: i + 1, source });
-                    if forbidden {
-                        break;
-                    }
-                }
-            }
+        let order = endpoints.iter().cycle().skip(start % endpoints.len()).take(endpoints.len()).cloned().collect();
+        let stream = Failover::open(self.forwarder.clone(), order, conn).await?;
+        // The Service's other pods get a session too, so their first
+        // connections are as fast as this pod's next.
+        if endpoints.len() > 1 {
+            self.forwarder.prewarm(endpoints);
         }
-        Err(last.expect("a target has at least one endpoint"))
+        Ok(Upstream::Pod(Box::new(stream)))
     }
 
     /// Dials `host` from this machine (passthrough). The name is resolved

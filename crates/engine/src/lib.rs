@@ -23,8 +23,10 @@
 //!   widest scope RBAC allows; where RBAC allows no watch but GETs, `direct`
 //!   fetches the few objects each connection's name needs.
 //! * `dial` turns a destination into an open stream: resolve, port-forward
-//!   (`portforward`), fail over between endpoints, or dial directly when
-//!   passthrough is on. Its `Failure` is what a client is told.
+//!   (`portforward`), or dial directly when passthrough is on. Its `Failure`
+//!   is what a client is told. `failover` tries a target's endpoints in
+//!   turn, and moves a connection whose pod refused late (after the client
+//!   was answered) to the next one, replaying what the client sent.
 //! * `portforward` speaks the data path: one SPDY/3.1 session per pod
 //!   (tunnelled in a WebSocket, or over the legacy SPDY upgrade; the framing
 //!   is the `kubesocks-spdy` crate), a stream pair per connection, and
@@ -54,6 +56,7 @@ mod direct;
 mod dns;
 mod engine;
 mod exec;
+mod failover;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod gateway;

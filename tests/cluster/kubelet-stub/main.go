@@ -36,6 +36,7 @@ const (
 	annReady           = "kubesocks.test/ready"            // "false" makes the pod not Ready
 	annKeepTerminating = "kubesocks.test/keep-terminating" // "true" leaves a deleted pod Terminating
 	annDropSessions    = "kubesocks.test/drop-sessions"    // each new value closes the pod's open port-forward sessions
+	annDialDelay       = "kubesocks.test/dial-delay"       // a Go duration waited before each port-forward dials the backend
 )
 
 // nodeFlags collects repeated --node NAME[=FEATURE,...] flags.

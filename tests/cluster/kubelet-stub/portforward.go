@@ -192,6 +192,18 @@ func (f *forwarder) PortForward(ctx context.Context, _ string, _ string, port in
 		return fail(fmt.Errorf("pod %s/%s has no %q annotation naming its loopback backend (kubesocks test stub)", f.ns, f.name, annBackend))
 	}
 	addr := net.JoinHostPort(backend, strconv.Itoa(int(port)))
+	// A busy node dials late; its refusal then comes well after the streams' replies.
+	if v := pod.Annotations[annDialDelay]; v != "" {
+		delay, err := time.ParseDuration(v)
+		if err != nil {
+			return fail(fmt.Errorf("pod %s/%s: annotation %q is not a duration: %v (kubesocks test stub)", f.ns, f.name, annDialDelay, err))
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return fail(context.Cause(ctx))
+		}
+	}
 	d := net.Dialer{Timeout: backendDialTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

@@ -43,10 +43,14 @@ impl Tunnel {
 /// The data stream of a connection; the error stream is watched by a task.
 pub(crate) struct SpdyStream {
     data: Stream,
-    /// The kubelet's message, if it reports one before the error stream ends.
-    error: oneshot::Receiver<Option<String>>,
+    /// The kubelet's message, if it reports one before the error stream
+    /// ends; taken once it has come.
+    error: Option<oneshot::Receiver<Option<String>>>,
     /// Set once the data stream has ended: waiting for the error stream.
     ending: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// How the data stream ended, if it was reset: returned unless the
+    /// kubelet says more.
+    reset: Option<std::io::Error>,
 }
 
 /// Opens a connection to `port` on `tunnel`'s pod.
@@ -94,7 +98,7 @@ pub(crate) async fn open(tunnel: &Tunnel, port: u16) -> Result<SpdyStream, Forwa
     tokio::spawn(async move {
         let _ = tell.send(read_error(&mut error).await.ok().flatten());
     });
-    Ok(SpdyStream { data, error: told, ending: None })
+    Ok(SpdyStream { data, error: Some(told), ending: None, reset: None })
 }
 
 /// Reads the error stream to its end: the kubelet's message, if any. The
@@ -110,28 +114,43 @@ async fn read_error(error: &mut Stream) -> std::io::Result<Option<String>> {
 }
 
 impl AsyncRead for SpdyStream {
+    /// The pod's bytes; at the end, the kubelet's message as an error
+    /// ([`ForwardError::Kubelet`] inside a `ConnectionReset`) if it wrote
+    /// one, so that [`crate::failover::Failover`] can tell a late refusal
+    /// from other failures.
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         if this.ending.is_none() {
             let before = buf.filled().len();
-            ready!(Pin::new(&mut this.data).poll_read(cx, buf))?;
-            if buf.filled().len() > before {
-                return Poll::Ready(Ok(()));
+            match ready!(Pin::new(&mut this.data).poll_read(cx, buf)) {
+                Ok(()) if buf.filled().len() > before => return Poll::Ready(Ok(())),
+                Ok(()) => {}
+                // The kubelet resets the data stream right after writing why
+                // to the error stream (see `open`): its message says more.
+                Err(e) => this.reset = Some(e),
             }
             this.ending = Some(Box::pin(tokio::time::sleep(ERROR_GRACE)));
         }
-        // The data stream ended: a clean end only if the kubelet reported no error.
-        match Pin::new(&mut this.error).poll(cx) {
-            Poll::Ready(Ok(Some(message))) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                format!("the kubelet reported: {message}"),
-            ))),
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => match this.ending.as_mut().map(|s| s.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => Poll::Ready(Ok(())),
-                _ => Poll::Pending,
+        // The data stream ended: a clean end only if the kubelet reported no
+        // error and did not reset it.
+        let reported = match this.error.as_mut().map(|error| Pin::new(error).poll(cx)) {
+            Some(Poll::Ready(told)) => {
+                this.error = None;
+                told.ok().flatten()
+            }
+            None => None,
+            Some(Poll::Pending) => match this.ending.as_mut().map(|s| s.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => None,
+                _ => return Poll::Pending,
             },
-        }
+        };
+        Poll::Ready(match (reported, this.reset.take()) {
+            (Some(message), _) => {
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, ForwardError::Kubelet(message)))
+            }
+            (None, Some(reset)) => Err(reset),
+            (None, None) => Ok(()),
+        })
     }
 }
 
