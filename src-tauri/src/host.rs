@@ -127,7 +127,7 @@ impl Host {
             namespace: None,
             // Exec plugins run with the app's own environment (its PATH comes from the login shell).
             exec_env: Default::default(),
-            alias: None,
+            alias: settings.aliases.get(context).cloned(),
             proxy: ProxyConfig {
                 socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
                 http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),

@@ -3,6 +3,7 @@
 //! Every default is the engine's ([`ProxyConfig`]'s constants), so the CLI,
 //! the daemon, the tray and the window agree on them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kubesocks_engine::ProxyConfig;
@@ -28,6 +29,9 @@ pub struct Settings {
     pub shared_port: Option<u16>,
     /// The context that names without an alias go to on the shared port.
     pub default_context: Option<String>,
+    /// The alias a context's names end in on the shared port, where it is
+    /// not the context's name made a DNS label (context → alias).
+    pub aliases: BTreeMap<String, String>,
     /// Start the app in the tray at login.
     pub start_at_login: bool,
 }
@@ -43,6 +47,7 @@ impl Default for Settings {
             dns_port: None,
             shared_port: None,
             default_context: None,
+            aliases: BTreeMap::new(),
             start_at_login: false,
         }
     }
@@ -85,6 +90,10 @@ pub enum SettingsError {
     SamePort,
     #[error("{0:?} is not a DNS domain (letters, digits, '-' and '.', e.g. {example})", example = ProxyConfig::DEFAULT_CLUSTER_DOMAIN)]
     Domain(String),
+    #[error("{alias:?}, the alias of {context}, is not a DNS label (letters, digits and '-', at most 63)")]
+    Alias { context: String, alias: String },
+    #[error("{first} and {second} have the same alias {alias:?}")]
+    SameAlias { alias: String, first: String, second: String },
 }
 
 impl Settings {
@@ -111,6 +120,22 @@ impl Settings {
             return Err(SettingsError::Domain(self.cluster_domain));
         }
         self.cluster_domain = domain;
+        let mut aliases = BTreeMap::new();
+        let mut taken = BTreeMap::new();
+        for (context, alias) in std::mem::take(&mut self.aliases) {
+            let alias = alias.trim().to_ascii_lowercase();
+            if alias.is_empty() {
+                continue;
+            }
+            if !label_ok(&alias) {
+                return Err(SettingsError::Alias { context, alias });
+            }
+            if let Some(first) = taken.insert(alias.clone(), context.clone()) {
+                return Err(SettingsError::SameAlias { alias, first, second: context });
+            }
+            aliases.insert(context, alias);
+        }
+        self.aliases = aliases;
         Ok(self)
     }
 }
@@ -189,6 +214,21 @@ mod tests {
     }
 
     #[test]
+    fn aliases_are_dns_labels_each_used_once_and_blank_ones_are_dropped() {
+        let aliases = |pairs: &[(&str, &str)]| pairs.iter().map(|(c, a)| (c.to_string(), a.to_string())).collect();
+        let s = Settings { aliases: aliases(&[("prod-eu", " Prod "), ("dev", "  ")]), ..Settings::default() };
+        assert_eq!(s.validated().unwrap().aliases, aliases(&[("prod-eu", "prod")]));
+        for bad in ["a.b", "a b", "-a", "a-", "ü", &"a".repeat(64)] {
+            let s = Settings { aliases: aliases(&[("ctx", bad)]), ..Settings::default() };
+            let alias = bad.to_string();
+            assert_eq!(s.validated(), Err(SettingsError::Alias { context: "ctx".into(), alias }), "{bad:?}");
+        }
+        let twice = Settings { aliases: aliases(&[("a", "x"), ("b", "X")]), ..Settings::default() };
+        let e = SettingsError::SameAlias { alias: "x".into(), first: "a".into(), second: "b".into() };
+        assert_eq!(twice.validated(), Err(e));
+    }
+
+    #[test]
     fn settings_round_trip_through_the_file_and_survive_a_broken_one() {
         let dir = std::env::temp_dir().join(format!("kubesocks-settings-{}", std::process::id()));
         let path = dir.join("nested/tray.json");
@@ -201,6 +241,7 @@ mod tests {
             dns_port: Some(5999),
             shared_port: Some(3999),
             default_context: Some("prod".into()),
+            aliases: BTreeMap::from([("arn:aws:eks:eu:1:cluster/prod".into(), "prod".into())]),
             start_at_login: true,
         };
         save(&path, &s).unwrap();

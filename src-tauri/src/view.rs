@@ -63,6 +63,9 @@ pub struct Row {
     pub url: Option<String>,
     /// The PAC file's URL to give browsers.
     pub pac_url: Option<String>,
+    /// The alias its names end in on the shared port unless one is set:
+    /// its name made a DNS label.
+    pub default_alias: String,
 }
 
 /// Where a context stands.
@@ -148,6 +151,7 @@ fn rows(contexts: &Contexts, live: &Live, now: u64) -> Vec<Row> {
             pac_url: connection.and_then(|c| c.pac_url.clone()),
             connection: connection.cloned(),
             error,
+            default_alias: kubesocks_engine::alias_for(name),
         }
     };
     let mut rows: Vec<Row> =

@@ -7,6 +7,7 @@ against the world outside the window: curl through the shown URL, the CLI
 through the control socket, the listening ports, the tray item on D-Bus.
 """
 
+import json
 import os
 import re
 import signal
@@ -200,6 +201,9 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "shared-enabled"))
     type_into(driver.find_element(By.ID, "shared-port-number"), str(shared_port))
     type_into(driver.find_element(By.ID, "default-context"), ADMIN)
+    alias = driver.find_element(By.CSS_SELECTOR, f'#aliases input[data-alias-for="{ADMIN}"]')
+    assert alias.get_attribute("placeholder") == ADMIN, "the alias offered is the context's name made a label"
+    type_into(alias, "Lab")
     driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "start-at-login"))
     driver.find_element(By.ID, "save-settings").click()
     wait_for("the settings page to close", lambda: driver.find_element(By.ID, "settings-view").get_attribute("hidden") is not None)
@@ -210,6 +214,7 @@ def test_settings_set_the_ports_of_new_connections_and_start_at_login(driver, ho
     assert f'"shared_port": {shared_port}' in saved.read_text()
     assert f'"dns_port": {dns_port}' in saved.read_text()
     assert f'"default_context": "{ADMIN}"' in saved.read_text()
+    assert json.loads(saved.read_text())["aliases"] == {ADMIN: "lab"}, "saved as a DNS label"
     # The autostart plugin writes ~/.config/autostart whatever XDG_CONFIG_HOME says.
     autostart = list((home["dirs"]["home"] / ".config" / "autostart").glob("*.desktop"))
     assert autostart, "start at login wrote no autostart entry"
@@ -249,14 +254,14 @@ def test_the_shared_port_reaches_the_connected_context_by_its_alias(driver, bina
     shared = f"socks5h://127.0.0.1:{state['shared_port']}"
     shown = wait_for("the shared port in the window", lambda: driver.find_element(By.ID, "shared-port").is_displayed(), timeout=10)
     assert shown and shared in driver.find_element(By.ID, "shared-port").text
-    assert field(driver, ADMIN, "alias") == ADMIN
+    assert field(driver, ADMIN, "alias") == "lab"
     assert field(driver, ADMIN, "dns") == f"127.0.0.1:{state['dns_port']}"
     dig = subprocess.run(
         ["dig", "@127.0.0.1", "-p", str(state["dns_port"]), "+short", "+time=5", "productpage.default.svc.cluster.local"],
         capture_output=True, text=True, timeout=30,
     )
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", dig.stdout.strip()), dig
-    by_alias = curl(f"http://productpage.default.{ADMIN}:9080/", shared)
+    by_alias = curl("http://productpage.default.lab:9080/", shared)
     assert by_alias.startswith("hello from productpage-v1-"), by_alias
     by_default = curl(DEMO_URL, shared)
     assert by_default.startswith("hello from productpage-v1-"), by_default

@@ -108,6 +108,11 @@ export type Row = {
   url: string | null,
   /** The PAC file's URL to give browsers. */
   pac_url: string | null,
+  /**
+   * The alias its names end in on the shared port unless one is set:
+   * its name made a DNS label.
+   */
+  default_alias: string,
 };
 
 /** Where a context stands. */
@@ -132,6 +137,11 @@ export type Settings = {
   shared_port: number | null,
   /** The context that names without an alias go to on the shared port. */
   default_context: string | null,
+  /**
+   * The alias a context's names end in on the shared port, where it is
+   * not the context's name made a DNS label (context → alias).
+   */
+  aliases: { [key in string]: string },
   /** Start the app in the tray at login. */
   start_at_login: boolean,
 };

@@ -3,7 +3,7 @@
 
 import logo from "../../icons/app.svg";
 import * as api from "./api";
-import { byId } from "./dom";
+import { byId, h } from "./dom";
 import type { Defaults, Row, Settings, View } from "./generated";
 import { renderRows, tickUptimes } from "./rows";
 
@@ -106,7 +106,45 @@ function fillSettings(s: Settings, d: Defaults): void {
   sharedPort.placeholder = String(d.shared_port);
   sharedPort.disabled = !sharedEnabled.checked;
   defaultContext.value = s.default_context ?? "";
+  fillAliases(s);
   startAtLogin.checked = s.start_at_login;
+}
+
+// One alias field per context the window lists.
+const aliases = byId<HTMLDivElement>("aliases");
+
+function fillAliases(s: Settings): void {
+  const fields = (view?.rows ?? []).map((row) =>
+    h(
+      "label",
+      { class: "field alias-field" },
+      h("span", { class: "field-text" }, h("span", { class: "field-label" }, row.name)),
+      h("input", {
+        type: "text",
+        spellcheck: "false",
+        autocomplete: "off",
+        "data-alias-for": row.name,
+        placeholder: row.default_alias,
+        value: s.aliases[row.name] ?? "",
+      }),
+    ),
+  );
+  aliases.replaceChildren(...fields);
+}
+
+function askedAliases(): Record<string, string> {
+  const asked: Record<string, string> = {};
+  for (const input of aliases.querySelectorAll<HTMLInputElement>("input[data-alias-for]")) {
+    const alias = input.value.trim();
+    if (alias) asked[input.dataset.aliasFor ?? ""] = alias;
+  }
+  // Contexts the window no longer lists keep theirs.
+  for (const [context, alias] of Object.entries(settings?.aliases ?? {})) {
+    if (!(context in asked) && !aliases.querySelector(`input[data-alias-for="${CSS.escape(context)}"]`)) {
+      asked[context] = alias;
+    }
+  }
+  return asked;
 }
 
 function showPage(show: boolean): void {
@@ -129,6 +167,7 @@ form.addEventListener("submit", (event) => {
     dns_port: dnsEnabled.checked ? Number(dnsPort.value) : null,
     shared_port: sharedEnabled.checked ? Number(sharedPort.value) : null,
     default_context: defaultContext.value.trim() || null,
+    aliases: askedAliases(),
     start_at_login: startAtLogin.checked,
   };
   api

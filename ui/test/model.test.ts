@@ -48,6 +48,7 @@ const row = (connection: ConnectionStatus): Row => ({
   error: null,
   url: connection.socks_url,
   pac_url: connection.pac_url,
+  default_alias: "prod",
 });
 
 describe("formatBytes", () => {
