@@ -510,3 +510,42 @@ async fn a_pod_that_refuses_after_the_client_was_answered_hands_the_connection_t
     let e = end.unwrap_or_else(|| panic!("a clean end after {got} bytes, not a reset"));
     assert_eq!((got, e.kind()), (0, ErrorKind::ConnectionReset), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_hold_up_new_connections_to_its_pod() {
+    let ns = TestNamespace::new("stalled").await;
+    let backend = Backend::start_serving("pod-a", &[8080], download("pod-a".into())).await;
+    let mut spec = PodSpec::new("pod-a", &backend, &[("http", 8080)]);
+    spec.labels = json!({"app": "stalled"});
+    ns.pod(spec).await;
+    ns.service("stalled", json!({"selector": {"app": "stalled"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.ready_endpoints("stalled", 1).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let svc = format!("stalled.{}", ns.name);
+
+    // A download whose client reads its first line and then nothing: its
+    // stream's buffer fills and the session's reader pauses behind it.
+    let mut slow = start_download(proxy.socks, &svc, 80, DOWNLOAD).await.unwrap_or_else(|c| panic!("{c:#04x}"));
+    let (_, after) = first_line(&mut slow).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Other clients of the same pod are served meanwhile, on another session.
+    let started = Instant::now();
+    for i in 0..5 {
+        let mut s = start_download(proxy.socks, &svc, 80, 1 << 20)
+            .await
+            .unwrap_or_else(|c| panic!("connection {i}: SOCKS reply {c:#04x}"));
+        let (line, got) = first_line(&mut s).await;
+        let (rest, end) = read_to_end_or_error(&mut s).await;
+        assert_eq!((line.as_str(), got + rest, end.map(|e| e.kind())), ("download from pod-a", 1 << 20, None));
+    }
+    let took = started.elapsed();
+    let sessions = stub_sessions(&ns.name).len();
+    println!("5 downloads of 1 MiB beside a stalled one: {took:?}, {sessions} sessions to the pod");
+    assert!(took < Duration::from_secs(5), "5 downloads took {took:?}");
+    assert!(sessions >= 2, "the stalled session was used for new connections ({sessions} sessions)");
+
+    // The stalled client loses nothing when it reads again.
+    let (rest, end) = read_to_end_or_error(&mut slow).await;
+    assert_eq!((after + rest, end.map(|e| e.kind())), (DOWNLOAD, None));
+}

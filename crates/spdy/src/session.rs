@@ -100,6 +100,15 @@ impl Session {
         self.handle.shared.lock().streams.len()
     }
 
+    /// Whether the session's reader is paused: a stream's receive buffer is
+    /// full because its reader is slow, and until that reader reads, no
+    /// frame of any stream on this session is read (the peer does not widen
+    /// windows, so this is the only back-pressure there is). A pool should
+    /// open new streams on another session meanwhile.
+    pub fn is_paused(&self) -> bool {
+        self.handle.shared.lock().reader_paused
+    }
+
     /// Since when the session has had no stream, or `None` while it has some.
     /// A pool closes sessions idle for too long.
     pub fn idle_since(&self) -> Option<Instant> {

@@ -1,8 +1,9 @@
 //! The SPDY sessions of one engine, per pod: opened on first use, shared by
 //! every later connection to that pod, a second one opened once a session
 //! carries many streams (Kubernetes' side serialises a session's frames on
-//! a few workers), replaced when one fails, and closed after a few idle
-//! minutes. Keepalive PINGs (the session's own) keep idle ones alive
+//! a few workers) or is paused behind a slow reader (its frames wait until
+//! that client reads, so a new connection there would too), replaced when
+//! one fails, and closed after a few idle minutes. Keepalive PINGs (the session's own) keep idle ones alive
 //! through NATs and load balancers and measure their round trip.
 
 use std::collections::HashMap;
@@ -20,6 +21,9 @@ use crate::resolve::Endpoint;
 
 /// Streams (two per connection) a session carries before another is opened.
 const MAX_STREAMS: usize = 200;
+/// Sessions per pod at most; past that, new connections share the least
+/// busy one even if it is paused.
+const MAX_SESSIONS: usize = 8;
 /// How many of a Service's other pods get a session ahead of use.
 const PREWARM: usize = 8;
 
@@ -51,12 +55,17 @@ impl Pool {
         };
         let mut sessions = pod.lock().await;
         sessions.retain(|t| !t.session.is_closed());
-        if let Some(t) = sessions
-            .iter()
-            .filter(|t| t.session.active_streams() < MAX_STREAMS)
-            .min_by_key(|t| t.session.active_streams())
+        let least_busy = |usable: &dyn Fn(&Tunnel) -> bool| {
+            sessions.iter().filter(|t| usable(t)).min_by_key(|t| t.session.active_streams()).cloned()
+        };
+        let roomy = |t: &Tunnel| t.session.active_streams() < MAX_STREAMS;
+        if let Some(t) = least_busy(&|t| roomy(t) && !t.session.is_paused()) {
+            return Ok(t);
+        }
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(t) = least_busy(&roomy)
         {
-            return Ok(t.clone());
+            return Ok(t);
         }
         let started = Instant::now();
         let transport = upgrade::open(&self.client, protocol, &endpoint.namespace, &endpoint.pod).await?;
