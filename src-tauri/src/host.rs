@@ -121,22 +121,7 @@ impl Host {
     /// finds the connection it already has).
     pub async fn connect(&self, context: &str, settings: &Settings) -> Result<(), String> {
         self.set_attempt(context, Some(Attempt { context: context.into(), error: None }));
-        let request = ConnectRequest {
-            kubeconfigs: Vec::new(),
-            context: Some(context.into()),
-            namespace: None,
-            // Exec plugins run with the app's own environment (its PATH comes from the login shell).
-            exec_env: Default::default(),
-            alias: settings.aliases.get(context).cloned(),
-            proxy: ProxyConfig {
-                socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
-                http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
-                dns: settings.dns_port.map(|port| Listen::or_next_free(loopback(port))),
-                cluster_domain: settings.cluster_domain.clone(),
-                passthrough: settings.passthrough,
-                ..ProxyConfig::default()
-            },
-        };
+        let request = connect_request(context, settings);
         match self.daemon.connect(request).await {
             Ok(_) => {
                 self.set_attempt(context, None);
@@ -229,10 +214,45 @@ pub fn sample_connection(id: &str, context: &str, port: u16) -> ConnectionStatus
     ConnectionStatus::new(record, Default::default())
 }
 
+/// What the app asks the daemon for when `context` is switched on.
+fn connect_request(context: &str, settings: &Settings) -> ConnectRequest {
+    ConnectRequest {
+        kubeconfigs: Vec::new(),
+        context: Some(context.into()),
+        namespace: None,
+        // Exec plugins get the app's own PATH (from the login shell) and
+        // cloud variables, as `kubesocks connect` sends a terminal's: sent
+        // with the request, their values are known to the daemon, which
+        // hides them from anything it logs or shows.
+        exec_env: kubesocks_engine::kubeconfig::exec_env(),
+        alias: settings.aliases.get(context).cloned(),
+        proxy: ProxyConfig {
+            socks: Some(Listen::or_next_free(loopback(settings.socks_port))),
+            http: settings.http_port.map(|port| Listen::or_next_free(loopback(port))),
+            dns: settings.dns_port.map(|port| Listen::or_next_free(loopback(port))),
+            cluster_domain: settings.cluster_domain.clone(),
+            passthrough: settings.passthrough,
+            ..ProxyConfig::default()
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn a_connect_carries_the_settings_alias_and_the_apps_plugin_variables() {
+        let settings = Settings { aliases: [("prod-eu".into(), "prod".into())].into(), ..Settings::default() };
+        let request = connect_request("prod-eu", &settings);
+        assert_eq!(request.alias.as_deref(), Some("prod"));
+        assert_eq!(connect_request("dev", &settings).alias, None, "no alias set: the daemon makes one of the name");
+        // The app's variables go with the request, so the daemon can hide
+        // their values; PATH is one every process has.
+        assert_eq!(request.exec_env.get("PATH"), std::env::var("PATH").ok().as_ref());
+        assert_eq!(request.exec_env, kubesocks_engine::kubeconfig::exec_env());
+    }
 
     #[test]
     fn paths_under_home_are_shown_with_a_tilde() {

@@ -216,7 +216,8 @@ impl Engine {
         let cache = ClusterCache::start(cluster.client.clone(), &cluster.namespace).await?;
         let mut rules = Rules::new(&config.cluster_domain, &cluster.namespace);
         rules.passthrough_local = config.passthrough_local;
-        let max_connections = fitting_cap(config.max_connections, &config.data_path);
+        let per_client = if config.data_path.protocol == Some(crate::portforward::Protocol::WebSocket) { 2 } else { 1 };
+        let max_connections = crate::nofile::fitting_cap(config.max_connections, per_client);
         let forwarder = Forwarder::new(cluster.client, config.data_path);
         let dialer = Arc::new(Dialer::new(forwarder, cache, rules, config.passthrough));
         let upstream = Upstream::Cluster(dialer.clone());
@@ -295,20 +296,4 @@ impl Engine {
         self.stop_listening().await;
         self.shared.drain(grace).await;
     }
-}
-
-/// The connection cap, lowered (and said so) where the open-file limit
-/// leaves room for fewer clients.
-fn fitting_cap(wanted: usize, data_path: &DataPath) -> usize {
-    let Some(limit) = crate::nofile::soft_limit() else { return wanted };
-    let per_client = if data_path.protocol == Some(crate::portforward::Protocol::WebSocket) { 2 } else { 1 };
-    let cap = crate::nofile::cap_for(wanted, limit, per_client, crate::shared::MAX_REFUSALS as u64);
-    if cap < wanted {
-        tracing::warn!(
-            open_file_limit = limit,
-            max_connections = cap,
-            "the open-file limit ({limit}) leaves room for {cap} client connections; more are refused (raise `ulimit -n` to serve more)"
-        );
-    }
-    cap
 }

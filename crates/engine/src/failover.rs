@@ -4,9 +4,11 @@
 //! The kubelet gives no "connected" signal: it dials the pod's port once the
 //! streams arrive and reports a failure on the error stream. The port-forward
 //! waits a little for that report before it calls a connection made
-//! ([`crate::portforward`]), but a busy kubelet can report after the wait,
-//! when the client has been told it is connected and may have sent its
-//! request. Until the pod sends its first byte, a refusal means the pod's
+//! ([`crate::portforward`]), and not at all for a port that took a
+//! connection lately; so a busy kubelet, or a pod whose server just went
+//! away, can report a refusal after the client has been told it is
+//! connected and may have sent its request. Each first answer from a pod
+//! and each refusal is told to the forwarder, which decides on that wait. Until the pod sends its first byte, a refusal means the pod's
 //! port never took the connection, so nothing the client sent reached it:
 //! [`Failover`] keeps what the client sent (up to [`REPLAY_LIMIT`]) and, on
 //! such a late refusal, opens the next endpoint and sends it all again there.
@@ -80,6 +82,8 @@ async fn open_first(
 /// on a late refusal (see the module docs).
 pub(crate) struct Failover {
     stream: PodStream,
+    /// Where `stream` goes.
+    endpoint: Endpoint,
     forwarder: Arc<Forwarder>,
     /// Endpoints not tried yet, in order.
     rest: Vec<Endpoint>,
@@ -89,6 +93,8 @@ pub(crate) struct Failover {
     sent: Option<Vec<u8>>,
     /// The client's FIN has been passed on (and is replayed too).
     shut: bool,
+    /// The pod has sent something.
+    heard: bool,
     /// Opening the next endpoint and replaying there; polled by reads.
     moving: Option<Pin<Box<dyn Future<Output = io::Result<Moved>> + Send>>>,
     /// A write that failed while a late refusal may still explain it: kept
@@ -101,6 +107,7 @@ pub(crate) struct Failover {
 /// A move done: the new stream, and what is left to try.
 struct Moved {
     stream: PodStream,
+    endpoint: Endpoint,
     rest: Vec<Endpoint>,
     sent: Vec<u8>,
 }
@@ -115,13 +122,16 @@ impl Failover {
     ) -> Result<Failover, NoEndpoint> {
         let (stream, i) = open_first(&forwarder, &endpoints, conn).await?;
         let rest = endpoints.split_off(i + 1);
+        let endpoint = endpoints.swap_remove(i);
         Ok(Failover {
             stream,
+            endpoint,
             forwarder,
             rest,
             conn,
             sent: Some(Vec::new()),
             shut: false,
+            heard: false,
             moving: None,
             write_failed: None,
             writer: None,
@@ -133,10 +143,8 @@ impl Failover {
         self.stream.carries_fin()
     }
 
-    /// Whether the pod's port refused, late, and the client's bytes can go
-    /// to another endpoint.
-    fn may_move(&self, e: &io::Error) -> bool {
-        let refused = e.get_ref().and_then(|e| e.downcast_ref::<ForwardError>()).is_some_and(ForwardError::is_refused);
+    /// Whether the client's bytes can go to another endpoint after `refused`.
+    fn may_move(&self, refused: bool) -> bool {
         refused && self.sent.is_some() && !self.rest.is_empty()
     }
 
@@ -163,7 +171,7 @@ impl Failover {
             if shut {
                 stream.shutdown().await?;
             }
-            Ok(Moved { stream, rest: rest[i + 1..].to_vec(), sent })
+            Ok(Moved { stream, endpoint: rest[i].clone(), rest: rest[i + 1..].to_vec(), sent })
         }));
     }
 
@@ -212,19 +220,35 @@ impl AsyncRead for Failover {
                 this.write_failed = None;
                 this.release_writer();
                 let moved = moved?;
-                (this.stream, this.rest, this.sent) = (moved.stream, moved.rest, Some(moved.sent));
+                (this.stream, this.endpoint, this.rest) = (moved.stream, moved.endpoint, moved.rest);
+                this.sent = Some(moved.sent);
                 continue;
             }
+            let before = buf.filled().len();
             match ready!(Pin::new(&mut this.stream).poll_read(cx, buf)) {
                 Ok(()) => {
                     // The pod has spoken (or ended): its connection stands.
                     if this.sent.take().is_some() {
                         this.release_writer();
                     }
+                    if !this.heard && buf.filled().len() > before {
+                        this.heard = true;
+                        this.forwarder.took(&this.endpoint);
+                    }
                     return Poll::Ready(Ok(()));
                 }
-                Err(e) if this.may_move(&e) => this.start_moving(&e),
                 Err(e) => {
+                    let refused = e
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<ForwardError>())
+                        .is_some_and(ForwardError::is_refused);
+                    if refused {
+                        this.forwarder.refused(&this.endpoint);
+                    }
+                    if this.may_move(refused) {
+                        this.start_moving(&e);
+                        continue;
+                    }
                     this.sent = None;
                     this.release_writer();
                     return Poll::Ready(Err(e));

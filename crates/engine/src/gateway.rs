@@ -155,7 +155,9 @@ impl Gateway {
         let listener = config.listen.bind().await?;
         let addr = listener.local_addr().map_err(|source| EngineError::Bind { addr: config.listen.addr, source })?;
         let upstream = Upstream::Contexts(std::sync::RwLock::new(routes));
-        let shared = Arc::new(Shared::new(upstream, config.auth, config.handshake_timeout, config.max_connections));
+        // A client costs a descriptor here; its pod side is counted by its engine.
+        let max_connections = crate::nofile::fitting_cap(config.max_connections, 1);
+        let shared = Arc::new(Shared::new(upstream, config.auth, config.handshake_timeout, max_connections));
         let listeners = Listeners::default();
         listeners.spawn(listener, ListenerKind::Mixed, shared.clone());
         Ok(Gateway { shared, addr, listeners })

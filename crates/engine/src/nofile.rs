@@ -18,6 +18,22 @@ pub(crate) fn cap_for(wanted: usize, soft_limit: u64, per_client: u64, refusals:
     wanted.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
 }
 
+/// The connection cap of a listener whose clients cost `per_client`
+/// descriptors: `wanted`, lowered (and said so) where the open-file limit
+/// leaves room for fewer clients.
+pub(crate) fn fitting_cap(wanted: usize, per_client: u64) -> usize {
+    let Some(limit) = soft_limit() else { return wanted };
+    let cap = cap_for(wanted, limit, per_client, crate::shared::MAX_REFUSALS as u64);
+    if cap < wanted {
+        tracing::warn!(
+            open_file_limit = limit,
+            max_connections = cap,
+            "the open-file limit ({limit}) leaves room for {cap} client connections; more are refused (raise `ulimit -n` to serve more)"
+        );
+    }
+    cap
+}
+
 /// The soft open-file limit of this process, if it can be read.
 pub(crate) fn soft_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

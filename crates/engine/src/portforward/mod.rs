@@ -20,11 +20,13 @@
 //! both streams arrive and reports a failure on the error stream. So [`Forwarder::open`]
 //! sends both SYN_STREAMs at once, waits for the data stream's SYN_REPLY
 //! (one round trip) and then as long again (10 to 25 ms) for an error, before
-//! it calls the connection made.
+//! it calls the connection made; to a pod port that took a connection lately
+//! ([`accepting`]) it calls it made at the reply.
 //! A client's FIN becomes the data stream's FIN and the pod's FIN reaches the
 //! client; a session that breaks resets its streams, which the relay passes
 //! on to clients as resets, never as a clean end.
 
+mod accepting;
 mod pool;
 mod spdy;
 mod upgrade;
@@ -34,13 +36,14 @@ mod websocket;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::resolve::Endpoint;
+use accepting::Accepting;
 use pool::Pool;
 use upgrade::UpgradeError;
 
@@ -178,6 +181,8 @@ pub(crate) struct Forwarder {
     /// The protocol that worked last; tried first.
     chosen: Mutex<Option<Protocol>>,
     pool: Arc<Pool>,
+    /// The pod ports that took connections lately.
+    accepting: Accepting,
 }
 
 /// The order protocols are tried in when none is forced.
@@ -192,6 +197,7 @@ impl Forwarder {
             client,
             forced: data_path.protocol,
             chosen: Mutex::new(None),
+            accepting: Accepting::default(),
         }
     }
 
@@ -227,12 +233,25 @@ impl Forwarder {
                     Err(e) => Err(e.into()),
                 },
             };
-            if attempt.is_ok() {
-                self.chose(protocol);
+            match &attempt {
+                Ok(_) => self.chose(protocol),
+                Err(e) if e.is_refused() => self.refused(endpoint),
+                Err(_) => {}
             }
             return attempt;
         }
         Err(last.unwrap_or_else(|| ForwardError::NotSwitched("no port-forward protocol to try".into())))
+    }
+
+    /// The pod behind `endpoint` answered a connection: the next ones there
+    /// need not wait for a refusal.
+    pub(crate) fn took(&self, endpoint: &Endpoint) {
+        self.accepting.took(endpoint, Instant::now());
+    }
+
+    /// `endpoint` refused a connection (perhaps after it was answered).
+    pub(crate) fn refused(&self, endpoint: &Endpoint) {
+        self.accepting.refused(endpoint);
     }
 
     /// Opens the stream pair on `tunnel`; if that session turns out to have
@@ -244,17 +263,18 @@ impl Forwarder {
         endpoint: &Endpoint,
         protocol: Protocol,
     ) -> Result<PodStream, ForwardError> {
-        match spdy::open(&tunnel, endpoint.port).await {
+        let settle = !self.accepting.takes(endpoint, Instant::now());
+        match spdy::open(&tunnel, endpoint.port, settle).await {
             Err(ForwardError::Session(reason)) if tunnel.session.is_closed() => {
                 tracing::debug!(%endpoint, reason, "port-forward session had broken; opening a new one");
                 let tunnel = self.pool.session(endpoint, protocol).await?;
-                spdy::open(&tunnel, endpoint.port).await.map(PodStream::Spdy)
+                spdy::open(&tunnel, endpoint.port, settle).await.map(PodStream::Spdy)
             }
             // On a session's very first streams the kubelet's message can be
             // lost behind its reset; asked once more, it says why.
             Err(ForwardError::Reset(reason)) => {
                 tracing::debug!(%endpoint, reason, "the kubelet reset a new connection without a word; asking again");
-                spdy::open(&tunnel, endpoint.port).await.map(PodStream::Spdy)
+                spdy::open(&tunnel, endpoint.port, true).await.map(PodStream::Spdy)
             }
             opened => opened.map(PodStream::Spdy),
         }

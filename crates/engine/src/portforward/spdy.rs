@@ -53,8 +53,11 @@ pub(crate) struct SpdyStream {
     reset: Option<std::io::Error>,
 }
 
-/// Opens a connection to `port` on `tunnel`'s pod.
-pub(crate) async fn open(tunnel: &Tunnel, port: u16) -> Result<SpdyStream, ForwardError> {
+/// Opens a connection to `port` on `tunnel`'s pod. With `settle`, waits
+/// after the data stream's reply for the kubelet to report a refusal; without
+/// (a port that took a connection lately: [`super::accepting`]), a refusal
+/// already there is still reported, but none is waited for.
+pub(crate) async fn open(tunnel: &Tunnel, port: u16, settle: bool) -> Result<SpdyStream, ForwardError> {
     let request = tunnel.next_request.fetch_add(1, Ordering::Relaxed).to_string();
     let port = port.to_string();
     let session_failed = |e: &dyn std::fmt::Display| ForwardError::Session(e.to_string());
@@ -70,7 +73,9 @@ pub(crate) async fn open(tunnel: &Tunnel, port: u16) -> Result<SpdyStream, Forwa
             StreamError::Reset(status) => ForwardError::Reset(status.to_string()),
             e => session_failed(&e),
         })?;
-        tokio::time::sleep(started.elapsed().clamp(MIN_SETTLE, MAX_SETTLE)).await;
+        if settle {
+            tokio::time::sleep(started.elapsed().clamp(MIN_SETTLE, MAX_SETTLE)).await;
+        }
         Ok::<_, ForwardError>(())
     };
     tokio::select! {
