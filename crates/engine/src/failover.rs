@@ -12,9 +12,11 @@
 //! port never took the connection, so nothing the client sent reached it:
 //! [`Failover`] keeps what the client sent (up to [`REPLAY_LIMIT`]) and, on
 //! such a late refusal, opens the next endpoint and sends it all again there.
-//! Only the kubelet's "connection refused" is retried this way: after any
-//! other failure the pod may have seen the request, and sending it twice
-//! could do it twice.
+//! Only a refusal is retried this way: the kubelet's "connection refused",
+//! or both streams reset without a word before the pod sent anything (the
+//! kubelet resets them right after writing why, and the why does not always
+//! arrive; `open` counts that as a refusal too). After any other failure the
+//! pod may have seen the request, and sending it twice could do it twice.
 
 use std::future::Future;
 use std::io;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
+use kubesocks_spdy::StreamError;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use crate::portforward::{ForwardError, Forwarder, PodStream};
@@ -210,6 +213,15 @@ impl Failover {
     }
 }
 
+/// Whether a read error of a pod stream says the pod's port refused it.
+fn refusal(e: &io::Error, heard: bool) -> bool {
+    let inner = e.get_ref();
+    let refused = inner.and_then(|e| e.downcast_ref::<ForwardError>()).is_some_and(ForwardError::is_refused);
+    let silent_reset =
+        inner.and_then(|e| e.downcast_ref::<StreamError>()).is_some_and(|e| matches!(e, StreamError::Reset(_)));
+    refused || (silent_reset && !heard)
+}
+
 impl AsyncRead for Failover {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
@@ -238,10 +250,7 @@ impl AsyncRead for Failover {
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) => {
-                    let refused = e
-                        .get_ref()
-                        .and_then(|e| e.downcast_ref::<ForwardError>())
-                        .is_some_and(ForwardError::is_refused);
+                    let refused = refusal(&e, this.heard);
                     if refused {
                         this.forwarder.refused(&this.endpoint);
                     }
