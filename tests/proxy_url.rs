@@ -292,7 +292,8 @@ fn only_through(server: &ProxyServer, proxy_port: u16, pid: u32) -> u16 {
     api_port
 }
 
-async fn reaches_the_cluster_only_through(server: &ProxyServer, proxy_port: u16, kubeconfig: &Path, prefix: &str) {
+/// A namespace with a Service `web` whose one pod answers `hello from web-0`.
+async fn web_service(prefix: &str) -> (TestNamespace, Backend) {
     let ns = TestNamespace::new(prefix).await;
     let web = Backend::start("web-0", &[8080]).await;
     let mut spec = PodSpec::new("web-0", &web, &[("http", 8080)]);
@@ -301,6 +302,11 @@ async fn reaches_the_cluster_only_through(server: &ProxyServer, proxy_port: u16,
     ns.service("web", json!({"selector": {"app": "web"}, "ports": [{"name": "h", "port": 80, "targetPort": "http"}]}))
         .await;
     ns.ready_endpoints("web", 1).await;
+    (ns, web)
+}
+
+async fn reaches_the_cluster_only_through(server: &ProxyServer, proxy_port: u16, kubeconfig: &Path, prefix: &str) {
+    let (ns, _web) = web_service(prefix).await;
 
     let proxy = Proxy::start(kubeconfig, &["-n", &ns.name]).await;
     assert!(proxy.logged("proxy-url").await, "kubesocks does not say it uses the proxy-url:\n{}", proxy.log());
@@ -409,14 +415,7 @@ async fn managed_connections_keep_the_proxy_url() {
     }
     let kubesocks = Quit(kubesocks);
 
-    let ns = TestNamespace::new("pxmanaged").await;
-    let web = Backend::start("web-0", &[8080]).await;
-    let mut spec = PodSpec::new("web-0", &web, &[("http", 8080)]);
-    spec.labels = json!({"app": "web"});
-    ns.pod(spec).await;
-    ns.service("web", json!({"selector": {"app": "web"}, "ports": [{"name": "h", "port": 80, "targetPort": "http"}]}))
-        .await;
-    ns.ready_endpoints("web", 1).await;
+    let (ns, _web) = web_service("pxmanaged").await;
 
     let out = (kubesocks.0)(&["connect", "-o", "json", "--listen-socks", "127.0.0.1:0"]);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -91,8 +91,9 @@ pub(crate) struct Failover {
     /// Endpoints not tried yet, in order.
     rest: Vec<Endpoint>,
     conn: u64,
-    /// What the client has sent, kept while the pod has sent nothing and it
-    /// fits [`REPLAY_LIMIT`]; `None` once it cannot be replayed.
+    /// What the client has sent, kept while the pod has sent nothing, it
+    /// fits [`REPLAY_LIMIT`] and an endpoint is left to replay it on; `None`
+    /// once it cannot be replayed (from the start for a one-pod target).
     sent: Option<Vec<u8>>,
     /// The client's FIN has been passed on (and is replayed too).
     shut: bool,
@@ -126,13 +127,14 @@ impl Failover {
         let (stream, i) = open_first(&forwarder, &endpoints, conn).await?;
         let rest = endpoints.split_off(i + 1);
         let endpoint = endpoints.swap_remove(i);
+        let sent = (!rest.is_empty()).then(Vec::new);
         Ok(Failover {
             stream,
             endpoint,
             forwarder,
             rest,
             conn,
-            sent: Some(Vec::new()),
+            sent,
             shut: false,
             heard: false,
             moving: None,
@@ -144,11 +146,6 @@ impl Failover {
     /// Whether a FIN toward the pod is carried (else the relay must linger).
     pub(crate) fn carries_fin(&self) -> bool {
         self.stream.carries_fin()
-    }
-
-    /// Whether the client's bytes can go to another endpoint after `refused`.
-    fn may_move(&self, refused: bool) -> bool {
-        refused && self.sent.is_some() && !self.rest.is_empty()
     }
 
     /// Starts opening the next endpoint, to replay what the client sent there.
@@ -204,7 +201,7 @@ impl Failover {
     /// A write error: kept for the read side to settle when a late refusal
     /// may be behind it, else returned.
     fn write_error(&mut self, e: io::Error, cx: &Context<'_>) -> Poll<io::Error> {
-        if self.sent.is_some() && !self.rest.is_empty() {
+        if self.sent.is_some() {
             self.write_failed = Some(e);
             self.writer = Some(cx.waker().clone());
             return Poll::Pending;
@@ -233,7 +230,7 @@ impl AsyncRead for Failover {
                 this.release_writer();
                 let moved = moved?;
                 (this.stream, this.endpoint, this.rest) = (moved.stream, moved.endpoint, moved.rest);
-                this.sent = Some(moved.sent);
+                this.sent = (!this.rest.is_empty()).then_some(moved.sent);
                 continue;
             }
             let before = buf.filled().len();
@@ -254,7 +251,8 @@ impl AsyncRead for Failover {
                     if refused {
                         this.forwarder.refused(&this.endpoint);
                     }
-                    if this.may_move(refused) {
+                    // What the client sent can go to the next endpoint.
+                    if refused && this.sent.is_some() {
                         this.start_moving(&e);
                         continue;
                     }

@@ -31,7 +31,12 @@ impl Accepting {
     /// `endpoint`'s pod answered on a connection at `now`.
     pub(crate) fn took(&self, endpoint: &Endpoint, now: Instant) {
         let mut seen = self.seen.lock().unwrap();
-        if seen.len() >= MAX_REMEMBERED && !seen.contains_key(endpoint) {
+        // The usual case, once per connection: a port already known.
+        if let Some(at) = seen.get_mut(endpoint) {
+            *at = now;
+            return;
+        }
+        if seen.len() >= MAX_REMEMBERED {
             seen.retain(|_, at| now.saturating_duration_since(*at) < REMEMBERED);
             if seen.len() >= MAX_REMEMBERED
                 && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(e, _)| e.clone())

@@ -55,17 +55,15 @@ impl Pool {
         };
         let mut sessions = pod.lock().await;
         sessions.retain(|t| !t.session.is_closed());
-        let least_busy = |usable: &dyn Fn(&Tunnel) -> bool| {
-            sessions.iter().filter(|t| usable(t)).min_by_key(|t| t.session.active_streams()).cloned()
-        };
-        let roomy = |t: &Tunnel| t.session.active_streams() < MAX_STREAMS;
-        if let Some(t) = least_busy(&|t| roomy(t) && !t.session.is_paused()) {
-            return Ok(t);
-        }
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(t) = least_busy(&roomy)
+        // A paused session only once no more may be opened, and then the
+        // ones not paused first.
+        let paused_too = sessions.len() >= MAX_SESSIONS;
+        if let Some(t) = sessions
+            .iter()
+            .filter(|t| t.session.active_streams() < MAX_STREAMS && (paused_too || !t.session.is_paused()))
+            .min_by_key(|t| (t.session.is_paused(), t.session.active_streams()))
         {
-            return Ok(t);
+            return Ok(t.clone());
         }
         let started = Instant::now();
         let transport = upgrade::open(&self.client, protocol, &endpoint.namespace, &endpoint.pod).await?;
