@@ -17,9 +17,27 @@ pub(crate) struct Refused {
 /// Prints an error on stderr as `kubesocks: what happened; what to do`.
 pub fn report(e: &anyhow::Error) {
     match hint(e) {
-        Some(hint) => eprintln!("kubesocks: {e:#}; {hint}"),
-        None => eprintln!("kubesocks: {e:#}"),
+        Some(hint) => eprintln!("kubesocks: {}; {hint}", chain(e)),
+        None => eprintln!("kubesocks: {}", chain(e)),
     }
+}
+
+/// The error and its causes joined by `: `, as `{:#}` does, but leaving out
+/// a cause its parent's text already quotes (typed errors often say
+/// "cannot use X: {source}" and name the source too).
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 /// The advice for the first error in the chain that has one.
@@ -92,5 +110,21 @@ mod tests {
             Refused { kind: ErrorKind::UnknownConnection, message: "no connection x".into() }.into();
         assert_eq!(hint(&refused), Some("`kubesocks status` lists them"));
         assert_eq!(hint(&anyhow::anyhow!("something else")), None);
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("talking to the daemon failed: {source}")]
+        struct Quoting {
+            #[source]
+            source: std::io::Error,
+        }
+        let reset = std::io::Error::from_raw_os_error(104);
+        let said = reset.to_string();
+        let e = anyhow::Error::new(Quoting { source: reset }).context("status");
+        assert_eq!(chain(&e), format!("status: talking to the daemon failed: {said}"));
+        let plain = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write the record");
+        assert_eq!(chain(&plain), "cannot write the record: disk full");
     }
 }

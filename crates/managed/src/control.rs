@@ -279,9 +279,7 @@ pub async fn call(state: &StateDir, request: &Request, timeout: Duration) -> Res
     let io = |source| ControlError::Io { path: path.clone(), source };
     let stream = match UnixStream::connect(&path).await {
         Ok(stream) => stream,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
-            return Err(ControlError::NotRunning { path });
-        }
+        Err(e) if no_daemon(&e) => return Err(ControlError::NotRunning { path }),
         Err(e) => return Err(io(e)),
     };
     let exchange = async {
@@ -293,11 +291,7 @@ pub async fn call(state: &StateDir, request: &Request, timeout: Duration) -> Res
     };
     let answer = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => return Err(ControlError::Timeout(timeout)),
-        // The daemon died between accepting and answering (or while its
-        // threads were exiting): the same as finding none.
-        Ok(Err(ControlError::Io { source, .. }))
-            if matches!(source.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) =>
-        {
+        Ok(Err(ControlError::Io { source, .. })) if no_daemon(&source) => {
             return Err(ControlError::NotRunning { path });
         }
         Ok(answer) => answer?,
@@ -306,6 +300,16 @@ pub async fn call(state: &StateDir, request: &Request, timeout: Duration) -> Res
         return Err(ControlError::NotRunning { path });
     }
     serde_json::from_str(&answer).map_err(|e| ControlError::Garbled { reason: e.to_string() })
+}
+
+/// Whether a socket error means no daemon is there to answer: no socket,
+/// nothing listening on it, or a daemon that died after the connection was
+/// queued. The last is a reset at `connect` as well as later: a killed
+/// daemon's threads exit one by one, and its listening socket, still open
+/// while the last of them does, takes connections it then resets.
+fn no_daemon(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset, NotFound};
+    matches!(e.kind(), NotFound | ConnectionRefused | ConnectionReset | BrokenPipe)
 }
 
 /// Reads one line (without its newline), at most [`MAX_LINE`] bytes.
