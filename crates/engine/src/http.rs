@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -46,9 +47,14 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, share
     let shared_timeout = shared.handshake_timeout;
     // The address the client reached is the one the PAC file gives back.
     let local = stream.local_addr().ok();
-    let service = service_fn(move |req| {
-        let (shared, slot) = (shared.clone(), slot.clone());
-        async move { Ok::<_, Infallible>(handle(req, peer, (port, local), shared, slot).await) }
+    let asked = Arc::new(AtomicBool::new(false));
+    let service = service_fn({
+        let asked = asked.clone();
+        move |req| {
+            asked.store(true, Ordering::Relaxed);
+            let (shared, slot) = (shared.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(handle(req, peer, (port, local), shared, slot).await) }
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         // A client that stalls before finishing its request head is dropped,
@@ -59,8 +65,15 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, share
         .header_read_timeout(shared_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    match conn.await {
+        // A client that never finished a request is worth a word, as a
+        // stalled SOCKS handshake is; one that goes quiet after its requests
+        // is an idle keep-alive connection, closed as usual.
+        Err(e) if e.is_timeout() && !asked.load(Ordering::Relaxed) => {
+            tracing::info!(%peer, "HTTP request head stalled; closing");
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "HTTP connection ended with an error"),
+        Ok(()) => {}
     }
 }
 
