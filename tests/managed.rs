@@ -5,9 +5,10 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::managed::{Managed, alive};
@@ -200,7 +201,21 @@ fn is_empty_dir(path: &Path) -> bool {
 async fn files_are_private_while_up_and_disconnect_keeps_only_the_log() {
     let m = Managed::new("files");
     let (ns, _backend, url) = own_service("files").await;
+    // Logs of connections long stopped, and of one stopped lately.
+    let logs = m.state.join("logs");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&logs).unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(15 * 24 * 3600);
+    for name in ["0000000a.log", "0000000a.log.1", "0000000b.log"] {
+        std::fs::write(logs.join(name), "an old line\n").unwrap();
+        std::fs::File::options().write(true).open(logs.join(name)).unwrap().set_modified(long_ago).unwrap();
+    }
+    std::fs::write(logs.join("0000000c.log"), "a recent line\n").unwrap();
     let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    for name in ["0000000a.log", "0000000a.log.1", "0000000b.log"] {
+        assert!(!logs.join(name).exists(), "{name}, last written 15 days ago, is removed when the daemon starts");
+    }
+    assert!(logs.join("0000000c.log").exists(), "a log written lately is kept");
+    assert_eq!(mode(&logs.join("daemon.log")), 0o600, "the daemon's log is owner-only");
     let id = conn["id"].as_str().unwrap();
     let kubeconfig = PathBuf::from(conn["kubeconfig"].as_str().unwrap());
     let record = m.state.join("connections").join(format!("{id}.json"));

@@ -228,6 +228,11 @@ impl Daemon {
                 "removed a connection record left by a daemon that stopped"
             );
         }
+        // No connection is live yet: every old connection log may go.
+        let pruned = crate::log_files::prune_connection_logs(&state.logs(), &[], std::time::SystemTime::now());
+        if pruned > 0 {
+            tracing::info!(files = pruned, "removed connection logs not written for 14 days");
+        }
 
         state.check_socket_owner()?;
         let path = state.socket();

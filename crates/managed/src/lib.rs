@@ -15,13 +15,16 @@
 //! * [`daemon`] keeps the registry of connections and answers requests.
 //! * [`limits`] raises the open-file limit at start.
 //! * [`state`] holds the records, kubeconfigs and logs on disk; [`logging`]
-//!   sets up tracing and routes each connection's lines to its own file.
+//!   sets up tracing and routes each connection's lines to its own file;
+//!   `log_files` keeps those files bounded (moved aside at 8 MiB, stopped
+//!   connections' logs removed 14 days after their last line).
 //!
 //! Like the engine, it states facts in its errors; the shells add advice.
 
 pub mod control;
 pub mod daemon;
 pub mod limits;
+mod log_files;
 pub mod logging;
 pub mod state;
 

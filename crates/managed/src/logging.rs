@@ -3,13 +3,12 @@
 //! A daemon hosts many connections in one process, and each keeps its own log
 //! file: the daemon runs a connection's work inside [`connection_span`], and
 //! [`ConnectionFiles`] copies every event inside such a span to that
-//! connection's file, besides the daemon's own log.
+//! connection's file, besides the daemon's own log. Every file is a
+//! size-bounded [`LogFile`].
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{IsTerminal as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::{LazyLock, Mutex};
 
@@ -25,6 +24,8 @@ use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::log_files::LogFile;
 
 /// Sets up logging for the process: stderr (if `to_stderr`), `log_dir/file_name`,
 /// and the per-connection files. `verbose` 0 logs kubesocks at info, 1 at
@@ -43,15 +44,21 @@ pub fn init(verbose: u8, to_stderr: bool, log_dir: Option<&Path>, file_name: &st
     let ansi = std::io::stderr().is_terminal();
     let stderr = to_stderr
         .then(|| tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter()));
-    let (file, guard) = match log_dir {
-        Some(dir) => {
-            let (writer, guard) = tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file_name));
+    let opened = log_dir.map(|dir| dir.join(file_name)).map(|path| (LogFile::open(&path), path));
+    let (file, guard) = match opened {
+        Some((Ok(log), _)) => {
+            let (writer, guard) = tracing_appender::non_blocking(log);
             let layer = tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .fmt_fields(PlainFields::default())
                 .with_writer(writer)
                 .with_filter(filter());
             (Some(layer), Some(guard))
+        }
+        Some((Err(e), path)) => {
+            // Logging to stderr only beats not running at all.
+            eprintln!("kubesocks: cannot open the log file {}: {e}; logging to stderr only", path.display());
+            (None, None)
         }
         None => (None, None),
     };
@@ -76,12 +83,12 @@ impl<'writer> FormatFields<'writer> for PlainFields {
 const SPAN_NAME: &str = "connection";
 
 /// Open per-connection log files, by connection ID.
-static FILES: LazyLock<Mutex<HashMap<String, File>>> = LazyLock::new(Default::default);
+static FILES: LazyLock<Mutex<HashMap<String, LogFile>>> = LazyLock::new(Default::default);
 
 /// Opens (appending) the log file of connection `id` and returns the span to
 /// run its work in. Events in the span go to the file until [`close_connection_log`].
 pub fn connection_span(id: &str, log: &Path) -> std::io::Result<tracing::Span> {
-    let file = File::options().create(true).append(true).mode(0o600).open(log)?;
+    let file = LogFile::open(log)?;
     FILES.lock().unwrap().insert(id.to_string(), file);
     Ok(tracing::info_span!(SPAN_NAME, id))
 }

@@ -7,8 +7,9 @@
 //!   connections/<id>.json      one record per managed connection
 //!   kubeconfig/<id>.yaml       the connection's own kubeconfig, 0600, deleted on stop
 //!   logs/daemon.log            the daemon's log
-//!   logs/<id>.log              one per connection, kept after it stops
+//!   logs/<id>.log              one per connection, kept 14 days after it stops
 //!   logs/proxy-out.log         foreground proxies
+//!   logs/*.log.1               each log's older part, moved aside at 8 MiB
 //! ```
 //!
 //! The lock, not the pid in a record, tells whether a daemon is alive: the
