@@ -563,6 +563,64 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[tokio::test]
+async fn a_connect_whose_client_hangs_up_is_given_up_and_leaves_nothing() {
+    let m = Managed::new("hangup");
+    // An API server that takes connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = kube::config::Kubeconfig::read_from(&cluster().admin_kubeconfig).unwrap();
+    let mut cluster_entry = serde_json::to_value(&admin.clusters[0].cluster).unwrap();
+    cluster_entry["server"] = json!(format!("https://{}", silent.local_addr().unwrap()));
+    let dir = m.state.with_extension("kubeconfig");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("silent.kubeconfig");
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "silent",
+        "clusters": [{"name": "silent", "cluster": cluster_entry}],
+        "users": [{"name": "u", "user": {"token": "not-used"}}],
+        "contexts": [{"name": "silent", "context": {"cluster": "silent", "user": "u"}}]
+    });
+    std::fs::write(&kubeconfig, config.to_string()).unwrap();
+
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "connect", "--listen-socks", "127.0.0.1:0"])
+        .env("KUBESOCKS_STATE_DIR", &m.state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start kubesocks connect");
+    // The daemon is connecting once it has written the connection's kubeconfig.
+    let kubeconfigs = m.state.join("kubeconfig");
+    support::wait_for("the daemon to begin connecting", || async {
+        std::fs::read_dir(&kubeconfigs).ok()?.next().map(|_| ())
+    })
+    .await;
+    // The user gives up (Ctrl-C, a closed terminal).
+    client.kill().await.unwrap();
+    let hung_up = std::time::Instant::now();
+
+    // Well before the 15 s the daemon would wait for this API server.
+    let daemon_log = m.state.join("logs").join("daemon.log");
+    loop {
+        let log = std::fs::read_to_string(&daemon_log).unwrap_or_default();
+        if log.contains("connect cancelled: its client hung up") && is_empty_dir(&kubeconfigs) {
+            break;
+        }
+        assert!(
+            hung_up.elapsed() < Duration::from_secs(5),
+            "the connect goes on after its client hung up; daemon.log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("the connect was given up {:?} after its client hung up", hung_up.elapsed());
+    assert!(is_empty_dir(&m.state.join("connections")), "no record is left");
+    assert!(m.status().await["connections"].as_array().unwrap().is_empty(), "status lists no connection");
+    // The daemon still serves connects of other contexts.
+    let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    assert_eq!(conn["context"], "kubesocks-test");
+}
+
+#[tokio::test]
 async fn a_failing_exec_plugin_leaks_no_credential_anywhere() {
     let m = Managed::new("leak");
     let canary = "kubesocks-canary-AKIA-7f3e9c1d5b";

@@ -351,9 +351,13 @@ pub fn bind(state: &StateDir) -> Result<UnixListener, std::io::Error> {
 /// Serves the socket until `stop`: each client's one request goes to `handle`
 /// (on a task of `tasks`), and its answer back. Peers of another uid, late or
 /// oversized requests and malformed JSON are answered here, with an error.
+///
+/// `handle` also gets a token that is cancelled if the client closes its
+/// socket before the answer (Ctrl-C on `kubesocks connect`, or its timeout):
+/// work that only that client waits for may stop then.
 pub async fn serve<H, F>(listener: UnixListener, stop: CancellationToken, tasks: TaskTracker, handle: H)
 where
-    H: Fn(Request) -> F + Clone + Send + 'static,
+    H: Fn(Request, CancellationToken) -> F + Clone + Send + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
     loop {
@@ -375,12 +379,12 @@ where
 /// Reads one request from a control client and writes the answer.
 async fn answer<H, F>(stream: UnixStream, handle: H)
 where
-    H: Fn(Request) -> F,
+    H: Fn(Request, CancellationToken) -> F,
     F: Future<Output = Response>,
 {
     let me = crate::state::current_uid();
     let peer = stream.peer_cred().map(|c| c.uid());
-    let (read, mut write) = stream.into_split();
+    let (mut read, mut write) = stream.into_split();
     let response = match peer {
         Ok(uid) if uid != me => {
             tracing::warn!(uid, "refused a control client of another user");
@@ -390,11 +394,22 @@ where
             tracing::warn!(error = %e, "refused a control client whose user cannot be told");
             error(ErrorKind::Forbidden, format!("cannot tell who you are: {e}"))
         }
-        Ok(_) => match tokio::time::timeout(REQUEST_TIMEOUT, read_message(read)).await {
+        Ok(_) => match tokio::time::timeout(REQUEST_TIMEOUT, read_message(&mut read)).await {
             Err(_) => error(ErrorKind::BadRequest, format!("no request within {REQUEST_TIMEOUT:?}")),
             Ok(Err(e)) => error(ErrorKind::BadRequest, format!("unreadable request: {e}")),
             Ok(Ok(line)) => match serde_json::from_str::<Request>(&line) {
-                Ok(request) => handle(request).await,
+                Ok(request) => {
+                    let gone = CancellationToken::new();
+                    let handled = handle(request, gone.clone());
+                    tokio::pin!(handled);
+                    tokio::select! {
+                        response = &mut handled => response,
+                        () = hung_up(&mut read) => {
+                            gone.cancel();
+                            handled.await
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "malformed control request");
                     error(
@@ -412,6 +427,29 @@ where
     let _ = write.write_all(line.as_bytes()).await;
 }
 
+/// Resolves once the client has closed its socket. A client that only
+/// shuts down its sending side (as `socat` does after its input) still waits
+/// for the answer, so a half-close alone never resolves this. Anything the
+/// client sends after its request is read and dropped.
+async fn hung_up(read: &mut tokio::net::unix::OwnedReadHalf) {
+    let mut scrap = [0u8; 256];
+    while let Ok(1..) = read.read(&mut scrap).await {}
+    // At end of input: a close sets POLLHUP on this end, a half-close does not.
+    if !peer_closed(read.as_ref()) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Whether the peer of a Unix stream socket has closed it (POLLHUP).
+fn peer_closed(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let mut fd = libc::pollfd { fd: stream.as_raw_fd(), events: 0, revents: 0 };
+    // SAFETY: one valid pollfd, and a zero timeout: poll only reads the
+    // descriptor's state.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & libc::POLLHUP != 0
+}
+
 fn error(kind: ErrorKind, message: String) -> Response {
     Response::Error { kind, message }
 }
@@ -424,6 +462,18 @@ pub fn is_valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_half_close_is_not_a_hang_up_but_a_close_is() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let (mut read, _write) = server.into_split();
+        client.write_all(b"after the request\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), hung_up(&mut read)).await;
+        assert!(waited.is_err(), "a client that only stopped sending still waits for its answer");
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), hung_up(&mut read)).await.expect("a closed client has hung up");
+    }
 
     #[test]
     fn requests_are_tagged_json() {

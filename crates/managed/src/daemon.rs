@@ -100,6 +100,9 @@ pub enum DaemonError {
     /// The daemon is stopping and takes no new connection.
     #[error("the daemon is stopping")]
     Stopping,
+    /// The client that asked for the connection hung up before it was made.
+    #[error("the connect was cancelled: its client hung up")]
+    Cancelled,
     /// The request asked for neither SOCKS nor HTTP.
     #[error("nothing to serve: the request asks for no listener")]
     NoListener,
@@ -135,7 +138,7 @@ impl DaemonError {
             DaemonError::Busy { .. } => ErrorKind::Busy,
             DaemonError::Mismatch { .. } | DaemonError::AliasTaken { .. } => ErrorKind::AlreadyConnected,
             DaemonError::SharedPort(_) => ErrorKind::Listen,
-            DaemonError::Stopping => ErrorKind::Busy,
+            DaemonError::Stopping | DaemonError::Cancelled => ErrorKind::Busy,
             DaemonError::Kube(_) => ErrorKind::Kube,
             DaemonError::Engine { source: EngineError::Cache(_), .. } => ErrorKind::Kube,
             DaemonError::Engine { .. } => ErrorKind::Listen,
@@ -258,9 +261,9 @@ impl Daemon {
             }),
         };
         let (stop, tasks, handler) = (daemon.inner.stopping.clone(), daemon.inner.tasks.clone(), daemon.clone());
-        let handle = move |request| {
+        let handle = move |request, client_gone| {
             let daemon = handler.clone();
-            async move { daemon.handle(request).await }
+            async move { daemon.answer(request, client_gone).await }
         };
         daemon.inner.tasks.spawn(control::serve(listener, stop, tasks, handle).in_current_span());
         daemon.inner.tasks.spawn(daemon.clone().tick().in_current_span());
@@ -300,6 +303,9 @@ impl Daemon {
         let log = self.inner.state.log_path(&id);
         let span = crate::logging::connection_span(&id, &log)
             .map_err(|source| DaemonError::Log { path: log.clone(), source })?;
+        // Until registered, the connection's files go if it fails, or if
+        // this future is dropped (its client hung up).
+        let unmade = Unmade { state: &self.inner.state, id: Some(&id) };
         let record = ConnectionRecord {
             id: id.clone(),
             context: context.clone(),
@@ -320,6 +326,7 @@ impl Daemon {
         let started = self.start_engine(&kc, record, &request).instrument(span.clone()).await;
         match started.and_then(|(managed, example)| self.register(managed, example)) {
             Ok(outcome) => {
+                unmade.made();
                 self.route();
                 self.publish();
                 Ok(outcome)
@@ -330,8 +337,6 @@ impl Daemon {
                 // Logged in the connection's own file too, so its log explains it.
                 tracing::warn!(parent: &span, context, %error, "connect failed");
                 tracing::warn!(id, context, %error, "connect failed");
-                self.inner.state.remove_connection(&id);
-                crate::logging::close_connection_log(&id);
                 Err(e)
             }
         }
@@ -573,10 +578,25 @@ impl Daemon {
 
     /// Answers one control request.
     pub async fn handle(&self, request: Request) -> Response {
+        self.answer(request, CancellationToken::new()).await
+    }
+
+    /// Answers one control request from a client of the socket. A connect
+    /// whose client hangs up before it is made is given up: no one would
+    /// know of the connection (`Cancelled`).
+    async fn answer(&self, request: Request, client_gone: CancellationToken) -> Response {
         match request {
             Request::Connect(req) => {
                 let redactor = Redactor::for_exec_env(&req.exec_env);
-                match self.connect(req).await {
+                let context = req.context.clone().unwrap_or_default();
+                let connected = tokio::select! {
+                    connected = self.connect(req) => connected,
+                    () = client_gone.cancelled() => {
+                        tracing::info!(context, "connect cancelled: its client hung up");
+                        Err(DaemonError::Cancelled)
+                    }
+                };
+                match connected {
                     Ok(o) => Response::Connected { connection: o.connection, existing: o.existing, example: o.example },
                     Err(e) => e.response(&redactor),
                 }
@@ -632,6 +652,29 @@ impl Daemon {
             if !self.inner.connections.lock().unwrap().contains_key(&id) && !self.inner.state.log_path(&id).exists() {
                 return id;
             }
+        }
+    }
+}
+
+/// A connection being made: unless [`Unmade::made`] is called, dropping it
+/// deletes the connection's record and kubeconfig and closes its log.
+struct Unmade<'a> {
+    state: &'a StateDir,
+    id: Option<&'a str>,
+}
+
+impl Unmade<'_> {
+    /// The connection is registered: its files are the registry's now.
+    fn made(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Unmade<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.state.remove_connection(id);
+            crate::logging::close_connection_log(id);
         }
     }
 }

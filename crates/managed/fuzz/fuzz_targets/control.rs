@@ -33,7 +33,9 @@ static DAEMON: LazyLock<Daemon> = LazyLock::new(|| {
     let socket = std::env::temp_dir().join(format!("kubesocks-fuzz-control-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&socket);
     let listener = runtime.block_on(async { tokio::net::UnixListener::bind(&socket) }).expect("bind the socket");
-    runtime.spawn(control::serve(listener, CancellationToken::new(), TaskTracker::new(), |r| async move { handle(r) }));
+    runtime.spawn(control::serve(listener, CancellationToken::new(), TaskTracker::new(), |r, _gone| async move {
+        handle(r)
+    }));
     Daemon { runtime, socket }
 });
 
