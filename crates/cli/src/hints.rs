@@ -22,22 +22,10 @@ pub fn report(e: &anyhow::Error) {
     }
 }
 
-/// The error and its causes joined by `: `, as `{:#}` does, but leaving out
-/// a cause its parent's text already quotes (typed errors often say
-/// "cannot use X: {source}" and name the source too).
+/// The error and its causes, each said once (typed errors often quote their
+/// source in their own text).
 fn chain(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let said = cause.to_string();
-        if text.contains(&said) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&said);
-    }
-    text
+    kubesocks_engine::error_chain(e.as_ref())
 }
 
 /// The advice for the first error in the chain that has one.
