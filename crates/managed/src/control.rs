@@ -429,23 +429,30 @@ where
 
 /// Resolves once the client has closed its socket. A client that only
 /// shuts down its sending side (as `socat` does after its input) still waits
-/// for the answer, so a half-close alone never resolves this. Anything the
-/// client sends after its request is read and dropped.
+/// for the answer, so a half-close alone does not resolve this; its close,
+/// later, does (within [`HANG_UP_CHECK`]). Anything the client sends after
+/// its request is read and dropped.
 async fn hung_up(read: &mut tokio::net::unix::OwnedReadHalf) {
     let mut scrap = [0u8; 256];
     while let Ok(1..) = read.read(&mut scrap).await {}
-    // At end of input: a close sets POLLHUP on this end, a half-close does not.
-    if !peer_closed(read.as_ref()) {
-        std::future::pending::<()>().await;
+    // At end of input, a half-close and a close look alike to a reader; only
+    // a close sets POLLHUP (Linux). Nothing wakes a reader on the close that
+    // follows a half-close, hence the checks.
+    while !peer_closed(read.as_ref()) {
+        tokio::time::sleep(HANG_UP_CHECK).await;
     }
 }
+
+/// How often a half-closed client is checked for having closed.
+const HANG_UP_CHECK: Duration = Duration::from_secs(1);
 
 /// Whether the peer of a Unix stream socket has closed it (POLLHUP).
 fn peer_closed(stream: &UnixStream) -> bool {
     use std::os::fd::AsRawFd as _;
     let mut fd = libc::pollfd { fd: stream.as_raw_fd(), events: 0, revents: 0 };
     // SAFETY: one valid pollfd, and a zero timeout: poll only reads the
-    // descriptor's state.
+    // descriptor's state. (An EINTR reads as "not closed"; the next check
+    // asks again.)
     let ready = unsafe { libc::poll(&mut fd, 1, 0) };
     ready == 1 && fd.revents & libc::POLLHUP != 0
 }
@@ -469,10 +476,13 @@ mod tests {
         let (mut read, _write) = server.into_split();
         client.write_all(b"after the request\n").await.unwrap();
         client.shutdown().await.unwrap();
-        let waited = tokio::time::timeout(Duration::from_millis(200), hung_up(&mut read)).await;
+        let watch = hung_up(&mut read);
+        tokio::pin!(watch);
+        let waited = tokio::time::timeout(Duration::from_millis(200), &mut watch).await;
         assert!(waited.is_err(), "a client that only stopped sending still waits for its answer");
+        // The same watch sees the close that follows.
         drop(client);
-        tokio::time::timeout(Duration::from_secs(5), hung_up(&mut read)).await.expect("a closed client has hung up");
+        tokio::time::timeout(Duration::from_secs(5), watch).await.expect("a closed client has hung up");
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl DaemonError {
             DaemonError::Busy { .. } => ErrorKind::Busy,
             DaemonError::Mismatch { .. } | DaemonError::AliasTaken { .. } => ErrorKind::AlreadyConnected,
             DaemonError::SharedPort(_) => ErrorKind::Listen,
-            DaemonError::Stopping | DaemonError::Cancelled => ErrorKind::Busy,
+            DaemonError::Stopping => ErrorKind::Busy,
             DaemonError::Kube(_) => ErrorKind::Kube,
             DaemonError::Engine { source: EngineError::Cache(_), .. } => ErrorKind::Kube,
             DaemonError::Engine { .. } => ErrorKind::Listen,
@@ -263,7 +263,7 @@ impl Daemon {
         let (stop, tasks, handler) = (daemon.inner.stopping.clone(), daemon.inner.tasks.clone(), daemon.clone());
         let handle = move |request, client_gone| {
             let daemon = handler.clone();
-            async move { daemon.answer(request, client_gone).await }
+            async move { daemon.handle(request, client_gone).await }
         };
         daemon.inner.tasks.spawn(control::serve(listener, stop, tasks, handle).in_current_span());
         daemon.inner.tasks.spawn(daemon.clone().tick().in_current_span());
@@ -576,15 +576,10 @@ impl Daemon {
         tracing::info!("kubesocks daemon stopped");
     }
 
-    /// Answers one control request.
-    pub async fn handle(&self, request: Request) -> Response {
-        self.answer(request, CancellationToken::new()).await
-    }
-
     /// Answers one control request from a client of the socket. A connect
     /// whose client hangs up before it is made is given up: no one would
     /// know of the connection (`Cancelled`).
-    async fn answer(&self, request: Request, client_gone: CancellationToken) -> Response {
+    async fn handle(&self, request: Request, client_gone: CancellationToken) -> Response {
         match request {
             Request::Connect(req) => {
                 let redactor = Redactor::for_exec_env(&req.exec_env);

@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -27,12 +27,13 @@ pub const KEEP_FOR: Duration = Duration::from_secs(14 * 24 * 3600);
 ///
 /// Each `write` is one `write(2)` to a file opened with `O_APPEND`, so lines
 /// written whole by several processes sharing a file (foreground proxies
-/// share `proxy-out.log`) never interleave.
+/// share `proxy-out.log`) never interleave. For the same reason the size is
+/// the file's, not what this process wrote, and a file another process has
+/// moved aside is followed to its fresh successor rather than moved again.
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
     file: File,
-    len: u64,
     roll_at: u64,
 }
 
@@ -43,19 +44,25 @@ impl LogFile {
     }
 
     fn with_limit(path: &Path, roll_at: u64) -> std::io::Result<LogFile> {
-        let file = open_append(path)?;
-        let len = file.metadata()?.len();
-        Ok(LogFile { path: path.to_path_buf(), file, len, roll_at })
+        Ok(LogFile { path: path.to_path_buf(), file: open_append(path)?, roll_at })
     }
 
-    /// Moves the file to `NAME.1` and opens a fresh one. A failure leaves
-    /// the current file in use: losing the limit beats losing the log.
-    fn roll(&mut self) {
-        let aside = aside(&self.path);
-        let reopened = std::fs::rename(&self.path, &aside).and_then(|()| open_append(&self.path));
-        if let Ok(file) = reopened {
+    /// Makes room for `more` bytes: past the limit, the file is moved to
+    /// `NAME.1` and a fresh one opened, unless another process sharing it did
+    /// that already. Any failure leaves the current file in use: losing the
+    /// limit beats losing the log.
+    fn make_room(&mut self, more: usize) {
+        let Ok(mine) = self.file.metadata() else { return };
+        if mine.len() == 0 || mine.len() + more as u64 <= self.roll_at {
+            return;
+        }
+        let at_path = std::fs::metadata(&self.path).ok();
+        let moved = at_path.is_none_or(|p| (p.dev(), p.ino()) != (mine.dev(), mine.ino()));
+        if !moved && std::fs::rename(&self.path, aside(&self.path)).is_err() {
+            return;
+        }
+        if let Ok(file) = open_append(&self.path) {
             self.file = file;
-            self.len = 0;
         }
     }
 }
@@ -64,12 +71,8 @@ impl Write for LogFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // Rolled before a write, never within one: a line is never split
         // across the two files.
-        if self.len > 0 && self.len + buf.len() as u64 > self.roll_at {
-            self.roll();
-        }
-        let n = self.file.write(buf)?;
-        self.len += n as u64;
-        Ok(n)
+        self.make_room(buf.len());
+        self.file.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -77,8 +80,14 @@ impl Write for LogFile {
     }
 }
 
+/// Opens `path` for appending, owner-only: created so, and made so if an
+/// older kubesocks left it readable by others.
 fn open_append(path: &Path) -> std::io::Result<File> {
-    File::options().create(true).append(true).mode(0o600).open(path)
+    let file = File::options().create(true).append(true).mode(0o600).open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 /// Where a rolled log goes: `daemon.log` → `daemon.log.1`.
@@ -162,6 +171,37 @@ mod tests {
         log.write_all(b"0123456789abcdef\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "0123456789abcdef\n");
         assert_eq!(std::fs::read_to_string(dir.join("proxy-out.log.1")).unwrap().len(), 90);
+    }
+
+    #[test]
+    fn processes_sharing_a_log_roll_it_once_and_lose_no_recent_line() {
+        let dir = scratch("shared");
+        let path = dir.join("proxy-out.log");
+        let mut a = LogFile::with_limit(&path, 100).unwrap();
+        let mut b = LogFile::with_limit(&path, 100).unwrap();
+        for i in 0..18 {
+            let log = if i % 2 == 0 { &mut a } else { &mut b };
+            log.write_all(format!("line {i:02}\n").as_bytes()).unwrap();
+        }
+        let current = std::fs::read_to_string(&path).unwrap();
+        let old = std::fs::read_to_string(dir.join("proxy-out.log.1")).unwrap();
+        // Each holds at most the limit, counting both writers' lines, and
+        // together they hold the last lines without a gap.
+        assert!(current.len() <= 100 && old.len() <= 100, "{current:?} {old:?}");
+        let numbers: Vec<u32> = old.lines().chain(current.lines()).map(|l| l[5..].parse().unwrap()).collect();
+        let last = numbers.len() as u32;
+        assert_eq!(numbers, (18 - last..18).collect::<Vec<_>>(), "{old:?} {current:?}");
+        assert!(last >= 10, "only {last} lines kept: {old:?} {current:?}");
+    }
+
+    #[test]
+    fn a_log_left_readable_by_others_is_made_private() {
+        let dir = scratch("mode");
+        let path = dir.join("daemon.log");
+        std::fs::write(&path, "from an older version\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        LogFile::open(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

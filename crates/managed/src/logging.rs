@@ -4,7 +4,7 @@
 //! file: the daemon runs a connection's work inside [`connection_span`], and
 //! [`ConnectionFiles`] copies every event inside such a span to that
 //! connection's file, besides the daemon's own log. Every file is a
-//! size-bounded [`LogFile`].
+//! size-bounded `LogFile` (see `log_files`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
