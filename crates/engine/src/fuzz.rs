@@ -5,9 +5,9 @@
 //!
 //! * [`name`]: a client's host read under the rules ([`Query::read`]) and
 //!   resolved against an empty and a small cluster; the same text read as a
-//!   DNS question and answered ([`resolve::records`]).
+//!   DNS question and answered ([`records`]).
 //! * [`endpoints`]: a core/v1 Endpoints object as the API server could send
-//!   it, turned into EndpointSlices ([`crate::direct`]) and resolved.
+//!   it, turned into EndpointSlices ([`crate::cluster::lookup`]) and resolved.
 //! * [`Proxy`]: a whole engine, its SOCKS5 and HTTP listeners on loopback,
 //!   over an in-memory API server, for client bytes end to end.
 
@@ -23,10 +23,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::resolve::{self, ClusterView, DnsQuery, Endpoint, Host, Query, Records, Refusal, Rules, Target};
+use crate::route::records::{DnsQuery, Records, records};
+use crate::route::rules::Target;
+use crate::route::{ClusterView, Endpoint, Host, Query, Refusal, Rules, resolve};
 use crate::{Credentials, Engine, Listen, ProxyConfig, loopback};
 
-/// An RFC 1123 label, checked here independently of `resolve`'s own check.
+/// An RFC 1123 label, checked here independently of `route`'s own check.
 fn is_label(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -66,11 +68,11 @@ pub fn name(host: &str, port: u16, cluster_domain: &str, default_namespace: &str
         let dotted = format!("{host}.");
         assert_eq!(query, Query::read(&Host::parse(&dotted), &rules), "{host:?} vs {dotted:?}");
     }
-    check_outcome(host, resolve::resolve(query.clone(), port, &View::default()));
-    check_outcome(host, resolve::resolve(query, port, &*SMALL));
+    check_outcome(host, resolve(query.clone(), port, &View::default()));
+    check_outcome(host, resolve(query, port, &*SMALL));
     // The DNS helper reads the same text as a question's name.
-    check_records(host, resolve::records(DnsQuery::read(host, &rules), &rules, &View::default()));
-    check_records(host, resolve::records(DnsQuery::read(host, &rules), &rules, &*SMALL));
+    check_records(host, records(DnsQuery::read(host, &rules), &rules, &View::default()));
+    check_records(host, records(DnsQuery::read(host, &rules), &rules, &*SMALL));
 }
 
 /// SRV targets are names of RFC 1123 labels; refusals show no control character.
@@ -107,11 +109,11 @@ fn check_outcome(host: &str, outcome: Result<Target, Refusal>) {
 /// the right name (or is refused for having none).
 pub fn endpoints(json: &[u8]) {
     let Ok(mut endpoints) = serde_json::from_slice::<Endpoints>(json) else { return };
-    let _ = crate::direct::slices_of(&endpoints);
+    let _ = crate::cluster::lookup::slices_of(&endpoints);
     // A GET in a namespace answers objects of that namespace.
     let namespace = endpoints.metadata.namespace.get_or_insert_with(|| "default".to_string()).clone();
     let service = endpoints.metadata.name.clone().unwrap_or_default();
-    let slices = crate::direct::slices_of(&endpoints);
+    let slices = crate::cluster::lookup::slices_of(&endpoints);
     let subsets = endpoints.subsets.as_deref().unwrap_or_default();
     assert_eq!(slices.len(), subsets.len(), "one slice per subset");
     for (slice, subset) in slices.iter().zip(subsets) {
@@ -144,7 +146,7 @@ pub fn endpoints(json: &[u8]) {
         let port_name = port_name.clone().unwrap_or_default();
         let port = u16::try_from(i + 1).expect("at most 16 ports");
         let query = Query::Service { namespace: namespace.clone(), name: service.clone() };
-        let outcome = resolve::resolve(query, port, &view);
+        let outcome = resolve(query, port, &view);
         // What the rules should find: each subset's first port of that name,
         // on each of its ready addresses that names a pod.
         let mut expected: Vec<Endpoint> = Vec::new();

@@ -6,7 +6,7 @@
 //! connection will almost always take the next one, so there the wait is
 //! skipped and the client is answered as soon as the data stream is there,
 //! as kubectl does. The rare refusal that then comes late is handled by
-//! [`crate::failover`]: the next endpoint, or a reset. A port never seen to
+//! [`crate::dial::failover`]: the next endpoint, or a reset. A port never seen to
 //! take a connection, or seen to refuse one, gets the whole wait, so that a
 //! refusal there is told to the client as such (SOCKS `0x05`).
 
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::resolve::Endpoint;
+use crate::route::Endpoint;
 
 /// How long a port that took a connection is trusted to take the next.
 const REMEMBERED: Duration = Duration::from_secs(300);

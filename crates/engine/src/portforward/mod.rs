@@ -42,7 +42,7 @@ use kube::Client;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::resolve::Endpoint;
+use crate::route::Endpoint;
 use accepting::Accepting;
 use pool::Pool;
 use upgrade::UpgradeError;

@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 use super::spdy::Tunnel;
 use super::upgrade::{self, UpgradeError};
 use super::{DataPath, Protocol};
-use crate::resolve::Endpoint;
+use crate::route::Endpoint;
 
 /// Streams (two per connection) a session carries before another is opened.
 const MAX_STREAMS: usize = 200;

@@ -121,7 +121,7 @@ async fn read_error(error: &mut Stream) -> std::io::Result<Option<String>> {
 impl AsyncRead for SpdyStream {
     /// The pod's bytes; at the end, the kubelet's message as an error
     /// ([`ForwardError::Kubelet`] inside a `ConnectionReset`) if it wrote
-    /// one, so that [`crate::failover::Failover`] can tell a late refusal
+    /// one, so that [`crate::dial::failover::Failover`] can tell a late refusal
     /// from other failures.
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;

@@ -21,7 +21,7 @@ use kube::{Api, Client};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
 use super::ForwardError;
-use crate::resolve::Endpoint;
+use crate::route::Endpoint;
 
 const MIN_SETTLE: Duration = Duration::from_millis(2);
 const MAX_SETTLE: Duration = Duration::from_millis(50);

@@ -3,7 +3,7 @@
 //! connection per request, so `HTTP_PROXY=` works for plain HTTP.
 //!
 //! Requests for kubesocks itself (origin form, `GET /path`) are answered
-//! here: `/proxy.pac` is the browsers' auto-config file ([`crate::pac`]),
+//! here: `/proxy.pac` is the browsers' auto-config file ([`crate::listen::pac`]),
 //! `/` a short page saying what this port is.
 
 use std::convert::Infallible;
@@ -24,10 +24,10 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
+use super::front_door::{FrontDoor, Slot};
 use crate::dial::{DialError, Failure};
 use crate::relay::{relay, reset};
-use crate::resolve::{Escaped, Host};
-use crate::shared::{Shared, Slot};
+use crate::route::{Escaped, Host};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -43,7 +43,7 @@ pub(crate) enum Port {
 /// Serves one client connection (possibly many requests) to its end; it
 /// holds `slot` under the connection cap until then (and so does a CONNECT
 /// tunnel it opens, until the tunnel ends).
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, shared: Arc<Shared>, slot: Slot) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, shared: Arc<FrontDoor>, slot: Slot) {
     let shared_timeout = shared.handshake_timeout;
     // The address the client reached is the one the PAC file gives back.
     let local = stream.local_addr().ok();
@@ -79,7 +79,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, share
 
 /// A client beyond the connection cap: its request head is read (within the
 /// handshake timeout) and answered 503, and the connection closed.
-pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, shared: Arc<FrontDoor>) {
     let max = shared.max_connections;
     let service = service_fn(move |_req| async move {
         let mut resp = text(
@@ -104,7 +104,7 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     (port, local): (Port, Option<SocketAddr>),
-    shared: Arc<Shared>,
+    shared: Arc<FrontDoor>,
     slot: Slot,
 ) -> Response<Body> {
     if let Some(credentials) = &shared.auth {
@@ -126,7 +126,12 @@ async fn handle(
 }
 
 /// A request for kubesocks itself: the PAC file, or a page saying what this is.
-async fn own_page(req: &Request<Incoming>, port: Port, local: Option<SocketAddr>, shared: &Shared) -> Response<Body> {
+async fn own_page(
+    req: &Request<Incoming>,
+    port: Port,
+    local: Option<SocketAddr>,
+    shared: &FrontDoor,
+) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -143,7 +148,7 @@ async fn own_page(req: &Request<Incoming>, port: Port, local: Option<SocketAddr>
     match req.uri().path() {
         "/proxy.pac" => {
             let routes = shared.pac_routes().await;
-            let mut resp = full(StatusCode::OK, crate::pac::script(&proxy, &routes));
+            let mut resp = full(StatusCode::OK, crate::listen::pac::script(&proxy, &routes));
             let headers = resp.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
             // Namespaces and pods come and go: every fetch is made afresh.
@@ -185,12 +190,11 @@ fn welcome(port: Port, local: SocketAddr) -> String {
 }
 
 /// `CONNECT host:port`: answer 200 once the pod is reached, then relay bytes.
-async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, slot: Slot) -> Response<Body> {
+async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<FrontDoor>, slot: Slot) -> Response<Body> {
     let Some((host, port)) = req.uri().authority().and_then(|a| Some((Host::parse(a.host()), a.port_u16()?))) else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let (conn, dialed) = shared.dial("HTTP CONNECT", peer, &host, port).await;
-    let dialed = match dialed {
+    let (conn, dialed) = match shared.dial("HTTP CONNECT", peer, &host, port).await {
         Ok(dialed) => dialed,
         Err(e) => return refusal(&host, port, &e),
     };
@@ -227,7 +231,7 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>, 
 }
 
 /// Absolute-form request: send it to the pod in origin form and stream the answer back.
-async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
+async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<FrontDoor>) -> Response<Body> {
     let uri = req.uri().clone();
     match uri.scheme_str() {
         Some("http") => {}
@@ -251,8 +255,7 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Share
     let port = authority.port_u16().unwrap_or(80);
     let target = format!("{host}:{port}");
     // `request` counts as an active connection until its answer's head is back.
-    let (request, dialed) = shared.dial("HTTP request", peer, &host, port).await;
-    let dialed = match dialed {
+    let (request, dialed) = match shared.dial("HTTP request", peer, &host, port).await {
         Ok(dialed) => dialed,
         Err(e) => return refusal(&host, port, &e),
     };

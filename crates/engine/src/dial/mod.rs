@@ -1,6 +1,20 @@
 //! From a client's destination to an open upstream stream: resolve the name
 //! against the caches, then port-forward to an endpoint, failing over to the
 //! next one; or, with `--passthrough`, dial outside names from this machine.
+//!
+//! * [`Dialer`] does that for one cluster; [`Failure`] is what a failed dial
+//!   means to a client (the listeners turn it into a SOCKS reply code or an
+//!   HTTP status).
+//! * [`backend`] wraps a dialer with its engine's figures, connection IDs
+//!   and log span: what a listener dials through.
+//! * [`routes`] maps a gateway's aliases to back ends.
+//! * [`failover`] tries a target's endpoints in turn, and moves a
+//!   connection whose pod refused late (after the client was answered) to
+//!   the next one, replaying what the client sent.
+
+pub(crate) mod backend;
+pub(crate) mod failover;
+pub(crate) mod routes;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,10 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::byte_stream::AsyncReadWrite;
-use crate::cache::{CacheError, ClusterCache};
-use crate::failover::{Failover, NoEndpoint};
+use crate::cluster::cache::{CacheError, ClusterCache};
 use crate::portforward::{ForwardError, Forwarder, Protocol};
-use crate::resolve::{self, Endpoint, Host, Query, Refusal, RefusalKind, Rules};
+use crate::route::{self, Endpoint, Host, Query, Refusal, RefusalKind, Rules};
+use failover::{Failover, NoEndpoint};
 
 /// How long resolving plus port-forwarding may take before the client is told.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,7 +148,7 @@ impl Dialer {
     }
 
     /// The names and addresses this cluster answers now, for the PAC file.
-    pub async fn cluster_names(&self) -> crate::pac::ClusterNames {
+    pub async fn cluster_names(&self) -> crate::route::names::ClusterNames {
         let snapshot = self.cache.snapshot().await;
         snapshot.cluster_names(&self.rules.cluster_domain, &self.rules.default_namespace)
     }
@@ -159,7 +173,7 @@ impl Dialer {
     async fn dial_inner(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
         let query = Query::read(host, &self.rules);
         let snapshot = self.cache.snapshot_for(&query).await?;
-        match resolve::resolve(query, port, &snapshot) {
+        match route::resolve(query, port, &snapshot) {
             Ok(target) => {
                 let upstream = self.forward(&target.endpoints, conn).await?;
                 Ok(Dialed { upstream, reached: target.what })
@@ -197,7 +211,7 @@ impl Dialer {
             .map(|a| std::net::SocketAddr::new(a.ip().to_canonical(), a.port()))
             .collect();
         if !self.rules.passthrough_local
-            && let Some(local) = addrs.iter().find(|a| resolve::is_this_machine(a.ip()))
+            && let Some(local) = addrs.iter().find(|a| route::is_this_machine(a.ip()))
         {
             return Err(Refusal::ThisMachine { host: host.to_string(), addr: local.ip() }.into());
         }

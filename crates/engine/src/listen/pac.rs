@@ -2,7 +2,7 @@
 //! `http://127.0.0.1:PORT/proxy.pac`: cluster names and addresses go to
 //! kubesocks, everything else `DIRECT`, so the rest of the web is untouched.
 //!
-//! What counts as a cluster name is what [`crate::resolve`] resolves: names
+//! What counts as a cluster name is what [`crate::route`] resolves: names
 //! ending in `.svc`, `.svc.<domain>` or `.pod.<domain>`, and `svc.ns` for a
 //! namespace that exists. Addresses are the ClusterIPs and Pod IPs the caches
 //! know when the file is fetched; the file is made afresh on every fetch.
@@ -18,19 +18,9 @@
 //! is always named `SOCKS5` (or `PROXY` when the file was fetched from a
 //! plain HTTP proxy listener).
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-/// The names one cluster answers, as the PAC file matches them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ClusterNames {
-    /// The cluster's DNS domain (`cluster.local`).
-    pub domain: String,
-    /// The namespaces that exist (or that kubesocks knows of), for `svc.ns`.
-    pub namespaces: BTreeSet<String>,
-    /// ClusterIPs and Pod IPs.
-    pub addresses: BTreeSet<IpAddr>,
-}
+use crate::route::names::ClusterNames;
 
 /// One cluster in the PAC file: its names, and the alias that picks it on
 /// a port shared by several contexts (`web.shop.prod` for alias `prod`);

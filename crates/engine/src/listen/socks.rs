@@ -15,16 +15,16 @@ use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::TcpStream;
 
+use super::front_door::{FrontDoor, Slot};
 use crate::dial::Failure;
 use crate::relay::{relay, reset};
-use crate::resolve::Host;
-use crate::shared::{Shared, Slot};
+use crate::route::Host;
 
 type Authenticated = Socks5ServerProtocol<TcpStream, fast_socks5::server::states::Authenticated>;
 
 /// Serves one client connection to its end; it holds `_slot` under the
 /// connection cap until then.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _slot: Slot) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<FrontDoor>, _slot: Slot) {
     let handshake = async {
         let proto = authenticate(stream, &shared).await?;
         proto.read_command().await
@@ -50,8 +50,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         TargetAddr::Ip(addr) => (Host::Ip(addr.ip()), addr.port()),
         TargetAddr::Domain(name, port) => (Host::parse(name), *port),
     };
-    let (conn, dialed) = shared.dial("SOCKS CONNECT", peer, &host, port).await;
-    let dialed = match dialed {
+    let (conn, dialed) = match shared.dial("SOCKS CONNECT", peer, &host, port).await {
         Ok(dialed) => dialed,
         Err(e) => {
             let reply = match e.failure() {
@@ -83,7 +82,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 
 /// A client beyond the connection cap: its handshake is read as usual (so it
 /// is told, not cut off), and its request answered with a general failure.
-pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, shared: Arc<FrontDoor>) {
     let handshake = async {
         let proto = authenticate(stream, &shared).await?;
         proto.read_command().await
@@ -102,7 +101,7 @@ fn target_text(target: &TargetAddr) -> String {
     }
 }
 
-async fn authenticate(stream: TcpStream, shared: &Shared) -> Result<Authenticated, SocksServerError> {
+async fn authenticate(stream: TcpStream, shared: &FrontDoor) -> Result<Authenticated, SocksServerError> {
     let start = Socks5ServerProtocol::start(stream);
     let Some(credentials) = &shared.auth else {
         return Ok(start.negotiate_auth(&[NoAuthentication]).await?.finish_auth());

@@ -1,7 +1,7 @@
 //! Direct GETs, for namespaces where RBAC lets a user read objects by name but
 //! not list or watch them. No cache can be kept there, so each connection
 //! fetches just the objects its name needs and hands them to the same pure
-//! rules as the caches ([`crate::resolve`]):
+//! rules as the caches ([`crate::route`]):
 //!
 //! * a Service name: the Service and its Endpoints (two GETs);
 //! * a per-pod name `host.sub.ns.svc`: the Endpoints of `sub`, then the pods
@@ -25,7 +25,7 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client};
 
-use crate::resolve::Named;
+use crate::route::Named;
 
 /// The objects one name needs from one namespace, fetched just now.
 #[derive(Debug, Clone, Default)]

@@ -7,7 +7,7 @@
 //! namespace a client names is checked (SelfSubjectAccessReview) the first time
 //! it is named, and watched on its own if allowed. Where RBAC allows no watch
 //! but GETs of services, endpoints and pods, names there are looked up with
-//! direct GETs per connection ([`crate::direct`]). A namespace RBAC hides is
+//! direct GETs per connection ([`crate::cluster::lookup`]). A namespace RBAC hides is
 //! remembered with the missing permission, which the refusal then names.
 
 use std::collections::HashMap;
@@ -27,9 +27,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
-use crate::direct::{self, Fetched};
-use crate::pac::ClusterNames;
-use crate::resolve::{self, ClusterView, Query};
+use crate::cluster::lookup::{self, Fetched};
+use crate::route::names::ClusterNames;
+use crate::route::{self, ClusterView, Query};
 
 /// How long a first list may take before a namespace is reported as not synced.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -103,7 +103,7 @@ struct Stores {
 enum Access {
     Watched(Stores),
     /// RBAC allows GETs but no list/watch (`missing` names what it denies):
-    /// names there are looked up per connection ([`crate::direct`]).
+    /// names there are looked up per connection ([`crate::cluster::lookup`]).
     Direct {
         missing: String,
         checked: Instant,
@@ -286,7 +286,7 @@ impl ClusterCache {
         if let Some(named) = named
             && snapshot.is_direct(named.namespace())
         {
-            snapshot.fetched = direct::fetch(&self.client, &named).await.map_err(|source| CacheError::Lookup {
+            snapshot.fetched = lookup::fetch(&self.client, &named).await.map_err(|source| CacheError::Lookup {
                 namespace: named.namespace().to_string(),
                 what: named.to_string(),
                 source: Box::new(source),
@@ -400,7 +400,7 @@ async fn allowed(
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
-/// Whether RBAC allows the GETs [`crate::direct`] makes in `namespace`.
+/// Whether RBAC allows the GETs [`crate::cluster::lookup`] makes in `namespace`.
 async fn may_get(client: &Client, namespace: &str) -> Result<bool, CacheError> {
     for resource in ["services", "endpoints", "pods"] {
         if !allowed(client, Some(namespace), "", resource, "get").await? {
@@ -432,7 +432,7 @@ enum SnapshotScope {
     Namespaced(HashMap<String, Access>),
 }
 
-/// The caches as [`resolve`](crate::resolve::resolve) reads them, plus what
+/// The caches as [`resolve`](crate::route::resolve) reads them, plus what
 /// was fetched for this one resolution in a namespace without a cache.
 pub(crate) struct Snapshot {
     scope: SnapshotScope,
@@ -460,7 +460,7 @@ impl Snapshot {
             // Only a Service that answers: its port resolves to a ready endpoint.
             .filter(|(name, port)| {
                 let query = Query::Service { namespace: namespace.to_string(), name: name.clone() };
-                u16::try_from(*port).is_ok_and(|port| resolve::resolve(query, port, self).is_ok())
+                u16::try_from(*port).is_ok_and(|port| route::resolve(query, port, self).is_ok())
             })
             .collect();
         found.sort();
@@ -620,7 +620,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::resolve::{Host, Rules};
+    use crate::route::{Host, Rules};
 
     /// Requests into namespace `slow` that are waiting for an answer; the
     /// answer never comes, so the count falls only when their caller is gone.

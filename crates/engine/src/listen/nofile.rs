@@ -23,7 +23,7 @@ pub(crate) fn cap_for(wanted: usize, soft_limit: u64, per_client: u64, refusals:
 /// leaves room for fewer clients.
 pub(crate) fn fitting_cap(wanted: usize, per_client: u64) -> usize {
     let Some(limit) = soft_limit() else { return wanted };
-    let cap = cap_for(wanted, limit, per_client, crate::shared::MAX_REFUSALS as u64);
+    let cap = cap_for(wanted, limit, per_client, super::front_door::MAX_REFUSALS as u64);
     if cap < wanted {
         tracing::warn!(
             open_file_limit = limit,

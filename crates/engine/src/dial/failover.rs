@@ -29,7 +29,7 @@ use kubesocks_spdy::StreamError;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use crate::portforward::{ForwardError, Forwarder, PodStream};
-use crate::resolve::Endpoint;
+use crate::route::Endpoint;
 
 /// How long one endpoint may take before the next is tried: a hung kubelet
 /// must not use up the whole dial timeout.

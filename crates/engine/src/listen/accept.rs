@@ -1,72 +1,17 @@
-//! Listening: binding a port ([`Listen`]), and the accept loop every
-//! listener runs, an engine's or a gateway's. It admits each client under
-//! the connection cap, tells from its first byte whether it speaks SOCKS5 or
-//! HTTP, and hands it to `socks` or `http`.
+//! The accept loop every listener runs, an engine's or a gateway's. It
+//! admits each client under the connection cap, tells from its first byte
+//! whether it speaks SOCKS5 or HTTP, and hands it to `socks` or `http`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::engine::EngineError;
-use crate::shared::{Admission, Shared};
-
-/// Where a listener binds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listen {
-    /// The address asked for (port 0: any free port).
-    pub addr: SocketAddr,
-    /// When the port is taken, take the next free one above it.
-    #[serde(default)]
-    pub or_next_free: bool,
-}
-
-impl Listen {
-    /// Exactly this address: a port in use is an error.
-    pub fn exact(addr: SocketAddr) -> Listen {
-        Listen { addr, or_next_free: false }
-    }
-
-    /// This address, or the first free port above it on the same IP.
-    pub fn or_next_free(addr: SocketAddr) -> Listen {
-        Listen { addr, or_next_free: true }
-    }
-
-    pub(crate) async fn bind(self) -> Result<TcpListener, EngineError> {
-        self.bind_with(TcpListener::bind).await
-    }
-
-    /// Binds with `bind`, searching for a free port if asked to.
-    pub(crate) async fn bind_with<T, F, Fut>(self, bind: F) -> Result<T, EngineError>
-    where
-        F: Fn(SocketAddr) -> Fut,
-        Fut: Future<Output = std::io::Result<T>>,
-    {
-        let mut addr = self.addr;
-        loop {
-            match bind(addr).await {
-                Ok(listener) => return Ok(listener),
-                Err(e)
-                    if self.or_next_free
-                        && e.kind() == std::io::ErrorKind::AddrInUse
-                        && addr.port() != 0
-                        && addr.port() < self.addr.port().saturating_add(PORT_SEARCH) =>
-                {
-                    addr.set_port(addr.port() + 1);
-                }
-                Err(source) => return Err(EngineError::Bind { addr, source }),
-            }
-        }
-    }
-}
-
-/// How many ports above the asked one [`Listen::or_next_free`] tries.
-const PORT_SEARCH: u16 = 100;
+use super::front_door::{Admission, FrontDoor};
+use super::{http, socks};
 
 /// The accept loops of a set of listeners, stopped together.
 #[derive(Default)]
@@ -78,8 +23,8 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    /// Serves the clients of `listener` through `shared` until [`Listeners::stop`].
-    pub(crate) fn spawn(&self, listener: TcpListener, kind: ListenerKind, shared: Arc<Shared>) {
+    /// Serves the clients of `listener` through `door` until [`Listeners::stop`].
+    pub(crate) fn spawn(&self, listener: TcpListener, kind: ListenerKind, shared: Arc<FrontDoor>) {
         let accepting = self.accepting.clone();
         let accept_loop = async move {
             loop {
@@ -100,16 +45,16 @@ impl Listeners {
                 match shared.admit() {
                     Admission::Served(slot) => shared.spawn_tracked(async move {
                         match Speaks::sniff(kind, &stream, &for_task).await {
-                            Some(Speaks::Socks) => crate::socks::serve(stream, peer, for_task, slot).await,
-                            Some(Speaks::Http(port)) => crate::http::serve(stream, peer, port, for_task, slot).await,
+                            Some(Speaks::Socks) => socks::serve(stream, peer, for_task, slot).await,
+                            Some(Speaks::Http(port)) => http::serve(stream, peer, port, for_task, slot).await,
                             None => tracing::info!(%peer, "client sent nothing within the handshake timeout; closing"),
                         }
                     }),
                     Admission::Refused(slot) => shared.spawn_tracked(async move {
                         let _slot = slot;
                         match Speaks::sniff(kind, &stream, &for_task).await {
-                            Some(Speaks::Socks) => crate::socks::refuse_busy(stream, peer, for_task).await,
-                            Some(Speaks::Http(_)) => crate::http::refuse_busy(stream, peer, for_task).await,
+                            Some(Speaks::Socks) => socks::refuse_busy(stream, peer, for_task).await,
+                            Some(Speaks::Http(_)) => http::refuse_busy(stream, peer, for_task).await,
                             None => {}
                         }
                     }),
@@ -155,7 +100,7 @@ pub(crate) enum ListenerKind {
 /// What protocol a client speaks.
 enum Speaks {
     Socks,
-    Http(crate::http::Port),
+    Http(http::Port),
 }
 
 impl Speaks {
@@ -163,14 +108,14 @@ impl Speaks {
     /// its version, 5, which begins no HTTP request. It is peeked, not read,
     /// so the protocol's own parser sees it. `None`: the client sent nothing
     /// (or left) within the handshake timeout.
-    async fn sniff(kind: ListenerKind, stream: &TcpStream, shared: &Shared) -> Option<Speaks> {
+    async fn sniff(kind: ListenerKind, stream: &TcpStream, shared: &FrontDoor) -> Option<Speaks> {
         if let ListenerKind::Http = kind {
-            return Some(Speaks::Http(crate::http::Port::Http));
+            return Some(Speaks::Http(http::Port::Http));
         }
         let mut first = [0u8; 1];
         match tokio::time::timeout(shared.handshake_timeout, stream.peek(&mut first)).await {
             Ok(Ok(1)) if first[0] == SOCKS5_VERSION => Some(Speaks::Socks),
-            Ok(Ok(1)) => Some(Speaks::Http(crate::http::Port::Mixed)),
+            Ok(Ok(1)) => Some(Speaks::Http(http::Port::Mixed)),
             _ => None,
         }
     }

@@ -8,7 +8,7 @@
 //! endpoints, a pod's IPs), SRV for named ports and CNAME for ExternalName
 //! Services; NXDOMAIN for cluster names with nothing behind them and REFUSED
 //! for names outside the cluster: it never resolves the internet. Which name
-//! means what is decided by the pure rules in [`crate::resolve`]; this module
+//! means what is decided by the pure rules in [`crate::route`]; this module
 //! only speaks DNS, through hickory-server. It has no authentication, so it
 //! only ever listens on loopback ([`crate::EngineError::OpenDnsListener`]).
 
@@ -25,7 +25,8 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::dial::Dialer;
-use crate::resolve::{self, DnsQuery, Records, RefusalKind};
+use crate::route::records::{DnsQuery, Records};
+use crate::route::{self, RefusalKind};
 
 /// How long clients may keep an answer: short, since pods come and go.
 pub(crate) const TTL: u32 = 5;
@@ -130,7 +131,7 @@ impl DnsHelper {
             }
         };
         let owner = query.original().name().clone();
-        match resolve::records(question, dialer.rules(), &snapshot) {
+        match route::records::records(question, dialer.rules(), &snapshot) {
             Ok(records) => (ResponseCode::NoError, answer_records(&owner, query.query_type(), &records)),
             Err(refusal) => {
                 tracing::debug!(name = %asked, %refusal, "DNS question refused");
@@ -175,7 +176,7 @@ fn answer_records(owner: &Name, asked: RecordType, found: &Records) -> Vec<Recor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resolve::Srv;
+    use crate::route::records::Srv;
 
     fn owner() -> Name {
         Name::from_ascii("web.default.svc.cluster.local.").unwrap()
@@ -237,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn udp_and_tcp_share_one_port_even_when_the_system_picks_it() {
-        let (udp, tcp) = bind(crate::engine::loopback(0)).await.unwrap();
+        let (udp, tcp) = bind(crate::loopback(0)).await.unwrap();
         assert_ne!(udp.local_addr().unwrap().port(), 0);
         assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
         // A port in use is an error, not another port.

@@ -1,0 +1,17 @@
+//! The cluster side: which cluster, how to talk to it, and what it holds.
+//!
+//! * [`kubeconfig`] reads the kubeconfig document (files, context,
+//!   namespace) the way kubectl does; [`connect`] builds the API client from
+//!   it, with [`exec`] running credential plugins and [`proxy_url`] putting
+//!   the kubeconfig's `proxy-url` under the TLS.
+//! * [`cache`] keeps a snapshot of Services, EndpointSlices and Pods current
+//!   with kube-runtime reflectors, in the widest scope RBAC allows; where
+//!   RBAC allows no watch but GETs, [`lookup`] fetches the few objects one
+//!   name needs. The rules in `crate::route` read that snapshot.
+
+pub(crate) mod cache;
+pub(crate) mod connect;
+pub(crate) mod exec;
+pub mod kubeconfig;
+pub(crate) mod lookup;
+pub(crate) mod proxy_url;
