@@ -10,7 +10,8 @@
 //!
 //! The decompressor refuses to produce more than a caller-given number of
 //! bytes per block, so a small compressed block cannot expand into a huge
-//! allocation (a "zip bomb").
+//! allocation (a "zip bomb"). That bounds the raw block only; `headers`
+//! bounds what the block decodes to.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 

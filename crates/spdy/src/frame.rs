@@ -277,6 +277,9 @@ pub struct Limits {
     /// DATA is streamed out in pieces, so this bounds no buffer).
     pub max_data_frame: usize,
     /// The most bytes one header block may decompress to (default 256 KiB).
+    /// What a block decodes to has fixed limits of its own, whatever this is:
+    /// 256 KiB of names and values (a name counted once per value) and 256
+    /// headers ([`FrameError::HeaderListTooLarge`], [`FrameError::TooManyHeaders`]).
     pub max_header_block: usize,
 }
 

@@ -50,6 +50,20 @@ pub enum FrameError {
         /// The limit.
         max: usize,
     },
+    /// A header block that decodes to more name and value bytes than the
+    /// limit, each name counted once for every value it carries (NULs in a
+    /// value make one header per piece, each with a copy of the name).
+    #[error("header block decodes to more than {max} bytes of names and values")]
+    HeaderListTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// A header block that decodes to more name/value pairs than the limit.
+    #[error("header block decodes to more than {max} headers")]
+    TooManyHeaders {
+        /// The limit.
+        max: usize,
+    },
     /// zlib failed.
     #[error("header compression: {0}")]
     Compression(String),

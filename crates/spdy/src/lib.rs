@@ -81,6 +81,8 @@ mod driver;
 mod error;
 pub mod frame;
 mod frame_error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod headers;
 mod session;
 mod state;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kubesocks_spdy::frame::{Decoder, Encoder, Frame, GoAwayStatus, Limits, RstStatus};
+use kubesocks_spdy::frame::{Decoder, Encoder, Frame, FrameError, GoAwayStatus, Limits, RstStatus};
 use kubesocks_spdy::{Config, Headers, Session, SessionError, StreamError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::time::timeout;
@@ -494,6 +494,37 @@ async fn a_protocol_error_ends_the_session() {
     let reason = timeout(T, session.closed()).await.unwrap();
     assert!(matches!(reason, SessionError::Protocol(_)), "{reason}");
     assert_reset(stream.read(&mut [0; 1]).await.unwrap_err(), "unsupported SPDY version 2");
+}
+
+#[tokio::test]
+async fn a_header_block_that_expands_ends_the_session() {
+    let (session, mut peer) = pair(quiet());
+    let mut stream = session.open(&port_forward("data")).unwrap();
+    peer.expect_syn().await;
+    // One 131,000-byte name with a value of 131,000 NULs, which would decode
+    // to 131,001 copies of the name: a SYN_REPLY for a stream never opened,
+    // in the peer's first zlib block (a plain zlib stream needs no dictionary).
+    let mut raw = Vec::new();
+    for (len, byte) in [(1, None), (131_000, Some(b'a')), (131_000, Some(0))] {
+        raw.extend_from_slice(&(len as u32).to_be_bytes());
+        if let Some(byte) = byte {
+            raw.resize(raw.len() + len, byte);
+        }
+    }
+    let mut zlib = flate2::Compress::new(flate2::Compression::default(), true);
+    let mut block = Vec::with_capacity(4096);
+    zlib.compress_vec(&raw, &mut block, flate2::FlushCompress::Sync).unwrap();
+    assert_eq!(zlib.total_in(), raw.len() as u64);
+    assert!(block.len() < 1024, "{} bytes compressed", block.len());
+    let mut frame = vec![0x80, 0x03, 0x00, 0x02];
+    frame.extend_from_slice(&(4 + block.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&99u32.to_be_bytes());
+    frame.extend_from_slice(&block);
+    peer.wr.write_all(&frame).await.unwrap();
+
+    let reason = timeout(T, session.closed()).await.unwrap();
+    assert!(matches!(reason, SessionError::Protocol(FrameError::HeaderListTooLarge { .. })), "{reason}");
+    assert_reset(stream.read(&mut [0; 1]).await.unwrap_err(), "header block decodes to more than 262144 bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
