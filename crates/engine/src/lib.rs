@@ -44,6 +44,8 @@ mod relay;
 mod route;
 mod seconds;
 mod stats;
+#[cfg(any(test, feature = "fuzzing"))]
+mod testing;
 
 pub use cluster::cache::CacheError;
 pub use cluster::kubeconfig;

@@ -22,6 +22,8 @@ pub(crate) mod front_door;
 pub(crate) mod http;
 pub(crate) mod nofile;
 pub(crate) mod pac;
+#[cfg(test)]
+mod promises;
 pub(crate) mod server;
 pub(crate) mod socks;
 

@@ -17,8 +17,6 @@ pub(crate) mod name;
 pub(crate) mod names;
 pub(crate) mod records;
 pub(crate) mod rules;
-#[cfg(test)]
-pub(crate) mod testing;
 
 pub(crate) use name::{Escaped, Host, Named, Query, Rules, is_this_machine};
 pub(crate) use rules::{ClusterView, Endpoint, Refusal, RefusalKind, resolve};

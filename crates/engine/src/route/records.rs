@@ -250,7 +250,7 @@ fn pod_ips(pod: &Pod) -> impl Iterator<Item = IpAddr> + '_ {
 mod tests {
     use super::*;
     use crate::route::RefusalKind;
-    use crate::route::testing::*;
+    use crate::testing::*;
     use serde_json::json;
 
     fn dns(name: &str) -> Result<Records, Refusal> {
@@ -382,7 +382,7 @@ mod tests {
         let found = ask("ext.default.svc.cluster.local", &view).unwrap();
         assert_eq!(found, Records { alias: Some("db.example.com".into()), ..Default::default() });
         assert!(ask("_pg._tcp.ext.default.svc.cluster.local", &view).is_err());
-        view.hidden = vec!["shop"];
+        view.hidden = vec!["shop".into()];
         let refusal = ask("catalog.shop.svc.cluster.local", &view).unwrap_err();
         assert!(matches!(refusal, Refusal::Forbidden { .. }), "{refusal:?}");
     }

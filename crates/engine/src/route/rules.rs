@@ -272,7 +272,7 @@ fn pod_of(ep: &SliceEndpoint) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use crate::route::name::{Named, Rules, is_dns_name, is_label, is_this_machine};
-    use crate::route::testing::*;
+    use crate::testing::*;
     use serde_json::json;
 
     /// Reads and resolves in one step, as the dial path does.
@@ -345,7 +345,7 @@ mod tests {
             Err(Refusal::OutsideCluster { .. })
         ));
         // A namespace hidden by RBAC reads as outside too, not as forbidden.
-        view.hidden = vec!["com"];
+        view.hidden = vec!["com".into()];
         assert!(matches!(
             resolve(&Host::parse("example.com"), 80, &rules(), &view),
             Err(Refusal::OutsideCluster { .. })
@@ -451,7 +451,7 @@ mod tests {
     #[test]
     fn hidden_namespaces_are_forbidden_for_certain_cluster_names() {
         let mut view = cluster();
-        view.hidden = vec!["shop"];
+        view.hidden = vec!["shop".into()];
         let r = resolve(&Host::parse("catalog.shop.svc"), 80, &rules(), &view).unwrap_err();
         assert_eq!(r.kind(), RefusalKind::NotAllowed);
         assert!(r.to_string().contains("RBAC"), "{r}");
