@@ -40,6 +40,8 @@ pub mod fuzz;
 mod gateway;
 mod listen;
 mod portforward;
+#[cfg(test)]
+mod promises;
 mod relay;
 mod route;
 mod seconds;

@@ -22,8 +22,6 @@ pub(crate) mod front_door;
 pub(crate) mod http;
 pub(crate) mod nofile;
 pub(crate) mod pac;
-#[cfg(test)]
-mod promises;
 pub(crate) mod server;
 pub(crate) mod socks;
 
