@@ -3,7 +3,7 @@
 local test cluster, and prints the figures as Markdown tables and JSON.
 
 Called by tests/bench/run, which installs, builds and starts what this needs
-(the cluster, the release binaries, kubectl); see the README's Performance
+(the cluster, the release binaries, kubectl); see docs/performance.md's
 section. Standard library only.
 
 Modes: direct (the client talks to nginx on loopback), kubectl-ws and
