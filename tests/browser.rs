@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -182,6 +182,16 @@ async fn the_pac_file_sends_cluster_names_and_addresses_to_kubesocks_and_all_els
 /// Runs headless Chromium with `pac_url` as its proxy configuration on
 /// `url`, `outside` resolving to `outside_ip`; returns the page's DOM.
 async fn chromium(pac_url: &str, url: &str, outside: &str, outside_ip: IpAddr, profile: &Path) -> String {
+    let args = [
+        format!("--proxy-pac-url={pac_url}"),
+        // The browser's own resolver finds the outside name (no /etc/hosts edit).
+        format!("--host-resolver-rules=MAP {outside} {outside_ip}"),
+    ];
+    chromium_dom(&args, url, profile).await
+}
+
+/// Runs headless Chromium with `args` on `url`; returns the page's DOM.
+async fn chromium_dom(args: &[String], url: &str, profile: &Path) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new("chromium")
@@ -196,9 +206,7 @@ async fn chromium(pac_url: &str, url: &str, outside: &str, outside_ip: IpAddr, p
                 "--disable-dev-shm-usage",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--proxy-pac-url={pac_url}"))
-            // The browser's own resolver finds the outside name (no /etc/hosts edit).
-            .arg(format!("--host-resolver-rules=MAP {outside} {outside_ip}"))
+            .args(args)
             .args(["--dump-dom", url])
             .kill_on_drop(true)
             .output(),
@@ -213,6 +221,91 @@ async fn chromium(pac_url: &str, url: &str, outside: &str, outside_ip: IpAddr, p
         String::from_utf8_lossy(&out.stderr).lines().rev().take(20).collect::<Vec<_>>().join("\n")
     );
     dom
+}
+
+/// Serves `page` as HTML to every request on a free loopback port, as
+/// another local web app would; returns its address.
+async fn serve_page(page: String) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// What a web page can read of the port's own pages: nothing. The PAC file
+/// lists every namespace, alias and address; a page must get it neither by
+/// DNS rebinding (its own name pointed at 127.0.0.1, so the `Host` is
+/// another's) nor by loading it from its own origin as a script. The tries
+/// are curl's with the headers a browser sends, then real Chromium loading
+/// the PAC as a script from another local origin. A browser fetching the PAC
+/// as its proxy configuration still gets it (the Chromium test above).
+#[tokio::test]
+async fn a_web_page_cannot_read_the_pac_file() {
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let port = proxy.socks;
+    let pac_url = format!("http://{port}/proxy.pac");
+    let status = |out: &CurlOutput| out.stdout.lines().next().unwrap_or_default().to_string();
+
+    let fetched = curl(&["-i", &pac_url]).await;
+    assert!(status(&fetched).contains(" 200"), "{}", fetched.stdout);
+    let head = fetched.stdout.to_ascii_lowercase();
+    assert!(head.contains("x-content-type-options: nosniff"), "{}", fetched.stdout);
+    assert!(head.contains("cache-control: no-store"), "{}", fetched.stdout);
+
+    for headers in [
+        vec!["Host: evil.example".to_string()],
+        vec![format!("Host: evil.example:{}", port.port())],
+        vec![
+            format!("Host: 127.0.0.1:{}", port.port()),
+            "Sec-Fetch-Site: cross-site".into(),
+            "Sec-Fetch-Dest: script".into(),
+        ],
+        vec!["Host: evil.example".into(), "Sec-Fetch-Site: cross-site".into(), "Sec-Fetch-Dest: script".into()],
+        vec![
+            format!("Host: 127.0.0.1:{}", port.port()),
+            "Sec-Fetch-Site: same-site".into(),
+            "Sec-Fetch-Dest: script".into(),
+        ],
+    ] {
+        let mut args = vec!["-i".to_string()];
+        for header in &headers {
+            args.extend(["-H".to_string(), header.clone()]);
+        }
+        for path in ["/proxy.pac", "/"] {
+            let mut call = args.clone();
+            call.push(format!("http://{port}{path}"));
+            let call: Vec<&str> = call.iter().map(String::as_str).collect();
+            let out = curl(&call).await;
+            assert!(status(&out).contains(" 403"), "{path} with {headers:?}: {}", out.stdout);
+            assert!(!out.stdout.contains("FindProxyForURL"), "{path} with {headers:?}: {}", out.stdout);
+        }
+    }
+
+    // Another local web app's page loads the PAC file as a script and looks
+    // for what it would define.
+    let page = format!(
+        "<!doctype html><p id=probe>not run</p><script src=\"{pac_url}\"></script>\
+         <script>document.getElementById('probe').textContent = 'probe ' + typeof FindProxyForURL;</script>"
+    );
+    let other_app = serve_page(page).await;
+    let profile = tempdir("chromium-pac-script");
+    let dom = chromium_dom(&[], &format!("http://{other_app}/"), &profile).await;
+    assert!(dom.contains("probe undefined"), "the page read the PAC file as a script: {dom}");
+    let _ = std::fs::remove_dir_all(&profile);
 }
 
 #[tokio::test]

@@ -128,6 +128,13 @@ async fn the_mixed_port_tells_socks_from_http_and_serves_its_own_pages() {
     assert!(body.contains("\"shop\""), "the namespaces are listed: {body}");
     let (status, _) = http(mixed, &format!("GET / HTTP/1.1\r\nHost: {mixed}\r\n\r\n")).await;
     assert!(status.contains(" 200 "), "{status}");
+    // Not for a page whose own name was pointed here (DNS rebinding), nor
+    // for another site's page loading it as a script.
+    let (status, body) = http(mixed, "GET /proxy.pac HTTP/1.1\r\nHost: evil.example\r\n\r\n").await;
+    assert!(status.contains(" 403 ") && !body.contains("shop"), "{status}: {body}");
+    let head = format!("GET /proxy.pac HTTP/1.1\r\nHost: {mixed}\r\nSec-Fetch-Site: cross-site\r\n\r\n");
+    let (status, body) = http(mixed, &head).await;
+    assert!(status.contains(" 403 ") && !body.contains("shop"), "{status}: {body}");
 }
 
 #[tokio::test]

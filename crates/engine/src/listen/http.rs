@@ -119,7 +119,12 @@ async fn handle(
     if req.method() == Method::CONNECT {
         connect(req, peer, shared, slot).await
     } else if req.uri().scheme().is_none() && req.uri().path().starts_with('/') {
-        own_page(&req, port, local, &shared).await
+        let mut resp = own_page(&req, port, local, &shared).await;
+        // Never sniffed into a script or a style, never kept by a cache.
+        let headers = resp.headers_mut();
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
     } else {
         forward(req, peer, shared).await
     }
@@ -141,6 +146,10 @@ async fn own_page(
     let Some(local) = local else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "kubesocks cannot tell which address it was reached at");
     };
+    if let Some(reason) = page_refusal(req.headers(), local) {
+        tracing::info!(path = %Escaped(req.uri().path()), reason, "a request for this port's own page was refused");
+        return text(StatusCode::FORBIDDEN, &format!("kubesocks: {reason}"));
+    }
     let proxy = match port {
         Port::Mixed => format!("SOCKS5 {local}"),
         Port::Http => format!("PROXY {local}"),
@@ -151,8 +160,6 @@ async fn own_page(
             let mut resp = full(StatusCode::OK, crate::listen::pac::script(&proxy, &routes));
             let headers = resp.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
-            // Namespaces and pods come and go: every fetch is made afresh.
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
         "/" => {
@@ -167,6 +174,45 @@ async fn own_page(
              of its own it serves only / and /proxy.pac",
         ),
     }
+}
+
+/// Why a request for the port's own pages (`/`, the PAC file) is refused,
+/// if it is. They list the cluster's namespaces, aliases and addresses, and
+/// a web page must not read them:
+/// * through DNS rebinding, a page's own name made to point at 127.0.0.1:
+///   the `Host` must name this listener itself (the address the client
+///   reached, `localhost`, `127.0.0.1` or `[::1]`, with this port);
+/// * by loading them from another origin (`<script src=…/proxy.pac>`, a
+///   fetch from another site or another port): browsers mark such requests
+///   with `Sec-Fetch-Site`, and only `none` (the user's own navigation, the
+///   browser's PAC fetcher) and `same-origin` are answered.
+///
+/// Clients other than browsers (curl, a PAC fetcher) send neither header, or
+/// the listener's own address, and are answered.
+fn page_refusal(headers: &HeaderMap, local: SocketAddr) -> Option<&'static str> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or_default().to_ascii_lowercase();
+        if site != "none" && site != "same-origin" {
+            return Some("its pages are not for other sites' pages to read");
+        }
+    }
+    // A client that sends no Host (HTTP/1.0, a PAC fetcher) is no browser.
+    let host = headers.get(header::HOST)?;
+    let Ok(authority) = host.to_str().unwrap_or_default().parse::<Authority>() else {
+        return Some("the Host header is not a host and port");
+    };
+    let named = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let itself = named == "localhost"
+        || named.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            let ip = ip.to_canonical();
+            ip == local.ip().to_canonical()
+                || ip == std::net::Ipv4Addr::LOCALHOST
+                || ip == std::net::Ipv6Addr::LOCALHOST
+        });
+    if !itself || authority.port_u16().unwrap_or(80) != local.port() {
+        return Some("the Host header does not name this listener; it serves its pages only at its own address");
+    }
+    None
 }
 
 /// The page a browser gets when it opens the proxy's own address.
@@ -356,6 +402,43 @@ fn empty() -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal(pairs: &[(&str, &str)]) -> Option<&'static str> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        page_refusal(&headers, "127.0.0.1:1080".parse().unwrap())
+    }
+
+    #[test]
+    fn own_pages_answer_only_their_own_address() {
+        for host in ["127.0.0.1:1080", "localhost:1080", "LocalHost:1080", "[::1]:1080"] {
+            assert_eq!(refusal(&[("host", host)]), None, "{host}");
+        }
+        assert_eq!(refusal(&[]), None, "a client that sends no Host (HTTP/1.0, a PAC fetcher)");
+        for host in [
+            "evil.example:1080",
+            "evil.example",
+            "127.0.0.1:1081",
+            "127.0.0.1",
+            "localhost.evil:1080",
+            "10.0.0.1:1080",
+            "%%",
+        ] {
+            assert!(refusal(&[("host", host)]).is_some(), "{host}");
+        }
+    }
+
+    #[test]
+    fn own_pages_are_not_for_other_sites() {
+        let own = ("host", "127.0.0.1:1080");
+        assert_eq!(refusal(&[own, ("sec-fetch-site", "none")]), None, "the user's own navigation");
+        assert_eq!(refusal(&[own, ("sec-fetch-site", "same-origin")]), None);
+        for site in ["cross-site", "same-site", "Cross-Site", "anything"] {
+            assert!(refusal(&[own, ("sec-fetch-site", site), ("sec-fetch-dest", "script")]).is_some(), "{site}");
+        }
+    }
 
     fn origin(url: &str) -> String {
         origin_form(&url.parse().unwrap()).unwrap().to_string()

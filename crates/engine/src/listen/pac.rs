@@ -52,52 +52,56 @@ pub(crate) fn script(proxy: &str, routes: &[Route]) -> String {
         let alias = route.alias.as_deref().map_or("null".to_string(), |a| quote(&format!(".{a}")));
         let namespaces = table(route.names.namespaces.iter().cloned().collect());
         let suffixes = [".svc".to_string(), format!(".svc.{domain}"), format!(".pod.{domain}")].map(|s| quote(&s));
-        clusters.push(format!("  {{alias: {alias}, suffixes: [{}], namespaces: {namespaces}}}", suffixes.join(", ")));
+        clusters.push(format!("    {{alias: {alias}, suffixes: [{}], namespaces: {namespaces}}}", suffixes.join(", ")));
         if route.alias.is_none() {
             addresses.extend(route.names.addresses.iter().map(IpAddr::to_string));
         }
     }
     format!(
         r#"// kubesocks: names and addresses in the cluster go through the proxy, all else DIRECT.
-var proxy = {proxy};
-var clusters = [
+// Everything but FindProxyForURL stays inside one function, so a page that
+// loads this file as a script finds no list of names or addresses in it.
+var FindProxyForURL = (function () {{
+  var proxy = {proxy};
+  var clusters = [
 {clusters}
-];
-var addresses = {addresses};
+  ];
+  var addresses = {addresses};
 
-function has(table, key) {{
-  return Object.prototype.hasOwnProperty.call(table, key);
-}}
-
-function endsWith(s, tail) {{
-  return s.length > tail.length && s.substring(s.length - tail.length) == tail;
-}}
-
-function inCluster(name, cluster) {{
-  for (var i = 0; i < cluster.suffixes.length; i++) {{
-    if (endsWith(name, cluster.suffixes[i])) return true;
+  function has(table, key) {{
+    return Object.prototype.hasOwnProperty.call(table, key);
   }}
-  var labels = name.split(".");
-  return labels.length == 2 && labels[0] != "" && has(cluster.namespaces, labels[1]);
-}}
 
-function FindProxyForURL(url, host) {{
-  var h = host.toLowerCase();
-  if (h.charAt(h.length - 1) == ".") h = h.substring(0, h.length - 1);
-  if (h.charAt(0) == "[") h = h.substring(1, h.length - 1);
-  // An IP literal: looked up as text, never resolved.
-  if (/^[0-9.]+$/.test(h) || h.indexOf(":") >= 0) return has(addresses, h) ? proxy : "DIRECT";
-  for (var i = 0; i < clusters.length; i++) {{
-    var c = clusters[i];
-    var name = h;
-    if (c.alias !== null) {{
-      if (!endsWith(h, c.alias)) continue;
-      name = h.substring(0, h.length - c.alias.length);
+  function endsWith(s, tail) {{
+    return s.length > tail.length && s.substring(s.length - tail.length) == tail;
+  }}
+
+  function inCluster(name, cluster) {{
+    for (var i = 0; i < cluster.suffixes.length; i++) {{
+      if (endsWith(name, cluster.suffixes[i])) return true;
     }}
-    if (inCluster(name, c)) return proxy;
+    var labels = name.split(".");
+    return labels.length == 2 && labels[0] != "" && has(cluster.namespaces, labels[1]);
   }}
-  return "DIRECT";
-}}
+
+  return function FindProxyForURL(url, host) {{
+    var h = host.toLowerCase();
+    if (h.charAt(h.length - 1) == ".") h = h.substring(0, h.length - 1);
+    if (h.charAt(0) == "[") h = h.substring(1, h.length - 1);
+    // An IP literal: looked up as text, never resolved.
+    if (/^[0-9.]+$/.test(h) || h.indexOf(":") >= 0) return has(addresses, h) ? proxy : "DIRECT";
+    for (var i = 0; i < clusters.length; i++) {{
+      var c = clusters[i];
+      var name = h;
+      if (c.alias !== null) {{
+        if (!endsWith(h, c.alias)) continue;
+        name = h.substring(0, h.length - c.alias.length);
+      }}
+      if (inCluster(name, c)) return proxy;
+    }}
+    return "DIRECT";
+  }};
+}})();
 "#,
         proxy = quote(proxy),
         clusters = clusters.join(",\n"),
@@ -125,6 +129,10 @@ mod tests {
     fn the_proxy_is_named_as_given_and_tables_hold_every_name_and_address() {
         let pac = script("SOCKS5 127.0.0.1:1080", &one(names()));
         assert!(pac.contains(r#"var proxy = "SOCKS5 127.0.0.1:1080";"#), "{pac}");
+        // The one global: every other line is indented inside the closure.
+        let globals: Vec<&str> =
+            pac.lines().filter(|l| !l.starts_with(' ') && !l.starts_with("//") && !l.is_empty()).collect();
+        assert_eq!(globals, ["var FindProxyForURL = (function () {", "})();"], "{pac}");
         assert!(pac.contains(r#"namespaces: {"default": 1, "shop": 1}"#), "{pac}");
         assert!(pac.contains(r#""10.96.0.10": 1"#) && pac.contains(r#""fd00::a": 1"#), "{pac}");
         assert!(pac.contains(r#"".svc.cluster.local", ".pod.cluster.local""#), "{pac}");
