@@ -383,9 +383,14 @@ async fn credentials_guard_the_proxy_and_never_reach_the_log() {
 
     let open = Proxy::try_start(kubeconfig, &["--listen-http", "0.0.0.0:0"]).await;
     let err = open.err().expect("a non-loopback listener without --auth is refused");
-    assert!(err.contains("set --auth USER:PASSWORD"), "{err}");
+    assert!(err.contains("set credentials (KUBESOCKS_AUTH=USER:PASSWORD or --auth-file FILE)"), "{err}");
 
     let proxy = Proxy::start(kubeconfig, &["--auth", "alice:wonder-land"]).await;
+    assert!(
+        proxy.log().contains("--auth on the command line can be read by every user of this machine"),
+        "a password on the command line is warned of: {}",
+        proxy.log()
+    );
     let url = format!("http://web.{}/", w.ns.name);
     let good = format!("socks5h://alice:wonder-land@{}", proxy.socks);
     assert_answer(&curl(&["--proxy", &good, &url]).await, "web-0");
@@ -397,6 +402,30 @@ async fn credentials_guard_the_proxy_and_never_reach_the_log() {
     let denied = curl(&["-w", "%{http_code}", "-o", "/dev/null", "-x", &format!("http://{http}"), &url]).await;
     assert_eq!(denied.stdout, "407");
     assert!(!proxy.log().contains("wonder-land"), "the password never appears in the log");
+}
+
+/// The safe ways to give the proxy its password: a file only its owner can
+/// read (anything else is refused, saying why), or `KUBESOCKS_AUTH`. Neither
+/// is warned of; neither shows on the command line.
+#[tokio::test]
+async fn credentials_come_from_an_owner_only_file_or_the_environment() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let w = workload("authfile", support::test_node()).await;
+    let kubeconfig = &cluster().admin_kubeconfig;
+    let file = std::env::temp_dir().join(format!("kubesocks-auth-{}", std::process::id()));
+    std::fs::write(&file, "carol:from-a-file\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = file.to_str().unwrap();
+    let err = Proxy::try_start(kubeconfig, &["--auth-file", path]).await.err().expect("a file others can read");
+    assert!(err.contains("can be read by other users (mode 644)") && !err.contains("from-a-file"), "{err}");
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let proxy = Proxy::start(kubeconfig, &["--auth-file", path]).await;
+    let url = format!("http://web.{}/", w.ns.name);
+    assert_answer(&curl(&["--proxy", &format!("socks5h://carol:from-a-file@{}", proxy.socks), &url]).await, "web-0");
+    assert_ne!(via_socks(&proxy, &url).await.code, 0, "no credentials, no proxy");
+    assert!(!proxy.log().contains("warning"), "{}", proxy.log());
+    let _ = std::fs::remove_file(&file);
 }
 
 #[tokio::test]

@@ -87,9 +87,15 @@ pub struct ProxyOutArgs {
     pub resolve: ResolveArgs,
     #[command(flatten)]
     pub data_path: DataPathArgs,
-    /// Require USER:PASSWORD from clients (required for a non-loopback listener).
+    /// Require USER:PASSWORD from clients (required for a non-loopback
+    /// listener). On the command line it is visible to every local user:
+    /// prefer KUBESOCKS_AUTH or --auth-file.
     #[arg(long, value_name = "USER:PASSWORD", env = "KUBESOCKS_AUTH", hide_env_values = true)]
     pub auth: Option<Credentials>,
+    /// Require the USER:PASSWORD on the first line of this file from
+    /// clients; the file must be readable by its owner only.
+    #[arg(long, value_name = "PATH", conflicts_with = "auth")]
+    pub auth_file: Option<PathBuf>,
     /// How long open connections may run on after Ctrl-C (at most an hour).
     #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = value_parser!(u64).range(0..=MAX_SECONDS))]
     pub drain_seconds: u64,

@@ -43,7 +43,9 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
 
 fn engine_hint(e: &EngineError) -> Option<&'static str> {
     match e {
-        EngineError::OpenListener { .. } => Some("set --auth USER:PASSWORD to listen there"),
+        EngineError::OpenListener { .. } => {
+            Some("set credentials (KUBESOCKS_AUTH=USER:PASSWORD or --auth-file FILE) to listen there")
+        }
         EngineError::OpenDnsListener { .. } => Some("give --listen-dns a loopback address, e.g. 127.0.0.1:5353"),
         EngineError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
             Some("pick another address with --listen-socks / --listen-http / --listen-dns")
@@ -90,7 +92,10 @@ mod tests {
     fn advice_is_found_anywhere_in_the_chain() {
         let open = anyhow::Error::new(EngineError::OpenListener { addr: "0.0.0.0:1080".parse().unwrap() })
             .context("cannot start the proxy");
-        assert_eq!(hint(&open), Some("set --auth USER:PASSWORD to listen there"));
+        assert_eq!(
+            hint(&open),
+            Some("set credentials (KUBESOCKS_AUTH=USER:PASSWORD or --auth-file FILE) to listen there")
+        );
         let open_dns = anyhow::Error::new(EngineError::OpenDnsListener { addr: "0.0.0.0:53".parse().unwrap() })
             .context("cannot start the proxy");
         assert_eq!(hint(&open_dns), Some("give --listen-dns a loopback address, e.g. 127.0.0.1:5353"));

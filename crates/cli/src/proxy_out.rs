@@ -3,14 +3,17 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
 use kubesocks_engine::kubeconfig::{self, KubeSettings};
-use kubesocks_engine::{Engine, Listen, ProxyConfig};
+use kubesocks_engine::{Credentials, Engine, Listen, ProxyConfig};
 
 use crate::args::{Output, ProxyOutArgs};
 use crate::output::say;
 
 pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> {
+    let auth = credentials(args)?;
     let cluster = kubeconfig::connect(kube).await?;
     let (context, server, namespace) = (cluster.context.clone(), cluster.server.clone(), cluster.namespace.clone());
     let via = cluster.proxy.as_ref().map(|proxy| format!(" through proxy-url {proxy}")).unwrap_or_default();
@@ -21,7 +24,7 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
         cluster_domain: args.resolve.cluster_domain.clone(),
         passthrough: args.resolve.passthrough,
         passthrough_local: args.resolve.passthrough_allow_local,
-        auth: args.auth.clone(),
+        auth: auth.clone(),
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         data_path: args.data_path.data_path(),
         max_connections: args.limits.max_connections(),
@@ -33,7 +36,7 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
     let engine = Engine::start(cluster, config).await.context("cannot start the proxy")?;
 
     let socks = engine.socks_addr().expect("proxy-out always listens for SOCKS");
-    let user = args.auth.as_ref().map(|c| format!("{}:<password>@", c.user)).unwrap_or_default();
+    let user = auth.as_ref().map(|c| format!("{}:<password>@", c.user)).unwrap_or_default();
     let socks_url = format!("socks5h://{user}{socks}");
     let http_url = engine.http_addr().map(|http| format!("http://{user}{http}"));
     let pac_url = engine.pac_url().expect("proxy-out always listens for SOCKS");
@@ -71,6 +74,41 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
     eprintln!("stopping: open connections get {}s to finish", args.drain_seconds);
     engine.shutdown(Duration::from_secs(args.drain_seconds)).await;
     Ok(())
+}
+
+/// The credentials clients must present: from `--auth-file`, or `--auth`
+/// (or `KUBESOCKS_AUTH`, which clap reads for it). A password typed on the
+/// command line is visible to every local user (`ps`, /proc/PID/cmdline):
+/// that is said once, and the proxy starts all the same.
+fn credentials(args: &ProxyOutArgs) -> Result<Option<Credentials>> {
+    if let Some(path) = &args.auth_file {
+        return read_auth_file(path).map(Some);
+    }
+    // clap does not say where a value came from; the command line does.
+    if args.auth.is_some() && std::env::args().any(|a| a == "--auth" || a.starts_with("--auth=")) {
+        eprintln!(
+            "kubesocks: warning: --auth on the command line can be read by every user of this machine \
+             (ps, /proc/PID/cmdline); set KUBESOCKS_AUTH or use --auth-file instead"
+        );
+    }
+    Ok(args.auth.clone())
+}
+
+/// `USER:PASSWORD` from the first line of `path`, which only its owner may read.
+fn read_auth_file(path: &Path) -> Result<Credentials> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = path.display();
+    let mode =
+        std::fs::metadata(path).with_context(|| format!("cannot read --auth-file {shown}"))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "--auth-file {shown} can be read by other users (mode {:o}); make it owner-only: chmod 600 {shown}",
+            mode & 0o777
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --auth-file {shown}"))?;
+    let line = text.lines().next().unwrap_or_default().trim();
+    line.parse::<Credentials>().map_err(|e| anyhow::anyhow!("--auth-file {shown}: {e}"))
 }
 
 /// `proxy-out -o json`'s one line, printed once the proxy is listening.
