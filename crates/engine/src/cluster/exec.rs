@@ -41,9 +41,10 @@ const MAX_STDERR: usize = 2000;
 /// that exec credential plugins get (cloud keys, session tokens). Errors pass
 /// through it before they are logged, recorded, returned or shown.
 ///
-/// `PATH` is not a secret (and says where a missing plugin was looked for);
-/// values shorter than [`Redactor::MIN_LEN`] (`1`, `us`) are not either, and
-/// replacing them would garble any text.
+/// The variables of [`NOT_SECRET`] are not secrets (`PATH` says where a
+/// missing plugin was looked for, `HOME` where its files are); values shorter
+/// than [`Redactor::MIN_LEN`] (`1`, `us`) are not either, and replacing them
+/// would garble any text.
 #[derive(Clone, Default)]
 pub struct Redactor {
     /// Longest first, so a value that contains another is hidden whole.
@@ -56,6 +57,10 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
+/// Variables whose values say where things are or how text is shown, never
+/// a credential: left readable in errors.
+const NOT_SECRET: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "LANG", "TERM", "SHLVL", "TMPDIR"];
+
 impl Redactor {
     /// Values shorter than this are left alone.
     pub const MIN_LEN: usize = 4;
@@ -64,7 +69,9 @@ impl Redactor {
     pub fn new<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Redactor {
         let mut secrets: Vec<String> = vars
             .into_iter()
-            .filter(|(name, value)| *name != "PATH" && value.len() >= Redactor::MIN_LEN)
+            .filter(|(name, value)| {
+                !NOT_SECRET.contains(name) && !name.starts_with("LC_") && value.len() >= Redactor::MIN_LEN
+            })
             .map(|(_, value)| value.to_string())
             .collect();
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
@@ -78,11 +85,17 @@ impl Redactor {
         Redactor::new(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
-    /// Hides the values of the variables an exec plugin config sets.
+    /// Hides the values of every variable an exec plugin runs with: those
+    /// its config sets, and those it inherits from this process (a tray
+    /// started from a desktop session has its cloud variables, which no
+    /// config names), but for those the config drops.
     fn for_exec(exec: &ExecConfig) -> Redactor {
-        Redactor::new(
-            exec.env.iter().flatten().filter_map(|e| Some((e.get("name")?.as_str(), e.get("value")?.as_str()))),
-        )
+        let dropped = exec.drop_env.iter().flatten().map(String::as_str).collect::<Vec<_>>();
+        let inherited: Vec<(String, String)> =
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+        let inherited = inherited.iter().filter(|(k, _)| !dropped.contains(&k.as_str()));
+        let set = exec.env.iter().flatten().filter_map(|e| Some((e.get("name")?.as_str(), e.get("value")?.as_str())));
+        Redactor::new(set.chain(inherited.map(|(k, v)| (k.as_str(), v.as_str()))))
     }
 
     /// `text` with every secret replaced by `<redacted>`.
@@ -336,6 +349,25 @@ mod tests {
         let text = "key wJalrXUtnFEMI/K7MDENG-and-more and wJalrXUtnFEMI/K7MDENG in eu, PATH /usr/bin:/bin";
         assert_eq!(r.redact(text), "key <redacted> and <redacted> in eu, PATH /usr/bin:/bin");
         assert!(!format!("{r:?}").contains("wJalr"));
+    }
+
+    /// A plugin that fails quoting a variable it inherited (not one its
+    /// config sets) has that value hidden too. `CARGO_MANIFEST_DIR` is in
+    /// every test process's environment and in no plugin config.
+    #[tokio::test]
+    async fn a_failing_plugin_has_its_inherited_environment_redacted() {
+        let inherited = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it for tests");
+        let exec: ExecConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "sh",
+            "args": ["-c", "echo \"denied for $CARGO_MANIFEST_DIR at $HOME\" >&2; exit 1"],
+            "interactiveMode": "Never",
+        }))
+        .unwrap();
+        let Err(e) = ExecAuth::new(exec, Duration::from_secs(10)).run().await else { panic!("the plugin fails") };
+        let text = e.to_string();
+        assert!(!text.contains(&inherited), "{text}");
+        assert!(text.contains("denied for <redacted> at /"), "HOME stays readable: {text}");
     }
 
     #[test]
