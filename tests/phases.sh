@@ -12,7 +12,7 @@ phase() {
 	"$@" || status=$?
 	local took=$((SECONDS - started))
 	local line
-	line=$(printf '%-48s %3dm%02ds' "$name" $((took / 60)) $((took % 60)))
+	line=$(printf '%-52s %3dm%02ds' "$name" $((took / 60)) $((took % 60)))
 	((status == 0)) || line+="  FAILED (exit $status)"
 	phase_lines+=("$line")
 	echo "== phase: $name took $((took / 60))m$((took % 60))s" >&2
@@ -24,5 +24,5 @@ phases_summary() {
 	((${#phase_lines[@]})) || return 0
 	echo "== time spent per phase" >&2
 	printf '   %s\n' "${phase_lines[@]}" >&2
-	printf '   %-48s %3dm%02ds\n' "total" $((total / 60)) $((total % 60)) >&2
+	printf '   %-52s %3dm%02ds\n' "total" $((total / 60)) $((total % 60)) >&2
 }

@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets in `crates/engine/fuzz`, compiled only
+//! Entry points for the fuzz targets in `fuzz/` (the repository's), compiled only
 //! with the `fuzzing` feature: not an API. Each function takes what a client
 //! or the API server could send and panics when a rule is broken (the fuzzer
 //! reports the panic as a crash); bad input itself must only ever be refused.

@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets in `crates/spdy/fuzz`, compiled only
+//! Entry points for the fuzz targets in `fuzz/` (the repository's), compiled only
 //! with the `fuzzing` feature: not an API. The `frames` target needs none of
 //! it (it drives the public [`Decoder`](crate::frame::Decoder)); the `headers`
 //! target parses header blocks without the zlib layer in front, which nothing
