@@ -46,6 +46,13 @@ async fn two_hundred_connections_cost_no_list_or_get() {
 
     let client = support::admin().await;
     let before = reads_by_verb(&client).await;
+    // The proxy's own caches listed and watched these kinds at start: a scan
+    // that found no such line (a renamed metric, a changed format) would
+    // otherwise pass below on nothing.
+    assert!(
+        ["LIST", "WATCH"].iter().all(|verb| before.get(*verb).is_some_and(|n| *n > 0.0)),
+        "no apiserver_request_total lines for LIST and WATCH of services, endpointslices and pods were found: {before:?}"
+    );
     let mut failures = 0;
     for _ in 0..200 {
         let out = curl(&["--proxy", &proxy.socks_url(), &url]).await;
