@@ -39,6 +39,14 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
 /// then take effect without a restart.
 const RECHECK_DENIED: Duration = Duration::from_secs(60);
 
+/// How many namespaces RBAC is asked about in a minute, in namespaced mode
+/// where namespaces cannot be listed. Each new `x.<label>.svc` name is a
+/// namespace to probe (two access reviews, and a watch where allowed), and
+/// any local process or web page can make up names: past this, names in
+/// namespaces not yet probed are refused until the minute has passed,
+/// without a request to the API server.
+const MAX_PROBES_PER_MINUTE: usize = 30;
+
 /// How long a failed watch waits before it tries again: 250 ms, doubling to
 /// 500 ms, each plus up to as much again at random, so under a second.
 /// kube-runtime's default (client-go's: 0.8 s doubling to 30 s) is made for
@@ -68,6 +76,14 @@ pub enum CacheError {
     SyncTimeout {
         /// The cluster, or a namespace.
         scope: String,
+    },
+    /// Too many namespaces were named in the last minute to ask RBAC about another.
+    #[error(
+        "namespace {namespace} is not known yet, and {MAX_PROBES_PER_MINUTE} namespaces were probed in the last minute, the most allowed; it is probed once the minute has passed"
+    )]
+    TooManyNamespaces {
+        /// The namespace not probed.
+        namespace: String,
     },
     /// A direct GET failed.
     #[error("looking up {what} in namespace {namespace} failed: {source}")]
@@ -132,10 +148,57 @@ type Setup = Arc<OnceCell<Access>>;
 
 enum Scope {
     Cluster(Stores),
-    /// Each namespace is set up on its own: the lock guards only the map, and
-    /// is never held across a request, so a slow namespace delays only the
-    /// connections into it.
-    Namespaced(std::sync::Mutex<HashMap<String, Setup>>),
+    /// Each namespace is set up on its own: the lock guards only the maps,
+    /// and is never held across a request, so a slow namespace delays only
+    /// the connections into it.
+    Namespaced(std::sync::Mutex<Namespaces>),
+}
+
+/// The namespaces of namespaced mode.
+#[derive(Default)]
+struct Namespaces {
+    /// Every namespace named, with its setup (done or under way).
+    setups: HashMap<String, Setup>,
+    /// The namespaces whose setup is done, as snapshots read them: replaced
+    /// (not changed) when one is added, so a snapshot shares it for the
+    /// cost of an `Arc`, however many namespaces there are.
+    ready: Arc<HashMap<String, Access>>,
+    /// When each probe of the last minute started.
+    probes: std::collections::VecDeque<Instant>,
+}
+
+impl Namespaces {
+    /// Counts a probe if one more fits in the last minute.
+    fn take_probe(&mut self, now: Instant) -> bool {
+        while self.probes.front().is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(60)) {
+            self.probes.pop_front();
+        }
+        let room = self.probes.len() < MAX_PROBES_PER_MINUTE;
+        if room {
+            self.probes.push_back(now);
+        }
+        room
+    }
+
+    /// Forgets RBAC's answers that are due to be asked again: a namespace
+    /// named once and refused does not stay in memory, so names made up by
+    /// the thousand leave nothing behind.
+    fn forget_stale(&mut self) {
+        let stale = |access: &Access| access.recheck();
+        if self.ready.values().any(stale) {
+            let keep: HashMap<String, Access> =
+                self.ready.iter().filter(|(_, a)| !stale(a)).map(|(k, a)| (k.clone(), a.clone())).collect();
+            self.setups.retain(|ns, setup| keep.contains_key(ns) || setup.get().is_none());
+            self.ready = Arc::new(keep);
+        }
+    }
+
+    /// Publishes a finished setup to the snapshots.
+    fn publish(&mut self, namespace: &str, access: &Access) {
+        let mut ready = HashMap::clone(&self.ready);
+        ready.insert(namespace.to_string(), access.clone());
+        self.ready = Arc::new(ready);
+    }
 }
 
 /// Reflector tasks that are aborted when dropped, unless kept: a setup that
@@ -192,7 +255,7 @@ impl ClusterCache {
             tasks.lock().unwrap().extend(handles);
             Scope::Cluster(stores)
         } else {
-            Scope::Namespaced(std::sync::Mutex::new(HashMap::new()))
+            Scope::Namespaced(std::sync::Mutex::new(Namespaces::default()))
         };
         let cache = ClusterCache { client, scope, namespaces, tasks };
         match &cache.scope {
@@ -224,7 +287,16 @@ impl ClusterCache {
         }
         let setup = {
             let mut map = map.lock().unwrap();
-            let setup = map.entry(namespace.to_string()).or_default();
+            let known = map.setups.get(namespace).is_some_and(|s| s.get().is_none_or(|a| !a.recheck()));
+            if !known {
+                // Only a probe pays for housekeeping: a connection into a
+                // known namespace costs a map lookup.
+                map.forget_stale();
+                if !map.take_probe(Instant::now()) {
+                    return Err(CacheError::TooManyNamespaces { namespace: namespace.to_string() });
+                }
+            }
+            let setup = map.setups.entry(namespace.to_string()).or_default();
             if setup.get().is_some_and(Access::recheck) {
                 *setup = Setup::default();
             }
@@ -232,7 +304,16 @@ impl ClusterCache {
         };
         // Concurrent first connections to a namespace share one setup; if it
         // fails (or its caller gives up), the next one to come tries again.
-        setup.get_or_try_init(|| self.set_up(namespace)).await?;
+        let mut fresh = false;
+        let access = setup
+            .get_or_try_init(|| {
+                fresh = true;
+                self.set_up(namespace)
+            })
+            .await?;
+        if fresh {
+            map.lock().unwrap().publish(namespace, access);
+        }
         Ok(())
     }
 
@@ -267,9 +348,7 @@ impl ClusterCache {
     pub async fn snapshot(&self) -> Snapshot {
         let scope = match &self.scope {
             Scope::Cluster(stores) => SnapshotScope::Cluster(stores.clone()),
-            Scope::Namespaced(map) => SnapshotScope::Namespaced(
-                map.lock().unwrap().iter().filter_map(|(ns, setup)| Some((ns.clone(), setup.get()?.clone()))).collect(),
-            ),
+            Scope::Namespaced(map) => SnapshotScope::Namespaced(map.lock().unwrap().ready.clone()),
         };
         Snapshot { scope, namespaces: self.namespaces.clone(), fetched: None }
     }
@@ -429,7 +508,7 @@ async fn missing_permission(client: &Client, namespace: Option<&str>) -> Result<
 #[derive(Clone)]
 enum SnapshotScope {
     Cluster(Stores),
-    Namespaced(HashMap<String, Access>),
+    Namespaced(Arc<HashMap<String, Access>>),
 }
 
 /// The caches as [`resolve`](crate::route::resolve) reads them, plus what
@@ -627,6 +706,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         slow_in_flight: AtomicUsize,
+        /// Access reviews asked so far.
+        reviews: AtomicUsize,
     }
 
     struct InFlight(Arc<Fake>);
@@ -649,6 +730,7 @@ mod tests {
                 let query = req.uri().query().unwrap_or_default().to_string();
                 let body = req.into_body().collect().await?.to_bytes();
                 let answer = if path.ends_with("/selfsubjectaccessreviews") {
+                    fake.reviews.fetch_add(1, Ordering::SeqCst);
                     let review: serde_json::Value = serde_json::from_slice(&body)?;
                     let attributes = &review["spec"]["resourceAttributes"];
                     let allowed = attributes["resource"] != "namespaces" && attributes["namespace"].is_string();
@@ -719,5 +801,58 @@ mod tests {
         assert!(given_up.is_err());
         tokio::task::yield_now().await;
         assert_eq!(fake.slow_in_flight.load(Ordering::SeqCst), 0, "an abandoned setup leaves reflectors running");
+    }
+
+    /// Names made up by the thousand (a web page's `x.ns<i>.svc` in a loop)
+    /// where namespaces cannot be listed: at most a minute's worth of
+    /// namespaces are probed, the rest cost no request, and a snapshot
+    /// shares the map of namespaces rather than copying it.
+    #[tokio::test]
+    async fn a_flood_of_made_up_namespaces_is_probed_at_a_bounded_rate() {
+        let fake = Arc::new(Fake::default());
+        let cache = ClusterCache::start(client(fake.clone()), "fast").await.unwrap();
+        let mut probed = 0;
+        for i in 0..200 {
+            match cache.ensure_namespace(&format!("made-up-{i}")).await {
+                Ok(()) => probed += 1,
+                Err(CacheError::TooManyNamespaces { .. }) => {}
+                Err(e) => panic!("made-up-{i}: {e}"),
+            }
+        }
+        assert_eq!(probed, MAX_PROBES_PER_MINUTE - 1, "the default namespace's probe at start counts too");
+        let reviews = fake.reviews.load(Ordering::SeqCst);
+        for i in 200..400 {
+            assert!(cache.ensure_namespace(&format!("made-up-{i}")).await.is_err());
+        }
+        assert_eq!(fake.reviews.load(Ordering::SeqCst), reviews, "a refused probe asks the API server nothing");
+        assert!(cache.ensure_namespace("made-up-3").await.is_ok(), "a namespace probed already still answers");
+
+        let (a, b) = (cache.snapshot().await, cache.snapshot().await);
+        let (SnapshotScope::Namespaced(a), SnapshotScope::Namespaced(b)) = (&a.scope, &b.scope) else {
+            panic!("namespaced mode")
+        };
+        assert!(Arc::ptr_eq(a, b), "snapshots share the namespaces rather than copying them");
+        assert_eq!(a.len(), MAX_PROBES_PER_MINUTE);
+    }
+
+    #[test]
+    fn refusals_due_for_a_recheck_are_forgotten_and_probes_are_counted_per_minute() {
+        let now = Instant::now();
+        let long_ago = now.checked_sub(RECHECK_DENIED + Duration::from_secs(1)).unwrap();
+        let mut namespaces = Namespaces::default();
+        namespaces.publish("old", &Access::Forbidden { missing: "list pods".into(), checked: long_ago });
+        namespaces.publish("new", &Access::Forbidden { missing: "list pods".into(), checked: now });
+        for ns in ["old", "new"] {
+            namespaces.setups.insert(ns.into(), Arc::new(OnceCell::new_with(Some(namespaces.ready[ns].clone()))));
+        }
+        namespaces.forget_stale();
+        assert_eq!(namespaces.ready.keys().collect::<Vec<_>>(), ["new"]);
+        assert_eq!(namespaces.setups.keys().collect::<Vec<_>>(), ["new"]);
+
+        for _ in 0..MAX_PROBES_PER_MINUTE {
+            assert!(namespaces.take_probe(long_ago));
+        }
+        assert!(!namespaces.take_probe(long_ago + Duration::from_secs(59)), "the minute is full");
+        assert!(namespaces.take_probe(now), "a minute later there is room again");
     }
 }
