@@ -149,7 +149,29 @@ pub fn show_window(app: &AppHandle) {
 pub fn notify(app: &AppHandle, title: &str, body: &str) {
     tracing::warn!("{title}: {body}");
     // Returns at once: the plugin sends over D-Bus on a blocking thread of its own.
-    if let Err(e) = app.notification().builder().title(title).body(body).show() {
+    if let Err(e) = app.notification().builder().title(title).body(as_text(body)).show() {
         tracing::debug!(error = %e, "no desktop notification");
+    }
+}
+
+/// `body` as a notification shows it: as text. Notification servers read a
+/// body as markup (`<a href>`, `<img>`, `<b>`), and a body quotes names and
+/// messages that the cluster or a kubeconfig chose.
+pub fn as_text(body: &str) -> String {
+    body.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_shows_markup_from_the_cluster_as_text() {
+        let hostile = r#"pod <a href="http://evil.example">web</a> & <img src=x> refused"#;
+        assert_eq!(
+            as_text(hostile),
+            "pod &lt;a href=\"http://evil.example\"&gt;web&lt;/a&gt; &amp; &lt;img src=x&gt; refused"
+        );
+        assert_eq!(as_text("no ready endpoint for web.shop"), "no ready endpoint for web.shop");
     }
 }

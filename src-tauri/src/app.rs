@@ -94,7 +94,7 @@ fn setup(
             let shown = notify_rust::Notification::new()
                 .appname("kubesocks")
                 .summary("kubesocks cannot start")
-                .body(&message)
+                .body(&actions::as_text(&message))
                 .show();
             if let Err(e) = shown {
                 tracing::debug!(error = %e, "no desktop notification");
