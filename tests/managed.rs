@@ -626,7 +626,28 @@ async fn a_connect_whose_client_hangs_up_is_given_up_and_leaves_nothing() {
 
 #[tokio::test]
 async fn a_failing_exec_plugin_leaks_no_credential_anywhere() {
-    let m = Managed::new("leak");
+    failing_plugin_leaks_nothing("leak", SecretFrom::Client).await;
+}
+
+/// As the tray app is, started from a desktop session that holds the cloud
+/// keys: the daemon inherits the secret and passes it on to the plugin,
+/// though no client sent it and no kubeconfig names it.
+#[tokio::test]
+async fn a_failing_exec_plugin_leaks_no_credential_the_daemon_inherited() {
+    failing_plugin_leaks_nothing("leak-inherited", SecretFrom::Daemon).await;
+}
+
+/// Whose environment holds the plugin's secret.
+#[derive(Clone, Copy, PartialEq)]
+enum SecretFrom {
+    /// The client's, sent with `connect` (as the CLI does).
+    Client,
+    /// The daemon's own.
+    Daemon,
+}
+
+async fn failing_plugin_leaks_nothing(name: &str, from: SecretFrom) {
+    let m = Managed::new(name);
     let canary = "kubesocks-canary-AKIA-7f3e9c1d5b";
     // A plugin that fails and, like some do, prints what it was given.
     let bin = m.state.with_extension("bin");
@@ -649,11 +670,13 @@ async fn a_failing_exec_plugin_leaks_no_credential_anywhere() {
 
     // The daemon logs everything it can, to its files and to stderr.
     let daemon_stderr = bin.join("daemon.stderr");
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"))
-        .arg("daemon")
-        .env("KUBESOCKS_STATE_DIR", &m.state)
-        .env("RUST_LOG", "debug")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"));
+    daemon.arg("daemon").env("KUBESOCKS_STATE_DIR", &m.state).env("RUST_LOG", "debug");
+    match from {
+        SecretFrom::Daemon => daemon.env("AWS_SECRET_ACCESS_KEY", canary),
+        SecretFrom::Client => daemon.env_remove("AWS_SECRET_ACCESS_KEY"),
+    };
+    let mut daemon = daemon
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&daemon_stderr).unwrap())
         .kill_on_drop(true)
@@ -663,10 +686,14 @@ async fn a_failing_exec_plugin_leaks_no_credential_anywhere() {
     support::wait_for("the daemon's socket", || async { socket.exists().then_some(()) }).await;
 
     let args = ["--kubeconfig", kubeconfig.to_str().unwrap(), "connect", "--listen-socks", "127.0.0.1:0"];
-    let env = [("AWS_SECRET_ACCESS_KEY", canary), ("RUST_LOG", "debug")];
-    let run = m.run_env(&args, &env).await;
+    let env: &[(&str, &str)] = match from {
+        SecretFrom::Client => &[("AWS_SECRET_ACCESS_KEY", canary), ("RUST_LOG", "debug")],
+        SecretFrom::Daemon => &[("RUST_LOG", "debug")],
+    };
+    let run = m.run_env(&args, env).await;
     assert_ne!(run.code, 0, "the plugin fails, so does connect");
-    assert!(run.stderr.contains("failed (exit status: 1)") && run.stderr.contains("<redacted>"), "{}", run.stderr);
+    assert!(run.stderr.contains("failed (exit status: 1)"), "{}", run.stderr);
+    assert!(run.stderr.contains("login failed for key <redacted>"), "the plugin had the secret: {}", run.stderr);
     let status = m.run(&["status", "-o", "json"]).await;
     m.ok(&["quit"]).await;
     let _ = daemon.wait().await;
