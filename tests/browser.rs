@@ -330,6 +330,58 @@ async fn chromium_with_the_pac_file_reaches_the_cluster_by_name_and_the_rest_dir
     let _ = std::fs::remove_dir_all(&profile);
 }
 
+/// Firefox, given the PAC URL as its automatic proxy configuration, sends a
+/// cluster name through kubesocks: it runs the PAC file kubesocks serves
+/// (its data kept inside `FindProxyForURL`) as Chromium does. Firefox is
+/// stopped once kubesocks has seen the request; a headless Firefox on this
+/// closed network may not exit by itself.
+#[tokio::test]
+async fn firefox_with_the_pac_file_sends_cluster_names_through_kubesocks() {
+    let w = web("firefox").await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let profile = tempdir("firefox-profile");
+    let prefs = [
+        ("network.proxy.type", "2".to_string()),
+        ("network.proxy.autoconfig_url", format!("\"http://{}/proxy.pac\"", proxy.socks)),
+        // Plain http:// as asked, not upgraded to https:// first.
+        ("dom.security.https_first", "false".to_string()),
+        ("browser.shell.checkDefaultBrowser", "false".to_string()),
+        ("app.update.enabled", "false".to_string()),
+        ("datareporting.policy.dataSubmissionEnabled", "false".to_string()),
+        ("network.captive-portal-service.enabled", "false".to_string()),
+        ("network.connectivity-service.enabled", "false".to_string()),
+    ];
+    let user_js: String = prefs.iter().map(|(name, value)| format!("user_pref(\"{name}\", {value});\n")).collect();
+    std::fs::write(profile.join("user.js"), user_js).unwrap();
+    let url = format!("http://web.{}.svc.cluster.local/", w.ns.name);
+    let mut firefox = tokio::process::Command::new("firefox-esr")
+        .args(["--headless", "--no-remote", "--profile"])
+        .arg(&profile)
+        .arg("--screenshot")
+        .arg(profile.join("page.png"))
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("firefox-esr is installed (tests/setup installs Debian's package)");
+    let target = format!("web.{}.svc.cluster.local:80", w.ns.name);
+    let seen = tokio::time::timeout(Duration::from_secs(60), async {
+        while !proxy.log().contains(&target) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let _ = firefox.kill().await;
+    assert!(seen.is_ok(), "Firefox sent no request for {target} through kubesocks within 60 s: {}", proxy.log());
+    let log = proxy.log();
+    assert!(
+        log.lines().any(|line| line.contains(&target) && line.contains("reached=")),
+        "the request reached the pod: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
 fn tempdir(prefix: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("kubesocks-{prefix}-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
