@@ -147,6 +147,47 @@ def test_sigterm_stops_the_app_and_its_proxies_and_leaves_no_credentials(binarie
     assert port_is_free(port), "the proxy port is free"
 
 
+def test_a_failing_exec_plugin_leaks_no_secret_the_app_inherited(binaries, own_session, cluster, tmp_path):
+    """The app started from a desktop session holds its cloud keys; an exec
+    plugin it runs inherits them. When the plugin fails quoting one, the
+    secret reaches no answer, status, log, file or notification."""
+    env, state_dir = own_session["env"], own_session["state"]
+    canary = "kubesocks-canary-tray-AKIA-3c9e1f"
+    plugin = tmp_path / "kubesocks-test-failing-credential"
+    plugin.write_text('#!/bin/sh\necho "login failed for key $AWS_SECRET_ACCESS_KEY" >&2\nenv >&2\nexit 1\n')
+    plugin.chmod(0o755)
+    admin = cluster["admin"].read_text()
+    server = re.search(r"server: (https://\S+)", admin).group(1)
+    ca = re.search(r"certificate-authority-data: (\S+)", admin).group(1)
+    kubeconfig = tmp_path / "failing.kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "failing",
+        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority-data": ca}}],
+        "users": [{"name": "plugin", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin), "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "failing", "context": {"cluster": "test", "user": "plugin"}}],
+    }))
+    app_env = dict(env, AWS_SECRET_ACCESS_KEY=canary)
+    app = subprocess.Popen([binaries["tray"], "--background"], env=app_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    own_session["procs"].append(app)
+    wait_for("the app's control socket", lambda: (state_dir / "control.sock").exists(), timeout=60)
+    client_env = {k: v for k, v in env.items() if k != "AWS_SECRET_ACCESS_KEY"}
+    out = kubesocks(binaries, client_env, "--kubeconfig", str(kubeconfig), "connect", "--socks", "--listen-socks", "127.0.0.1:0")
+    assert out.returncode != 0, "the plugin fails, so does connect"
+    assert "login failed for key <redacted>" in out.stderr, f"the plugin had the secret: {out.stderr}"
+    status = kubesocks(binaries, client_env, "status", "-o", "json")
+    app.send_signal(signal.SIGTERM)
+    app_stderr = app.communicate(timeout=30)[1]
+    seen = {"connect": out.stdout + out.stderr, "status": status.stdout + status.stderr, "the app's stderr": app_stderr,
+            "notifications": own_session["notifications"].read_text()}
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            seen[str(path)] = path.read_text(errors="replace")
+    assert any("logs" in name for name in seen), f"no log was looked at: {list(seen)}"
+    for name, text in seen.items():
+        assert canary not in text, f"the secret reached {name}:\n{text}"
+
+
 # --- the window ----------------------------------------------------------------
 
 
