@@ -9,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Proxy, RawSocks, cluster};
+use support::{Proxy, RawSocks, cluster, status_kib};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// `apiserver_request_total` for access reviews, as the API server counts them.
@@ -23,13 +23,6 @@ async fn access_reviews() -> f64 {
         .collect();
     assert!(!lines.is_empty(), "no apiserver_request_total lines for selfsubjectaccessreviews in the metrics");
     lines.iter().map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the proxy runs");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number")
 }
 
 /// A user whose RBAC is one namespace's cannot list namespaces, so each
@@ -47,14 +40,14 @@ async fn a_flood_of_made_up_cluster_names_costs_bounded_requests_and_memory() {
         assert_eq!(socks.greet(&[0]).await, 0);
         socks.request_domain(1, &name, 80).await;
     }
-    let (reviews_before, rss_before) = (access_reviews().await, rss_kib(proxy.pid()));
+    let (reviews_before, rss_before) = (access_reviews().await, status_kib(proxy.pid(), "VmRSS:"));
     let mut codes = std::collections::BTreeMap::new();
     for name in names(20..420) {
         let mut socks = RawSocks::connect(proxy.socks).await;
         assert_eq!(socks.greet(&[0]).await, 0);
         *codes.entry(socks.request_domain(1, &name, 80).await).or_insert(0) += 1;
     }
-    let (reviews, rss) = (access_reviews().await - reviews_before, rss_kib(proxy.pid()));
+    let (reviews, rss) = (access_reviews().await - reviews_before, status_kib(proxy.pid(), "VmRSS:"));
     println!("400 made-up namespaces: replies {codes:?}, {reviews} access reviews, RSS {rss_before} -> {rss} KiB");
     assert_eq!(codes.values().sum::<usize>(), 400);
     assert!(!codes.contains_key(&0), "none was forwarded: {codes:?}");

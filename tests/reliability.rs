@@ -22,7 +22,7 @@ use support::traffic::{
     TwoPods, download, echo, first_line, get, hello, open_fds, raise_own_fd_limit, read_some, read_to_end_or_error,
     socks, start_download, two_pods, who,
 };
-use support::{Proxy, cluster, repo_root};
+use support::{Proxy, cluster, repo_root, status_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -91,13 +91,6 @@ async fn echo_round(s: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
     let mut back = vec![0u8; bytes.len()];
     s.read_exact(&mut back).await.map_err(|e| format!("read: {e}"))?;
     (back == bytes).then_some(()).ok_or_else(|| "the echo differs from what was sent".to_string())
-}
-
-/// A line of `/proc/PID/status` in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the proxy runs");
-    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
 }
 
 /// The open-file limits of a process, soft and hard, from `/proc/PID/limits`.

@@ -742,3 +742,10 @@ pub fn stub_sessions(namespace: &str) -> Vec<StubSession> {
     }
     sessions
 }
+
+/// A line of `/proc/PID/status` in KiB (VmRSS, VmHWM).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the proxy runs");
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}

@@ -184,12 +184,11 @@ impl Namespaces {
     /// named once and refused does not stay in memory, so names made up by
     /// the thousand leave nothing behind.
     fn forget_stale(&mut self) {
-        let stale = |access: &Access| access.recheck();
-        if self.ready.values().any(stale) {
-            let keep: HashMap<String, Access> =
-                self.ready.iter().filter(|(_, a)| !stale(a)).map(|(k, a)| (k.clone(), a.clone())).collect();
-            self.setups.retain(|ns, setup| keep.contains_key(ns) || setup.get().is_none());
-            self.ready = Arc::new(keep);
+        if self.ready.values().any(Access::recheck) {
+            self.setups.retain(|_, setup| !setup.get().is_some_and(Access::recheck));
+            self.ready = Arc::new(
+                self.ready.iter().filter(|(_, a)| !a.recheck()).map(|(k, a)| (k.clone(), a.clone())).collect(),
+            );
         }
     }
 
@@ -296,11 +295,8 @@ impl ClusterCache {
                     return Err(CacheError::TooManyNamespaces { namespace: namespace.to_string() });
                 }
             }
-            let setup = map.setups.entry(namespace.to_string()).or_default();
-            if setup.get().is_some_and(Access::recheck) {
-                *setup = Setup::default();
-            }
-            setup.clone()
+            // A setup due for a recheck was just forgotten: a fresh one asks again.
+            map.setups.entry(namespace.to_string()).or_default().clone()
         };
         // Concurrent first connections to a namespace share one setup; if it
         // fails (or its caller gives up), the next one to come tries again.

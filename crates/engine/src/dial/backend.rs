@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tracing::Instrument as _;
-
 use super::{DialError, Dialed, Dialer};
 use crate::route::Host;
 use crate::route::names::ClusterNames;
@@ -39,11 +37,17 @@ impl ClientConn {
     /// Logs a connection that could not be made or broke, and keeps it as
     /// its engine's last error.
     pub(crate) fn failed(&self, target: &str, e: &dyn std::error::Error) {
-        let chain = crate::error_chain(e);
-        // `target` is escaped already (see `Host`'s Display): shown as it is.
-        tracing::warn!(conn = self.id, target = %target, reason = %chain, "connection not forwarded");
+        let chain = not_forwarded(Some(self.id), target, e);
         self.stats.record_error(format!("{target}: {chain}"));
     }
+}
+
+/// Logs a request that was not forwarded; returns the reason as one line.
+pub(crate) fn not_forwarded(conn: Option<u64>, target: &str, e: &dyn std::error::Error) -> String {
+    let chain = crate::error_chain(e);
+    // `target` is escaped already (see `Host`'s Display): shown as it is.
+    tracing::warn!(conn, target = %target, reason = %chain, "connection not forwarded");
+    chain
 }
 
 impl Backend {
@@ -57,9 +61,8 @@ impl Backend {
     }
 
     /// Resolves and connects one client request (`what` names its protocol
-    /// in the log), in the back end's span. A failure is logged with its
-    /// reason and kept as the last error before it is returned for the
-    /// listener to answer.
+    /// in the log). A failure is logged with its reason and kept as the last
+    /// error before it is returned for the listener to answer.
     pub(crate) async fn dial(
         &self,
         what: &str,
@@ -73,20 +76,22 @@ impl Backend {
             _active: self.stats.connection(),
         };
         let target = format!("{host}:{port}");
-        async {
-            match self.dialer.dial(host, port, conn.id).await {
-                Ok(d) => {
-                    tracing::info!(conn = conn.id, %peer, %target, reached = %d.reached, "{what}");
-                    Ok((conn, d))
-                }
-                Err(e) => {
-                    conn.failed(&target, &e);
-                    Err(e)
-                }
+        match self.dialer.dial(host, port, conn.id).await {
+            Ok(d) => {
+                tracing::info!(conn = conn.id, %peer, %target, reached = %d.reached, "{what}");
+                Ok((conn, d))
+            }
+            Err(e) => {
+                conn.failed(&target, &e);
+                Err(e)
             }
         }
-        .instrument(self.span.clone())
-        .await
+    }
+
+    /// The span the engine was started in, for a request that reaches this
+    /// back end through another engine's listener (a gateway).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// The names and addresses this cluster answers now, for the PAC file.

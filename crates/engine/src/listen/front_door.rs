@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 
 use super::auth::Credentials;
 use super::pac;
-use crate::dial::backend::{Backend, ClientConn};
+use crate::dial::backend::{Backend, ClientConn, not_forwarded};
 use crate::dial::routes::Routes;
 use crate::dial::{DialError, Dialed};
 use crate::route::Host;
@@ -157,11 +157,14 @@ impl FrontDoor {
             BackEnds::ByAlias(routes) => {
                 let picked = routes.read().unwrap().pick(host);
                 match picked {
-                    Ok((backend, host)) => backend.dial(what, peer, &host, port).await,
+                    // The request runs as one of that engine's: in its log.
+                    Ok((backend, host)) => {
+                        let span = backend.span().clone();
+                        backend.dial(what, peer, &host, port).instrument(span).await
+                    }
                     Err(refusal) => {
                         let e = DialError::from(refusal);
-                        let chain = crate::error_chain(&e);
-                        tracing::warn!(%peer, target = %format!("{host}:{port}"), reason = %chain, "connection not forwarded");
+                        not_forwarded(None, &format!("{host}:{port}"), &e);
                         Err(e)
                     }
                 }
