@@ -4,7 +4,7 @@
 //! ```text
 //! daemon ──watch──▶ Host (connections + the app's connect attempts) ─┐
 //! kubeconfig ──actions::refresh_contexts──▶ AppState.contexts ───────┴─▶ forward:
-//!     view::build ──▶ "view" event to the window, tray redraw; alerts ──▶ notifications
+//!     view::build ──▶ events::VIEW to the window, tray redraw; alerts ──▶ notifications
 //! tray menu ──Action──▶ actions::perform ─┐
 //! window ──invoke──▶ commands ────────────┴─▶ actions (connect, disconnect, copy, ...)
 //! `kubesocks quit` ──▶ daemon.quit_requested ──▶ app exit ──▶ every proxy stopped
@@ -14,14 +14,14 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tauri::{AppHandle, Emitter as _, Manager as _, RunEvent, WebviewUrl, WebviewWindowBuilder, WindowEvent};
+use tauri::{AppHandle, Manager as _, RunEvent, WebviewUrl, WebviewWindowBuilder, WindowEvent};
 use tauri_plugin_autostart::{MacosLauncher, ManagerExt as _};
 use tokio::sync::mpsc;
 
 use crate::actions::{self, Action, AppState, WINDOW};
 use crate::host::Host;
 use crate::view::{self, View};
-use crate::{alerts, commands, hints, launch, path_env, settings, tray};
+use crate::{alerts, commands, events, hints, launch, path_env, settings, tray};
 
 /// The tray item, once it is on the bus; `None` without a session bus.
 struct TrayItem(Mutex<Option<tray::Handle>>);
@@ -50,15 +50,7 @@ pub fn run(background: bool) -> ExitCode {
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_opener::init())
         .plugin(tauri_plugin_clipboard_manager::init())
-        .invoke_handler(tauri::generate_handler![
-            commands::snapshot,
-            commands::connect,
-            commands::disconnect,
-            commands::copy_text,
-            commands::open_logs,
-            commands::save_settings,
-            commands::reload_contexts,
-        ])
+        .invoke_handler(commands::handler())
         .setup(move |app| {
             setup(app.handle(), background, clicks, click_rx);
             Ok(())
@@ -212,7 +204,7 @@ async fn forward(app: AppHandle) {
         }
         let fresh = state.view();
         if shown.as_ref() != Some(&fresh) {
-            if let Err(e) = app.emit("view", &fresh) {
+            if let Err(e) = events::VIEW.emit(&app, &fresh) {
                 tracing::warn!(error = %e, "cannot send the view to the window");
             }
             let tray = app.try_state::<TrayItem>().and_then(|t| t.0.lock().unwrap().clone());
@@ -222,7 +214,7 @@ async fn forward(app: AppHandle) {
             shown = Some(fresh);
         }
         if let Some(text) = announcement {
-            let _ = app.emit("announce", &text);
+            let _ = events::ANNOUNCE.emit(&app, &text);
         }
     }
 }

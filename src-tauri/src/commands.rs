@@ -1,7 +1,12 @@
-//! The commands the window calls (`invoke` in ui/src/api.ts): the first
-//! [`Snapshot`], then thin wrappers over [`crate::actions`]. After the
-//! snapshot, the window learns of changes from the events the app pushes
-//! (`view`, `announce`; see `app::forward`).
+//! The commands the window calls: the first [`Snapshot`], then thin wrappers
+//! over [`crate::actions`]. After the snapshot, the window learns of changes
+//! from the events the app pushes ([`crate::events`]).
+//!
+//! `ui/src/generated.ts` gets a typed function for every command in
+//! [`handler`], with the docs written here (see `typescript.rs`): renaming a
+//! command or changing its arguments breaks the window's TypeScript build,
+//! not a click at run time. An argument of type `AppHandle` is Tauri's, not
+//! the window's, and a command that returns `Err(text)` rejects with `text`.
 
 use tauri::{AppHandle, Manager as _};
 
@@ -23,6 +28,12 @@ pub struct Snapshot {
     pub version: String,
 }
 
+/// Every command the window may call.
+pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
+    tauri::generate_handler![snapshot, connect, disconnect, copy_text, open_logs, save_settings, reload_contexts]
+}
+
+/// Everything the window needs to draw itself the first time.
 #[tauri::command]
 pub fn snapshot(app: AppHandle) -> Snapshot {
     actions::refresh_contexts(&app);
@@ -36,31 +47,37 @@ pub fn snapshot(app: AppHandle) -> Snapshot {
     }
 }
 
+/// Connects a context; resolves once it listens, rejects with the reason it could not.
 #[tauri::command]
 pub async fn connect(app: AppHandle, context: String) -> Result<(), String> {
     actions::connect(&app, &context).await
 }
 
+/// Stops a context's connection, or forgets its failed connect.
 #[tauri::command]
 pub async fn disconnect(app: AppHandle, context: String) -> Result<(), String> {
     actions::disconnect(&app, &context).await
 }
 
+/// Puts text on the clipboard.
 #[tauri::command]
 pub fn copy_text(app: AppHandle, text: String) -> Result<(), String> {
     actions::copy(&app, &text)
 }
 
+/// Opens the log folder in the file manager.
 #[tauri::command]
 pub fn open_logs(app: AppHandle) -> Result<(), String> {
     actions::open_logs(&app)
 }
 
+/// Saves the settings; resolves with them as stored.
 #[tauri::command]
 pub async fn save_settings(app: AppHandle, settings: Settings) -> Result<Settings, String> {
     actions::save_settings(&app, settings).await
 }
 
+/// Re-reads the kubeconfig; a change arrives as a new view.
 #[tauri::command]
 pub fn reload_contexts(app: AppHandle) {
     actions::refresh_contexts(&app);

@@ -32,13 +32,14 @@
 //! ```text
 //! window ─invoke─▶ commands ─┐
 //! tray menu ─────▶ tray ─────┴─▶ actions ─▶ host ─▶ Daemon (kubesocks-managed)
-//! Daemon ─watch─▶ host ─▶ app::forward ─▶ view::build ─▶ window ("view" event), tray
+//! Daemon ─watch─▶ host ─▶ app::forward ─▶ view::build ─▶ window (events::VIEW), tray
 //! ```
 
 mod actions;
 mod alerts;
 mod app;
 mod commands;
+mod events;
 mod hints;
 mod host;
 mod launch;

@@ -1,8 +1,12 @@
-//! `ui/src/generated.ts`: the TypeScript declarations of what the window gets
-//! from the app (the [`Snapshot`], the [`View`] pushed on every change, the
-//! [`Settings`] it saves), generated from the Rust types with ts-rs, so the
-//! two languages cannot drift apart. The lower crates derive `TS` behind
-//! their `typescript` feature, which only this crate's tests switch on.
+//! `ui/src/generated.ts`: the window's whole side of the app, generated from
+//! the Rust side so the two languages cannot drift apart:
+//! - the TypeScript declarations of what the window gets from the app (the
+//!   [`Snapshot`], the [`View`] pushed on every change, the [`Settings`] it
+//!   saves), from the Rust types with ts-rs. The lower crates derive `TS`
+//!   behind their `typescript` feature, which only this crate's tests switch on;
+//! - a typed function per command, read (with syn) from `commands.rs`: its
+//!   `#[tauri::command]` functions and the list in `commands::handler`;
+//! - an `on<Name>` listener per event, read from the constants in `events.rs`.
 //!
 //! The test below regenerates the text and fails when the committed file
 //! differs; with `KUBESOCKS_BLESS=1` it writes the file instead.
@@ -34,14 +38,28 @@ fn render() -> String {
     out.visit::<View>();
     out.visit::<Settings>();
     let mut text = format!(
-        "// The types the window gets from the app, generated from their Rust\n\
-         // definitions by src-tauri/src/typescript.rs. Do not edit: after changing\n\
-         // one of those types, run\n\
-         //   {BLESS}\n"
+        "// The window's side of the app: the types it gets, the commands it calls\n\
+         // and the events it listens for, generated from their Rust definitions by\n\
+         // src-tauri/src/typescript.rs. Do not edit: after changing one of those, run\n\
+         //   {BLESS}\n\
+         \n\
+         import {{ invoke }} from \"@tauri-apps/api/core\";\n\
+         import {{ listen, type UnlistenFn }} from \"@tauri-apps/api/event\";\n"
     );
     for decl in out.decls.values() {
         text.push('\n');
         text.push_str(decl);
+    }
+    let known = |name: &str| out.decls.contains_key(name);
+    text.push_str("\n// The commands (src-tauri/src/commands.rs).\n");
+    for command in seams::commands(include_str!("commands.rs"), &known) {
+        text.push('\n');
+        text.push_str(&command);
+    }
+    text.push_str("\n// The events the app pushes (src-tauri/src/events.rs).\n");
+    for event in seams::events(include_str!("events.rs"), &known) {
+        text.push('\n');
+        text.push_str(&event);
     }
     text
 }
@@ -136,6 +154,201 @@ fn jsdoc(comment: &str, indent: &str) -> String {
     }
 }
 
+/// The commands and events, read from their Rust source.
+mod seams {
+    use syn::{Expr, FnArg, GenericArgument, Item, Lit, Pat, PathArguments, ReturnType, Type};
+
+    /// A `/** ... */` block from `///` lines, or nothing.
+    fn docs(attrs: &[syn::Attribute]) -> String {
+        let lines: Vec<String> = attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .filter_map(|a| match &a.meta {
+                syn::Meta::NameValue(nv) => match &nv.value {
+                    Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Some(s.value().trim().to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        if lines.is_empty() {
+            return String::new();
+        }
+        super::jsdoc(&format!("/**\n{}\n*/", lines.join("\n")), "")
+    }
+
+    fn camel(snake: &str) -> String {
+        let mut out = String::new();
+        let mut upper = false;
+        for c in snake.chars() {
+            match c {
+                '_' => upper = true,
+                c if upper => {
+                    out.extend(c.to_uppercase());
+                    upper = false;
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+        match ty {
+            Type::Path(p) => p.path.segments.last(),
+            _ => None,
+        }
+    }
+
+    /// The type's single (or first) generic argument, as in `Vec<T>`.
+    fn generic(segment: &syn::PathSegment, index: usize) -> &Type {
+        let PathArguments::AngleBracketed(args) = &segment.arguments else {
+            panic!("{} has no type arguments", segment.ident)
+        };
+        match args.args.iter().filter(|a| matches!(a, GenericArgument::Type(_))).nth(index) {
+            Some(GenericArgument::Type(ty)) => ty,
+            _ => panic!("{} lacks type argument {index}", segment.ident),
+        }
+    }
+
+    /// The TypeScript for a Rust type that crosses the seam as JSON.
+    fn ts(ty: &Type, known: &dyn Fn(&str) -> bool) -> String {
+        match ty {
+            Type::Reference(r) => ts(&r.elem, known),
+            Type::Tuple(t) if t.elems.is_empty() => "void".into(),
+            _ => {
+                let segment =
+                    last_segment(ty).unwrap_or_else(|| panic!("a command uses a type the generator does not map"));
+                let name = segment.ident.to_string();
+                match name.as_str() {
+                    "String" | "str" => "string".into(),
+                    "bool" => "boolean".into(),
+                    "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" | "f32" | "f64" => {
+                        "number".into()
+                    }
+                    "Option" => format!("{} | null", ts(generic(segment, 0), known)),
+                    "Vec" => format!("Array<{}>", ts(generic(segment, 0), known)),
+                    _ if known(&name) => name,
+                    _ => panic!(
+                        "{name} crosses to the window but has no TypeScript declaration: add it to the roots in render()"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// What a command's promise resolves with: `Result<T, String>` rejects
+    /// with the text instead.
+    fn resolves(output: &ReturnType, known: &dyn Fn(&str) -> bool) -> String {
+        let ReturnType::Type(_, ty) = output else { return "void".into() };
+        match last_segment(ty) {
+            Some(s) if s.ident == "Result" => {
+                let error = generic(s, 1);
+                assert!(
+                    last_segment(error).is_some_and(|e| e.ident == "String"),
+                    "a command's error must be a String: the window shows it as the reason"
+                );
+                ts(generic(s, 0), known)
+            }
+            _ => ts(ty, known),
+        }
+    }
+
+    /// Arguments Tauri fills in itself, not the window.
+    fn injected(ty: &Type) -> bool {
+        last_segment(ty)
+            .is_some_and(|s| ["AppHandle", "State", "Window", "WebviewWindow"].contains(&s.ident.to_string().as_str()))
+    }
+
+    /// The names listed in `handler`'s `generate_handler!`.
+    fn registered(file: &syn::File) -> Vec<String> {
+        let handler = file.items.iter().find_map(|item| match item {
+            Item::Fn(f) if f.sig.ident == "handler" => Some(f),
+            _ => None,
+        });
+        let handler = handler.expect("commands.rs has no fn handler()");
+        let mac = handler.block.stmts.iter().find_map(|stmt| match stmt {
+            syn::Stmt::Macro(m) => Some(&m.mac),
+            syn::Stmt::Expr(Expr::Macro(m), _) => Some(&m.mac),
+            _ => None,
+        });
+        let mac = mac.expect("handler() does not end in generate_handler![...]");
+        let paths = mac
+            .parse_body_with(syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated)
+            .expect("generate_handler! lists command paths");
+        paths.iter().map(|p| p.segments.last().unwrap().ident.to_string()).collect()
+    }
+
+    /// One `export const name = (...): Promise<T> => invoke(...)` per command.
+    pub fn commands(source: &str, known: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let file = syn::parse_file(source).expect("commands.rs parses");
+        let registered = registered(&file);
+        let mut out = Vec::new();
+        let mut defined = Vec::new();
+        for item in &file.items {
+            let Item::Fn(f) = item else { continue };
+            let is_command = f.attrs.iter().any(|a| a.path().segments.last().is_some_and(|s| s.ident == "command"));
+            if !is_command {
+                continue;
+            }
+            let name = f.sig.ident.to_string();
+            let mut params = Vec::new();
+            let mut keys = Vec::new();
+            for input in &f.sig.inputs {
+                let FnArg::Typed(arg) = input else { panic!("command {name} takes self") };
+                if injected(&arg.ty) {
+                    continue;
+                }
+                let Pat::Ident(ident) = &*arg.pat else { panic!("command {name}: an argument is a pattern") };
+                // Tauri's invoke keys are the arguments' names in camelCase.
+                let key = camel(&ident.ident.to_string());
+                params.push(format!("{key}: {}", ts(&arg.ty, known)));
+                keys.push(key);
+            }
+            let payload = if keys.is_empty() { String::new() } else { format!(", {{ {} }}", keys.join(", ")) };
+            out.push(format!(
+                "{}export const {} = ({}): Promise<{}> => invoke(\"{name}\"{payload});\n",
+                docs(&f.attrs),
+                camel(&name),
+                params.join(", "),
+                resolves(&f.sig.output, known),
+            ));
+            defined.push(name);
+        }
+        let (mut a, mut b) = (defined.clone(), registered.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "commands.rs: the #[tauri::command] functions and the list in handler() differ");
+        out
+    }
+
+    /// One `export const on<Name> = (handler) => listen(...)` per event.
+    pub fn events(source: &str, known: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let file = syn::parse_file(source).expect("events.rs parses");
+        let mut out = Vec::new();
+        for item in &file.items {
+            let Item::Const(c) = item else { continue };
+            let Some(segment) = last_segment(&c.ty).filter(|s| s.ident == "Event") else { continue };
+            let payload = ts(generic(segment, 0), known);
+            let name = match &*c.expr {
+                Expr::Call(call) => match call.args.first() {
+                    Some(Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. })) => s.value(),
+                    _ => panic!("events.rs: {} is not Event::new(\"name\")", c.ident),
+                },
+                _ => panic!("events.rs: {} is not Event::new(\"name\")", c.ident),
+            };
+            let listener = format!("on{}", camel(&format!("_{name}")));
+            out.push(format!(
+                "{}export const {listener} = (handler: (payload: {payload}) => void): Promise<UnlistenFn> =>\n  \
+                 listen<{payload}>(\"{name}\", (event) => handler(event.payload));\n",
+                docs(&c.attrs),
+            ));
+        }
+        assert!(!out.is_empty(), "events.rs declares no Event constant");
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +375,52 @@ mod tests {
                 fresh.lines().nth(line).unwrap_or("<end of file>"),
             );
         }
+    }
+
+    const COMMANDS: &str = r#"
+        pub fn handler() -> impl Fn(Invoke) -> bool { tauri::generate_handler![look_up, forget] }
+        /// Looks a name up.
+        #[tauri::command]
+        pub async fn look_up(app: AppHandle, host_name: String, ports: Vec<u16>, ns: Option<String>) -> Result<Row, String> { todo!() }
+        #[tauri::command]
+        pub fn forget(app: AppHandle) {}
+        pub fn helper() {}
+    "#;
+
+    #[test]
+    fn commands_become_typed_functions_without_what_tauri_fills_in() {
+        let known = |name: &str| name == "Row";
+        assert_eq!(
+            seams::commands(COMMANDS, &known),
+            [
+                "/** Looks a name up. */\nexport const lookUp = (hostName: string, ports: Array<number>, ns: string | null): Promise<Row> => invoke(\"look_up\", { hostName, ports, ns });\n",
+                "export const forget = (): Promise<void> => invoke(\"forget\");\n",
+            ]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "the #[tauri::command] functions and the list in handler() differ")]
+    fn a_command_the_handler_does_not_list_is_refused() {
+        seams::commands(&COMMANDS.replace("[look_up, forget]", "[look_up]"), &|name| name == "Row");
+    }
+
+    #[test]
+    #[should_panic(expected = "Row crosses to the window but has no TypeScript declaration")]
+    fn a_type_without_a_declaration_is_refused() {
+        seams::commands(COMMANDS, &|_| false);
+    }
+
+    #[test]
+    fn events_become_typed_listeners() {
+        let source =
+            "/// Pushed.\npub const SOME_THING: Event<Vec<Row>> = Event::new(\"some_thing\");\nconst OTHER: u8 = 1;";
+        assert_eq!(
+            seams::events(source, &|name| name == "Row"),
+            [
+                "/** Pushed. */\nexport const onSomeThing = (handler: (payload: Array<Row>) => void): Promise<UnlistenFn> =>\n  listen<Array<Row>>(\"some_thing\", (event) => handler(event.payload));\n"
+            ]
+        );
     }
 
     #[test]

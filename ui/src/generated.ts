@@ -1,7 +1,10 @@
-// The types the window gets from the app, generated from their Rust
-// definitions by src-tauri/src/typescript.rs. Do not edit: after changing
-// one of those types, run
+// The window's side of the app: the types it gets, the commands it calls
+// and the events it listens for, generated from their Rust definitions by
+// src-tauri/src/typescript.rs. Do not edit: after changing one of those, run
 //   KUBESOCKS_BLESS=1 cargo test -p kubesocks-tray generated
+
+import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 
 /**
  * A managed connection as `status` and the tray show it: its record and
@@ -185,3 +188,36 @@ export type View = {
   /** The port shared by every connected context, if open. */
   shared_port: SharedPortStatus | null,
 };
+
+// The commands (src-tauri/src/commands.rs).
+
+/** Everything the window needs to draw itself the first time. */
+export const snapshot = (): Promise<Snapshot> => invoke("snapshot");
+
+/** Connects a context; resolves once it listens, rejects with the reason it could not. */
+export const connect = (context: string): Promise<void> => invoke("connect", { context });
+
+/** Stops a context's connection, or forgets its failed connect. */
+export const disconnect = (context: string): Promise<void> => invoke("disconnect", { context });
+
+/** Puts text on the clipboard. */
+export const copyText = (text: string): Promise<void> => invoke("copy_text", { text });
+
+/** Opens the log folder in the file manager. */
+export const openLogs = (): Promise<void> => invoke("open_logs");
+
+/** Saves the settings; resolves with them as stored. */
+export const saveSettings = (settings: Settings): Promise<Settings> => invoke("save_settings", { settings });
+
+/** Re-reads the kubeconfig; a change arrives as a new view. */
+export const reloadContexts = (): Promise<void> => invoke("reload_contexts");
+
+// The events the app pushes (src-tauri/src/events.rs).
+
+/** What the window shows, pushed by the app on every change. */
+export const onView = (handler: (payload: View) => void): Promise<UnlistenFn> =>
+  listen<View>("view", (event) => handler(event.payload));
+
+/** What started or stopped, wherever it came from (switch, tray menu or a terminal). */
+export const onAnnounce = (handler: (payload: string) => void): Promise<UnlistenFn> =>
+  listen<string>("announce", (event) => handler(event.payload));

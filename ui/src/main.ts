@@ -2,7 +2,7 @@
 // and pushes them (a View on every change), and the settings page.
 
 import logo from "../../icons/app.svg";
-import * as api from "./api";
+import * as api from "./generated";
 import { byId } from "./dom";
 import type { Defaults, Row, Settings, View } from "./generated";
 import { toast, reason } from "./feedback";

@@ -3,7 +3,7 @@
 // at login. It reads the settings when it opens and saves them through the
 // app, which checks them.
 
-import * as api from "./api";
+import * as api from "./generated";
 import { byId, h } from "./dom";
 import { reason, toast } from "./feedback";
 import type { Defaults, Row, Settings } from "./generated";
