@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::managed::{Managed, alive};
-use support::{Backend, TestNamespace, cluster, curl};
+use support::{Backend, TestNamespace, cluster, curl, free_port};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn addr(connection: &Value, key: &str) -> SocketAddr {
@@ -187,10 +187,6 @@ async fn a_background_proxy_with_a_dns_helper_shows_its_address_and_answers() {
         .await
         .expect("dig is installed (tests/setup installs it)");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), cluster_ip, "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn is_empty_dir(path: &Path) -> bool {

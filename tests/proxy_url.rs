@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use kube::config::Kubeconfig;
 use serde_json::json;
-use support::{Backend, PodSpec, Proxy, TestNamespace, cluster, curl};
+use support::{Backend, PodSpec, Proxy, TestNamespace, cluster, curl, free_port};
 
 /// A proxy server process of this test, stopped (SIGTERM, so dante's
 /// children go too) and its directory removed when dropped.
@@ -185,10 +185,6 @@ fn spawn(program: &str, args: &[&str], dir: &Path) -> std::process::Child {
 
 fn running_as_root() -> bool {
     std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The test cluster's admin kubeconfig with `proxy-url` (and, if given, a

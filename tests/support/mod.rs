@@ -379,14 +379,8 @@ async fn serve_http(
         let body = body.clone();
         let closed = closed.clone();
         tokio::spawn(async move {
-            let mut request = Vec::new();
+            let Some(request) = read_head(&mut stream).await else { return };
             let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
             let text = String::from_utf8_lossy(&request).to_string();
             let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
             let mut body = format!("{}path {path}\n", body);
@@ -567,6 +561,25 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
+}
+
+/// Reads an HTTP head, up to and including its blank line (a little more if
+/// the peer sent it at once); `None` if the peer ends or fails first.
+pub async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
+/// A loopback port that was free a moment ago, for a program that binds it itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Sends `request` raw to `addr` and reads the answer to its end (the

@@ -95,13 +95,8 @@ pub fn hello(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'st
     move |mut s: TcpStream| {
         let name = name.clone();
         Box::pin(async move {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
+            if super::read_head(&mut s).await.is_none() {
+                return;
             }
             let body = format!("hello from {name}\n");
             let answer =
