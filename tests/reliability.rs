@@ -18,6 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::PostParams;
 use serde_json::json;
 use support::managed::Managed;
+use support::relay::FaultRelay;
 use support::traffic::{
     TwoPods, download, echo, first_line, get, hello, open_fds, raise_own_fd_limit, read_some, read_to_end_or_error,
     socks, start_download, two_pods, who,
@@ -184,8 +185,9 @@ async fn fresh_service(w: &TwoPods, name: &str, pod: &str) {
     .await;
 }
 
-/// How long after `ready` a download through `host` first succeeded (tried
-/// every 50 ms, for up to 30 s), and the last failure before.
+/// How long after `ready` (the API server ready again, or the fault) a
+/// download through `host` first succeeded (tried every 50 ms, for up to
+/// 30 s), and the last failure before.
 async fn first_success(proxy: SocketAddr, host: &str, ready: Instant) -> (Duration, Option<String>) {
     let mut last = None;
     loop {
@@ -193,7 +195,7 @@ async fn first_success(proxy: SocketAddr, host: &str, ready: Instant) -> (Durati
             Ok(_) => return (ready.elapsed(), last),
             Err(e) => last = Some(e),
         }
-        assert!(ready.elapsed() < Duration::from_secs(30), "{host}: nothing served 30 s after the restart: {last:?}");
+        assert!(ready.elapsed() < Duration::from_secs(30), "{host}: nothing served within 30 s: {last:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -261,6 +263,45 @@ async fn the_api_server_killed_mid_download_and_while_idle_errors_the_client_and
 }
 
 // ------------------------------------------------------------ descriptors
+
+/// A network change under the watches: every API connection kubesocks holds
+/// goes silent (no FIN, no RST: a VPN or proxy in the path losing its far
+/// side) while new connections work. The watches must find their
+/// connection dead and start again on a new one: a Service made after the
+/// freeze answers within 5 s of it. On HTTP/1.1 without PINGs they sat on
+/// the dead socket for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_on_a_path_gone_silent_start_again_and_a_service_made_after_answers_within_5_s() {
+    let _serial = SERIAL.lock().await;
+    let w = two_pods("frozen", download).await;
+    let admin = &cluster().admin_kubeconfig;
+    let relay = FaultRelay::start(FaultRelay::server_of(admin)).await;
+    let dir = std::env::temp_dir().join(format!("kubesocks-frozen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proxy = Proxy::start(&relay.kubeconfig(admin, &dir), &[]).await;
+    // The caches are synced (a name they do not know is refused) and no
+    // port-forward is open: what the freeze catches is the API traffic.
+    let unknown = format!("unknown.{}", w.ns.name);
+    match socks_outcome(proxy.socks, &unknown, 80).await {
+        Outcome::Refused(code) => assert_ne!(code, 0),
+        Outcome::Served(_) => panic!("{unknown} was served"),
+        Outcome::Closed(e) => panic!("{unknown}: closed without a reply: {e}"),
+    }
+
+    let frozen = relay.freeze_held();
+    let since = Instant::now();
+    assert!(frozen >= 1, "the proxy held no API connection through the relay");
+    fresh_service(&w, "made-after", "pod-a").await;
+    let created = since.elapsed();
+    let (took, last) = first_success(proxy.socks, &format!("made-after.{}", w.ns.name), since).await;
+    println!(
+        "{frozen} API connection(s) frozen; a Service created {created:?} later answered {took:?} after the freeze \
+         (last refusal before: {last:?})"
+    );
+    assert!(took <= RECOVERY, "a Service made after the freeze answered only {took:?} after it");
+    assert!(relay.live() >= 1, "the proxy did not reconnect through the relay");
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_limit_of_256_open_files_excess_clients_are_refused_and_the_proxy_serves_again() {

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod managed;
+pub mod relay;
 pub mod traffic;
 
 use std::collections::HashMap;

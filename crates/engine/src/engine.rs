@@ -66,7 +66,7 @@ impl Engine {
         let cache = ClusterCache::start(cluster.client.clone(), &cluster.namespace).await?;
         let mut rules = Rules::new(&config.cluster_domain, &cluster.namespace);
         rules.passthrough_local = config.passthrough_local;
-        let forwarder = Forwarder::new(cluster.client, config.data_path);
+        let forwarder = Forwarder::new(cluster.upgrades, config.data_path);
         let dialer = Arc::new(Dialer::new(forwarder, cache, rules, config.passthrough));
         let backend = Arc::new(Backend::new(dialer.clone()));
         let server = Server::new(BackEnds::One(backend.clone()), admitting);

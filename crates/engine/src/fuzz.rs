@@ -203,6 +203,7 @@ impl Proxy {
         // The client's request buffer runs on the runtime.
         let client = runtime.block_on(async { api_client() });
         let cluster = crate::kubeconfig::Cluster {
+            upgrades: client.clone(),
             client,
             context: "fuzz".into(),
             server: "https://fuzz.invalid".into(),

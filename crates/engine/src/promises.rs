@@ -19,8 +19,10 @@ use crate::testing::api_client;
 use crate::{Credentials, Engine, Gateway, GatewayConfig, ProxyConfig, Routes, loopback};
 
 async fn engine(config: ProxyConfig) -> Engine {
+    let client = api_client();
     let cluster = Cluster {
-        client: api_client(),
+        upgrades: client.clone(),
+        client,
         context: "memory".into(),
         server: "https://memory.invalid".into(),
         proxy: None,

@@ -3,6 +3,18 @@
 //! exec plugin run by kubesocks itself ([`super::exec`]), the kubeconfig's
 //! `proxy-url` under the TLS ([`super::proxy_url`]), `TCP_NODELAY` on every
 //! connection.
+//!
+//! A context gets two clients on the same credentials, as kubectl has:
+//! - API requests (watches, lists, GETs, access reviews) go over HTTP/2
+//!   where the API server offers it (it does, over TLS), all of them on one
+//!   connection that sends a PING when it has heard nothing for
+//!   [`PING_AFTER`]. A path that died without a word (a network change, a
+//!   VPN or proxy losing its far side, a laptop asleep) is found within
+//!   `PING_AFTER` + [`PING_TIMEOUT`]: the connection is closed, every watch
+//!   on it fails and starts again on a new one at once, instead of waiting
+//!   on a dead socket for minutes.
+//! - Port-forwards are upgrades, which need HTTP/1.1: each one is a
+//!   connection of its own, watched by its session's keepalive.
 
 use std::time::Duration;
 
@@ -17,8 +29,10 @@ use super::proxy_url::ProxyUrl;
 /// A connected, verified cluster.
 #[derive(Clone)]
 pub struct Cluster {
-    /// The API client, with the context's credentials.
+    /// The API client, with the context's credentials: HTTP/2 with PINGs.
     pub client: Client,
+    /// The client port-forwards are upgraded through (HTTP/1.1).
+    pub upgrades: Client,
     /// The context's name.
     pub context: String,
     /// The API server's URL.
@@ -32,6 +46,17 @@ pub struct Cluster {
 
 /// How long the first request may take.
 pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the API connection may be silent before it sends a PING. While
+/// watches get events the pings are not needed; the API server answers one
+/// with 17 bytes.
+pub(crate) const PING_AFTER: Duration = Duration::from_secs(1);
+
+/// How long an answer to a PING may take before the connection is taken
+/// for dead. Generous for a far API server (a round trip of a second or
+/// more is rare even over a VPN), and with [`PING_AFTER`] inside the
+/// promise that a dead path is found within 5 s.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds a client for the chosen context and checks that the API server answers.
 pub async fn connect(settings: &KubeSettings) -> Result<Cluster, KubeError> {
@@ -74,15 +99,16 @@ async fn connect_with(
     if let Some(proxy) = &proxy {
         tracing::info!(%server, %proxy, "the API server is reached through the kubeconfig's proxy-url");
     }
-    let client =
-        client(config, exec, proxy.as_ref()).map_err(|source| KubeError::Client { server: server.clone(), source })?;
+    let client_error = |source| KubeError::Client { server: server.clone(), source };
+    let upgrades = client(&config, exec.clone(), proxy.as_ref(), Http::Upgrades).map_err(client_error)?;
+    let client = client(&config, exec, proxy.as_ref(), Http::Api).map_err(client_error)?;
     match tokio::time::timeout(API_TIMEOUT, client.apiserver_version()).await {
         Err(_) => Err(KubeError::Timeout { server }),
         Ok(Err(kube::Error::Api(status))) if status.code == 401 || status.code == 403 => {
             Err(KubeError::Unauthorized { server, context, code: status.code, message: status.message })
         }
         Ok(Err(source)) => Err(KubeError::Unreachable { server, source }),
-        Ok(Ok(_)) => Ok(Cluster { client, context, server, proxy: proxy.map(|p| p.to_string()), namespace }),
+        Ok(Ok(_)) => Ok(Cluster { client, upgrades, context, server, proxy: proxy.map(|p| p.to_string()), namespace }),
     }
 }
 
@@ -133,31 +159,45 @@ async fn take_exec(config: &mut Config, timeout: Duration) -> Result<Option<Exec
     }
 }
 
+/// What a client is for, which decides its HTTP version.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Http {
+    /// API requests: HTTP/2 where offered, with PINGs (see the module docs).
+    Api,
+    /// Port-forward upgrades: HTTP/1.1.
+    Upgrades,
+}
+
 /// kube's own client stack (base URI, retries, credentials, extra headers,
 /// timeouts) on a connector with `TCP_NODELAY`, through `proxy` when the
 /// kubeconfig names one, with `exec` for a context whose exec plugin
 /// kubesocks runs itself. Every port-forward is a new TLS connection, and
 /// without `TCP_NODELAY` the request that follows the TLS handshake waits
 /// for the server's delayed ACK: about 40 ms on each connection.
-fn client(config: Config, exec: Option<ExecAuthLayer>, proxy: Option<&ProxyUrl>) -> Result<Client, kube::Error> {
+fn client(
+    config: &Config,
+    exec: Option<ExecAuthLayer>,
+    proxy: Option<&ProxyUrl>,
+    http: Http,
+) -> Result<Client, kube::Error> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use kube::client::ConfigExt as _;
 
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
     match proxy {
-        None => stack(config, exec, http),
+        None => stack(config, exec, tcp, http),
         Some(proxy) => {
             // kubectl's TLS to an https:// proxy: the cluster's own settings.
             let proxy_tls = config.rustls_client_config()?;
-            stack(config, exec, proxy.dialer(http, proxy_tls))
+            stack(config, exec, proxy.dialer(tcp, proxy_tls), http)
         }
     }
 }
 
 /// The client stack of [`client`] on `tcp`, the connector under the TLS.
-fn stack<C>(config: Config, exec: Option<ExecAuthLayer>, tcp: C) -> Result<Client, kube::Error>
+fn stack<C>(config: &Config, exec: Option<ExecAuthLayer>, tcp: C, http: Http) -> Result<Client, kube::Error>
 where
     C: tower::Service<http::Uri> + Clone + Send + Sync + 'static,
     C::Response:
@@ -168,13 +208,35 @@ where
     use kube::client::ConfigExt as _;
     use kube::client::retry::RetryPolicy;
 
-    let https = config.rustls_https_connector_with_connector(tcp)?;
+    let https = match http {
+        // kube's connector offers HTTP/1.1 only.
+        Http::Upgrades => config.rustls_https_connector_with_connector(tcp)?,
+        Http::Api => {
+            // The same TLS as kube's connector, offering h2 as well. kube's
+            // builds first, for its own error on a bad tls-server-name.
+            config.rustls_https_connector_with_connector(tcp.clone())?;
+            let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config.rustls_client_config()?)
+                .https_or_http();
+            if let Some(name) = config.tls_server_name.clone().and_then(|name| name.try_into().ok()) {
+                builder = builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+            }
+            builder.enable_http1().enable_http2().wrap_connector(tcp)
+        }
+    };
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
-    let http_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, kube::client::Body>(connector);
+    let mut builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.timer(hyper_util::rt::TokioTimer::new());
+    if http == Http::Api {
+        builder
+            .http2_keep_alive_interval(PING_AFTER)
+            .http2_keep_alive_timeout(PING_TIMEOUT)
+            .http2_keep_alive_while_idle(true);
+    }
+    let http_client = builder.build::<_, kube::client::Body>(connector);
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(config.default_retry.then(|| tower::retry::RetryLayer::new(RetryPolicy::server_retry())))
@@ -183,7 +245,7 @@ where
         .layer(config.extra_headers_layer()?)
         .map_err(tower::BoxError::from)
         .service(http_client);
-    Ok(Client::new(service, config.default_namespace))
+    Ok(Client::new(service, config.default_namespace.clone()))
 }
 #[cfg(test)]
 mod tests {
