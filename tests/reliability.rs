@@ -303,6 +303,86 @@ async fn watches_on_a_path_gone_silent_start_again_and_a_service_made_after_answ
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The API server out of reach (every connection to it reset, new ones
+/// refused, for 30 s): `status` says `reconnecting` within 5 s, a client
+/// asking for a name kubesocks cannot know meanwhile is told why (SOCKS
+/// 0x01, HTTP 503 naming the context), and within 5 s of the API server
+/// being reachable again a Service made while it was away answers and
+/// `status` says `connected`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_out_of_reach_shows_as_reconnecting_clients_are_told_why_and_all_works_again_within_5_s() {
+    const AWAY: Duration = Duration::from_secs(30);
+    let _serial = SERIAL.lock().await;
+    let w = two_pods("away", download).await;
+    let admin = &cluster().admin_kubeconfig;
+    let relay = FaultRelay::start(FaultRelay::server_of(admin)).await;
+    let dir = std::env::temp_dir().join(format!("kubesocks-away-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = relay.kubeconfig(admin, &dir);
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let m = Managed::new("away");
+    let conn =
+        m.connect(&["--kubeconfig", kubeconfig, "--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+    let socks: SocketAddr = conn["socks"].as_str().expect("a SOCKS address").parse().unwrap();
+    // The SOCKS port is mixed: it takes HTTP proxy requests too.
+    let http = socks;
+    try_download(socks, &w.svc(), 1024).await.expect("the Service answers before");
+    let health = async || m.status().await["connections"][0]["health"].clone();
+    assert_eq!(health().await["state"], "connected");
+
+    relay.refuse_new(true);
+    relay.reset_held();
+    let away = Instant::now();
+    let seen = loop {
+        let h = health().await;
+        if h["state"] == "reconnecting" {
+            assert!(h["error"].as_str().is_some_and(|e| !e.is_empty()), "no reason given: {h}");
+            break away.elapsed();
+        }
+        assert!(away.elapsed() < RECOVERY, "status still says {h} {:?} after the API server went away", away.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let table = m.ok(&["status"]).await.stdout;
+    assert!(table.contains("reconnecting") && table.contains("the API server is unreachable"), "{table}");
+
+    // A Service made while kubesocks cannot hear of it.
+    let fresh = format!("made-away.{}", w.ns.name);
+    fresh_service(&w, "made-away", "pod-b").await;
+    match socks_outcome(socks, &fresh, 80).await {
+        Outcome::Refused(code) => assert_eq!(code, 0x01, "{fresh}: SOCKS reply {code:#04x}"),
+        Outcome::Served(_) => panic!("{fresh} was served with the API server away"),
+        Outcome::Closed(e) => panic!("{fresh}: closed without a reply: {e}"),
+    }
+    let answer =
+        support::raw_http(http, &format!("GET http://{fresh}/ HTTP/1.1\r\nHost: {fresh}\r\nConnection: close\r\n\r\n"))
+            .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("the API server of context kubesocks-test is unreachable"), "{answer}");
+
+    tokio::time::sleep(AWAY.saturating_sub(away.elapsed())).await;
+    relay.refuse_new(false);
+    let back = Instant::now();
+    let svc = w.svc();
+    let known = first_success(socks, &svc, back);
+    let made = first_success(socks, &fresh, back);
+    let ((known, known_err), (made, made_err)) = tokio::join!(known, made);
+    let connected = loop {
+        let h = health().await;
+        if h["state"] == "connected" {
+            break back.elapsed();
+        }
+        assert!(back.elapsed() < RECOVERY, "status still says {h} {:?} after the API server came back", back.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "API server out of reach for {AWAY:?}: status said reconnecting after {seen:?}; once reachable, the known \
+         Service served after {known:?} (before: {known_err:?}), a Service made while away after {made:?} (before: \
+         {made_err:?}), status connected after {connected:?}"
+    );
+    assert!(known <= RECOVERY && made <= RECOVERY, "served only {known:?} and {made:?} after the API server came back");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_limit_of_256_open_files_excess_clients_are_refused_and_the_proxy_serves_again() {
     const CLIENTS: usize = 400;

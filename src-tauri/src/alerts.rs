@@ -1,9 +1,12 @@
 //! Which changes deserve a desktop notification: a connection's new error,
+//! a change of its health (its API server lost or back, a watch failing),
 //! and a connect that failed. Each is reported once, not on every push, and a
 //! connection's errors at most once per [`QUIET_SECS`]: refusals are errors
 //! too, and a browser pointed at the proxy can cause one a second.
 
 use std::collections::HashMap;
+
+use kubesocks_engine::HealthState;
 
 use crate::host::Live;
 
@@ -43,9 +46,37 @@ impl Alerts {
                 });
             }
         }
+        alerts.extend(health_changes(before, after));
         alerts.extend(failed_connects(before, after));
         alerts
     }
+}
+
+/// Connections whose health changed since `before`.
+fn health_changes(before: &Live, after: &Live) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    for c in &after.connections {
+        let Some(old) = before.connections.iter().find(|o| o.record.id == c.record.id) else { continue };
+        let (old, new) = (&old.stats.health, &c.stats.health);
+        if std::mem::discriminant(old) == std::mem::discriminant(new) {
+            continue;
+        }
+        let context = &c.record.context;
+        alerts.push(match new {
+            HealthState::Reconnecting { error, .. } => Alert {
+                title: format!("kubesocks: {context} cannot reach its API server"),
+                body: format!("Reconnecting. Names it has not told kubesocks about are refused meanwhile. {error}"),
+            },
+            HealthState::Degraded { watch, error, .. } => {
+                Alert { title: format!("kubesocks: a watch fails on {context}"), body: format!("{watch}: {error}") }
+            }
+            HealthState::Connected => Alert {
+                title: format!("kubesocks: {context} reaches its API server again"),
+                body: "Its caches are fed again.".into(),
+            },
+        });
+    }
+    alerts
 }
 
 /// Connects that failed since `before`: always worth a notification.
@@ -92,6 +123,30 @@ mod tests {
             ..Live::default()
         };
         assert_eq!(alerts.between(&later, &other, 71).len(), 1, "each connection has its own quiet time");
+    }
+
+    #[test]
+    fn each_change_of_health_alerts_once() {
+        let mut alerts = Alerts::default();
+        let with = |health: HealthState| {
+            let mut c = conn("a", None);
+            c.stats.health = health;
+            Live { connections: vec![c], ..Live::default() }
+        };
+        let healthy = with(HealthState::Connected);
+        let away = with(HealthState::Reconnecting { since: 5, error: "connection refused".into() });
+        let sent = alerts.between(&healthy, &away, 5);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].title, "kubesocks: ctx-a cannot reach its API server");
+        assert!(sent[0].body.ends_with("connection refused"), "{:?}", sent[0].body);
+        let still = with(HealthState::Reconnecting { since: 5, error: "reset".into() });
+        assert_eq!(alerts.between(&away, &still, 6), [], "still reconnecting is no change");
+        let back = alerts.between(&still, &healthy, 9);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].title, "kubesocks: ctx-a reaches its API server again");
+        let degraded =
+            with(HealthState::Degraded { watch: "Pod in the cluster".into(), since: 9, error: "403".into() });
+        assert_eq!(alerts.between(&healthy, &degraded, 10)[0].body, "Pod in the cluster: 403");
     }
 
     #[test]

@@ -99,7 +99,8 @@ impl ksni::Tray for Tray {
         for row in &self.rows {
             let suffix = match row.state {
                 RowState::Connecting => " (connecting…)",
-                RowState::Failing | RowState::Failed => " (error)",
+                RowState::Reconnecting => " (reconnecting…)",
+                RowState::Failing | RowState::Degraded | RowState::Failed => " (error)",
                 RowState::Off | RowState::On => "",
             };
             let context = row.name.clone();

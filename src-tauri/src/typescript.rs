@@ -92,7 +92,7 @@ impl TypeVisitor for Declarations {
 fn pretty(decl: &str) -> String {
     let (Some(open), Some(close)) = (decl.find('{'), decl.rfind('}')) else { return decl.into() };
     let (head, body, tail) = (&decl[..open], &decl[open + 1..close], &decl[close + 1..]);
-    if !head.trim_end().ends_with('=') || tail.trim() != ";" {
+    if !head.trim_end().ends_with('=') || tail.trim() != ";" || !balanced(body) {
         return decl.into();
     }
     let mut out = format!("{}{{\n", head);
@@ -108,6 +108,24 @@ fn pretty(decl: &str) -> String {
     }
     out.push_str("};");
     out
+}
+
+/// Whether the braces in `body` never close more than they opened: the
+/// outer braces are one object's, not the ends of a union of objects
+/// (`{ a } | { b }`), which is left as ts-rs wrote it.
+fn balanced(body: &str) -> bool {
+    let mut depth = 0i32;
+    for b in body.bytes() {
+        match b {
+            b'{' => depth += 1,
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    depth == 0
 }
 
 /// The members of an object type's body: split at the commas outside any
@@ -431,5 +449,7 @@ mod tests {
             "type A = {\n  /** The name, first. */\n  name: string,\n  b: { c: number, d: \"x, y\" },\n  /**\n   * Two\n   * lines.\n   */\n  e: Array<string> | null,\n};"
         );
         assert_eq!(pretty("type S = \"off\" | \"on\";"), "type S = \"off\" | \"on\";", "unions stay as they are");
+        let tagged = "type H = { \"state\": \"a\" } | { \"state\": \"b\", since: number, };";
+        assert_eq!(pretty(tagged), tagged, "so do unions of objects");
     }
 }

@@ -5,6 +5,7 @@
 //! the same rows. Pure functions of the contexts, the live status and the
 //! time, so the rules are unit-tested here.
 
+use kubesocks_engine::HealthState;
 use kubesocks_managed::control::{ConnectionStatus, SharedPortStatus};
 use serde::Serialize;
 
@@ -81,6 +82,11 @@ pub enum RowState {
     On,
     /// Connected, with an error in the last [`FAILING_FOR_SECS`].
     Failing,
+    /// Connected, but its API server cannot be reached: names it has not
+    /// told kubesocks about are refused, saying so.
+    Reconnecting,
+    /// Connected, but a watch fails (RBAC or else).
+    Degraded,
     /// A connect from the app failed.
     Failed,
 }
@@ -88,11 +94,14 @@ pub enum RowState {
 impl RowState {
     /// Connected or on the way: a switch shows on.
     fn switched_on(self) -> bool {
-        matches!(self, RowState::On | RowState::Connecting | RowState::Failing)
+        matches!(
+            self,
+            RowState::On | RowState::Connecting | RowState::Failing | RowState::Reconnecting | RowState::Degraded
+        )
     }
 
     fn is_failure(self) -> bool {
-        matches!(self, RowState::Failing | RowState::Failed)
+        matches!(self, RowState::Failing | RowState::Reconnecting | RowState::Degraded | RowState::Failed)
     }
 }
 
@@ -129,9 +138,17 @@ fn rows(contexts: &Contexts, live: &Live, now: u64) -> Vec<Row> {
         let connection = live.connections.iter().find(|c| c.record.context == name);
         let attempt = live.attempts.iter().find(|a| a.context == name);
         let (state, error) = match (connection, attempt) {
-            (Some(c), _) => match c.stats.last_error.as_ref().filter(|e| now.saturating_sub(e.at) < FAILING_FOR_SECS) {
-                Some(e) => (RowState::Failing, Some(e.message.clone())),
-                None => (RowState::On, None),
+            (Some(c), _) => match (&c.stats.health, c.stats.last_error.as_ref()) {
+                (HealthState::Reconnecting { error, .. }, _) => {
+                    (RowState::Reconnecting, Some(format!("The API server is unreachable: {error}")))
+                }
+                (HealthState::Degraded { watch, error, .. }, _) => {
+                    (RowState::Degraded, Some(format!("Watching {watch} fails: {error}")))
+                }
+                (HealthState::Connected, Some(e)) if now.saturating_sub(e.at) < FAILING_FOR_SECS => {
+                    (RowState::Failing, Some(e.message.clone()))
+                }
+                (HealthState::Connected, _) => (RowState::On, None),
             },
             (None, Some(a)) => match &a.error {
                 Some(error) => (RowState::Failed, Some(error.clone())),
@@ -349,6 +366,22 @@ mod tests {
             (RowState::Failed, Icon::Error),
             "a failed connect stays"
         );
+    }
+
+    #[test]
+    fn an_api_server_out_of_reach_shows_as_reconnecting_over_any_older_error_and_a_failing_watch_as_degraded() {
+        let mut c = failing("c1", "prod", 1081, "refused", 0);
+        c.stats.health = HealthState::Reconnecting { since: NOW - 3, error: "connection refused".into() };
+        let view = build(&contexts(), &live(vec![c.clone()], vec![]), NOW);
+        let row = &view.rows[1];
+        assert_eq!((row.state, row.switched_on, view.icon), (RowState::Reconnecting, true, Icon::Error));
+        assert_eq!(row.error.as_deref(), Some("The API server is unreachable: connection refused"));
+        assert_eq!(view.headline, "1 context connected · 1 with errors");
+
+        c.stats.health = HealthState::Degraded { watch: "Pod in the cluster".into(), since: NOW, error: "403".into() };
+        let view = build(&contexts(), &live(vec![c], vec![]), NOW);
+        assert_eq!((view.rows[1].state, view.icon), (RowState::Degraded, Icon::Error));
+        assert_eq!(view.rows[1].error.as_deref(), Some("Watching Pod in the cluster fails: 403"));
     }
 
     #[test]

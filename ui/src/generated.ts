@@ -51,6 +51,8 @@ export type ConnectionStatus = {
   last_error: ErrorReport | null,
   /** The port-forward protocol connections use, once one has worked. */
   portforward_protocol: Protocol | null,
+  /** Whether the watch caches are fed: connected, reconnecting or degraded. */
+  health: HealthState,
 };
 
 /**
@@ -77,6 +79,29 @@ export type ErrorReport = {
   /** Seconds since the Unix epoch. */
   at: number,
 };
+
+/** A context's health, as `status` and the tray show it. */
+export type HealthState = { "state": "connected" } | { "state": "reconnecting", 
+/**
+ * Seconds since the Unix epoch.
+ */
+since: number, 
+/**
+ * The latest failure, one line.
+ */
+error: string, } | { "state": "degraded", 
+/**
+ * Which watch: its kind and scope.
+ */
+watch: string, 
+/**
+ * Seconds since the Unix epoch.
+ */
+since: number, 
+/**
+ * Its latest failure, one line.
+ */
+error: string, };
 
 /** What the tray icon shows. */
 export type Icon = "idle" | "connected" | "error";
@@ -119,7 +144,7 @@ export type Row = {
 };
 
 /** Where a context stands. */
-export type RowState = "off" | "connecting" | "on" | "failing" | "failed";
+export type RowState = "off" | "connecting" | "on" | "failing" | "reconnecting" | "degraded" | "failed";
 
 /** What new connections listen on and resolve with, and whether the app starts at login. */
 export type Settings = {

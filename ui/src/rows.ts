@@ -16,6 +16,8 @@ const STATE_LABEL: Record<RowState, string> = {
   connecting: "Connecting…",
   on: "Connected",
   failing: "Connected, with errors",
+  reconnecting: "Reconnecting to the API server…",
+  degraded: "Connected, a watch failing",
   failed: "Could not connect",
 };
 

@@ -33,6 +33,7 @@ const conn = (extra: Partial<ConnectionStatus> = {}): ConnectionStatus => ({
   bytes_down: 0,
   last_error: null,
   portforward_protocol: null,
+  health: { state: "connected" },
   ...extra,
 });
 

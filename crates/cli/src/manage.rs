@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use kubesocks_engine::kubeconfig::{self, KubeSettings};
-use kubesocks_engine::{Listen, Protocol, ProxyConfig, loopback};
+use kubesocks_engine::{HealthState, Listen, Protocol, ProxyConfig, loopback};
 use kubesocks_managed::control::{
     self, ConnectRequest, ConnectionStatus, ControlError, ErrorKind, Request, Response, SharedPortRequest,
     SharedPortStatus,
@@ -247,13 +247,14 @@ fn print_shared_port(port: &SharedPortStatus) {
 fn print_table(connections: &[ConnectionStatus]) {
     let dash = |a: Option<std::net::SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
     say!(
-        "{:<9} {:<24} {:<16} {:<16} {:<16} {:<9} {:>6} {:>6} {:>9} {:>9} {:>8}  LAST ERROR",
+        "{:<9} {:<24} {:<16} {:<16} {:<16} {:<9} {:<20} {:>6} {:>6} {:>9} {:>9} {:>8}  LAST ERROR",
         "ID",
         "CONTEXT",
         "ALIAS",
         "SOCKS",
         "HTTP",
         "PROTOCOL",
+        "HEALTH",
         "ACTIVE",
         "TOTAL",
         "UP",
@@ -262,18 +263,22 @@ fn print_table(connections: &[ConnectionStatus]) {
     );
     let now = unix_now();
     for c in connections {
-        let error =
-            c.stats.last_error.as_ref().map_or("-".to_string(), |e| {
-                format!("{} ago: {}", human_duration(now.saturating_sub(e.at)), e.message)
-            });
+        let (health, health_error) = health_cells(&c.stats.health, now);
+        let error = health_error.unwrap_or_else(|| {
+            c.stats
+                .last_error
+                .as_ref()
+                .map_or("-".to_string(), |e| format!("{} ago: {}", human_duration(now.saturating_sub(e.at)), e.message))
+        });
         say!(
-            "{:<9} {:<24} {:<16} {:<16} {:<16} {:<9} {:>6} {:>6} {:>9} {:>9} {:>8}  {}",
+            "{:<9} {:<24} {:<16} {:<16} {:<16} {:<9} {:<20} {:>6} {:>6} {:>9} {:>9} {:>8}  {}",
             c.record.id,
             c.record.context,
             c.record.alias,
             dash(c.record.socks),
             dash(c.record.http),
             protocol_name(c.stats.portforward_protocol),
+            health,
             c.stats.active_connections,
             c.stats.total_connections,
             human_bytes(c.stats.bytes_up),
@@ -281,6 +286,23 @@ fn print_table(connections: &[ConnectionStatus]) {
             human_duration(now.saturating_sub(c.record.started_at)),
             error
         );
+    }
+}
+
+/// A context's health in a table cell ("reconnecting 12s"), and, unless
+/// connected, why, which the last-error cell shows instead of the last
+/// failed connection.
+fn health_cells(health: &HealthState, now: u64) -> (String, Option<String>) {
+    match health {
+        HealthState::Connected => ("connected".into(), None),
+        HealthState::Reconnecting { since, error } => (
+            format!("reconnecting {}", human_duration(now.saturating_sub(*since))),
+            Some(format!("the API server is unreachable: {error}")),
+        ),
+        HealthState::Degraded { watch, since, error } => (
+            format!("degraded {}", human_duration(now.saturating_sub(*since))),
+            Some(format!("watching {watch} fails: {error}")),
+        ),
     }
 }
 

@@ -67,7 +67,7 @@ impl Engine {
         let mut rules = Rules::new(&config.cluster_domain, &cluster.namespace);
         rules.passthrough_local = config.passthrough_local;
         let forwarder = Forwarder::new(cluster.upgrades, config.data_path);
-        let dialer = Arc::new(Dialer::new(forwarder, cache, rules, config.passthrough));
+        let dialer = Arc::new(Dialer::new(&cluster.context, forwarder, cache, rules, config.passthrough));
         let backend = Arc::new(Backend::new(dialer.clone()));
         let server = Server::new(BackEnds::One(backend.clone()), admitting);
         let socks = socks.map(|listener| server.serve(listener, ListenerKind::Mixed));
@@ -109,7 +109,12 @@ impl Engine {
 
     /// The engine's live figures.
     pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot { portforward_protocol: self.backend.dialer().protocol(), ..self.backend.stats.snapshot() }
+        let dialer = self.backend.dialer();
+        StatsSnapshot {
+            portforward_protocol: dialer.protocol(),
+            health: dialer.cache().health(),
+            ..self.backend.stats.snapshot()
+        }
     }
 
     /// A URL of a real Service in `namespace` (else a template), for a first try.

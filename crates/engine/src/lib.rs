@@ -50,6 +50,7 @@ mod stats;
 mod testing;
 
 pub use cluster::cache::CacheError;
+pub use cluster::health::HealthState;
 pub use cluster::kubeconfig;
 pub use config::{ProxyConfig, loopback, pac_url};
 pub use dial::routes::{Route, Routes};

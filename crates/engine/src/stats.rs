@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::health::HealthState;
 use crate::portforward::Protocol;
 
 #[derive(Debug, Default)]
@@ -44,6 +45,9 @@ pub struct StatsSnapshot {
     /// The port-forward protocol connections use, once one has worked.
     #[serde(default)]
     pub portforward_protocol: Option<Protocol>,
+    /// Whether the watch caches are fed: connected, reconnecting or degraded.
+    #[serde(default)]
+    pub health: HealthState,
 }
 
 impl Stats {
@@ -75,6 +79,7 @@ impl Stats {
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
             last_error: self.last_error.lock().unwrap().clone(),
             portforward_protocol: None,
+            health: HealthState::Connected,
         }
     }
 }

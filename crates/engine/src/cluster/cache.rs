@@ -27,6 +27,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
+use crate::cluster::health::{Health, HealthState};
 use crate::cluster::lookup::{self, Fetched};
 use crate::route::names::ClusterNames;
 use crate::route::{self, ClusterView, Query};
@@ -221,6 +222,7 @@ impl Drop for AbortOnDrop {
 /// The live caches of one engine. Cheap to share behind an `Arc`.
 pub(crate) struct ClusterCache {
     client: Client,
+    health: Health,
     scope: Scope,
     namespaces: Option<Store<Namespace>>,
     tasks: std::sync::Mutex<Vec<AbortHandle>>,
@@ -239,24 +241,25 @@ impl ClusterCache {
     /// sync, so that the first connection is answered from memory.
     pub async fn start(client: Client, default_namespace: &str) -> Result<ClusterCache, CacheError> {
         let tasks = std::sync::Mutex::new(Vec::new());
+        let health = Health::new(client.clone());
         let cluster_wide = missing_permission(&client, None).await?.is_none();
         let namespaces = if allowed(&client, None, "", "namespaces", "list").await?
             && allowed(&client, None, "", "namespaces", "watch").await?
         {
-            let (store, task) = reflect(Api::<Namespace>::all(client.clone()));
+            let (store, task) = reflect(Api::<Namespace>::all(client.clone()), &health, None);
             tasks.lock().unwrap().push(task);
             Some(store)
         } else {
             None
         };
         let scope = if cluster_wide {
-            let (stores, handles) = Stores::start(&client, None);
+            let (stores, handles) = Stores::start(&client, &health, None);
             tasks.lock().unwrap().extend(handles);
             Scope::Cluster(stores)
         } else {
             Scope::Namespaced(std::sync::Mutex::new(Namespaces::default()))
         };
-        let cache = ClusterCache { client, scope, namespaces, tasks };
+        let cache = ClusterCache { client, health, scope, namespaces, tasks };
         match &cache.scope {
             Scope::Cluster(stores) => stores.wait("the cluster").await?,
             Scope::Namespaced(_) => cache.ensure_namespace(default_namespace).await?,
@@ -331,13 +334,18 @@ impl ClusterCache {
                 Access::Forbidden { missing, checked: Instant::now() }
             }
             None => {
-                let (stores, handles) = Stores::start(&self.client, Some(namespace));
+                let (stores, handles) = Stores::start(&self.client, &self.health, Some(namespace));
                 let running = AbortOnDrop(handles);
                 stores.wait(&format!("namespace {namespace}")).await?;
                 self.tasks.lock().unwrap().extend(running.keep());
                 Access::Watched(stores)
             }
         })
+    }
+
+    /// Whether the watches are fed.
+    pub fn health(&self) -> HealthState {
+        self.health.state()
     }
 
     /// A consistent-enough view of the caches.
@@ -372,10 +380,10 @@ impl ClusterCache {
 }
 
 impl Stores {
-    fn start(client: &Client, namespace: Option<&str>) -> (Stores, Vec<AbortHandle>) {
-        let (services, a) = reflect(api(client, namespace));
-        let (slices, b) = reflect(api(client, namespace));
-        let (pods, c) = reflect(api(client, namespace));
+    fn start(client: &Client, health: &Health, namespace: Option<&str>) -> (Stores, Vec<AbortHandle>) {
+        let (services, a) = reflect(api(client, namespace), health, namespace);
+        let (slices, b) = reflect(api(client, namespace), health, namespace);
+        let (pods, c) = reflect(api(client, namespace), health, namespace);
         (Stores { services, slices, pods }, vec![a, b, c])
     }
 
@@ -412,14 +420,20 @@ where
     }
 }
 
-/// Runs a reflector for `api` in the background and returns its store.
-fn reflect<K>(api: Api<K>) -> (Store<K>, AbortHandle)
+/// Runs a reflector for `api` in the background and returns its store. Its
+/// failures and recoveries are logged and told to `health`, under the name
+/// "KIND in the cluster" or "KIND in namespace NS".
+fn reflect<K>(api: Api<K>, health: &Health, namespace: Option<&str>) -> (Store<K>, AbortHandle)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
     let kind = K::kind(&Default::default()).to_string();
+    let watch = match namespace {
+        Some(ns) => format!("{kind} in namespace {ns}"),
+        None => format!("{kind} in the cluster"),
+    };
     let stream = watcher(api, watcher::Config::default())
         // managedFields are the bulk of most objects and never read here.
         .modify(|o: &mut K| o.managed_fields_mut().clear())
@@ -427,26 +441,44 @@ where
     // Retries come twice a second while the API server is away: the first
     // failure is a warning, the rest debug lines, and the recovery is told.
     let mut failures = 0u64;
+    // A watch stopped while failing (its namespace's setup given up) leaves no failure behind.
+    let reported = Reported { health: health.clone(), watch };
     let watch = reflector::reflector(writer, stream).for_each(move |event| {
+        let watch = &reported.watch;
         match event {
-            Err(e) if failures == 0 => {
-                failures = 1;
-                tracing::warn!(kind, error = %e, "watch failed; retrying every second or sooner");
-            }
             Err(e) => {
+                reported.health.failed(watch, &e);
                 failures += 1;
-                tracing::debug!(kind, error = %e, failures, "watch failed again");
+                if failures == 1 {
+                    tracing::warn!(%watch, error = %e, "watch failed; retrying every second or sooner");
+                } else {
+                    tracing::debug!(%watch, error = %e, failures, "watch failed again");
+                }
             }
-            Ok(_) if failures > 0 => {
-                tracing::info!(kind, failures, "watch resumed");
-                failures = 0;
+            Ok(_) => {
+                reported.health.fed(watch);
+                if failures > 0 {
+                    tracing::info!(%watch, failures, "watch resumed");
+                    failures = 0;
+                }
             }
-            Ok(_) => {}
         }
         futures::future::ready(())
     });
     let task = tokio::spawn(watch.in_current_span());
     (store, task.abort_handle())
+}
+
+/// A watch as [`Health`] knows it, forgotten there when the watch ends.
+struct Reported {
+    health: Health,
+    watch: String,
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        self.health.fed(&self.watch);
+    }
 }
 
 /// Asks the API server whether this user may `verb` the `resource`.

@@ -8,10 +8,13 @@
 //!   with kube-runtime reflectors, in the widest scope RBAC allows; where
 //!   RBAC allows no watch but GETs, [`lookup`] fetches the few objects one
 //!   name needs. The rules in `crate::route` read that snapshot.
+//! * [`health`] sums up whether the watches are fed: connected,
+//!   reconnecting (the API server unreachable) or degraded.
 
 pub(crate) mod cache;
 pub(crate) mod connect;
 pub(crate) mod exec;
+pub(crate) mod health;
 pub mod kubeconfig;
 pub(crate) mod lookup;
 pub(crate) mod proxy_url;

@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 
 use crate::byte_stream::AsyncReadWrite;
 use crate::cluster::cache::{CacheError, ClusterCache};
+use crate::cluster::health::HealthState;
 use crate::portforward::{ForwardError, Forwarder, Protocol};
 use crate::route::{self, Endpoint, Host, Query, Refusal, RefusalKind, Rules};
 use failover::{Failover, NoEndpoint};
@@ -47,6 +48,9 @@ pub(crate) enum Failure {
     TimedOut,
     /// SOCKS 0x01, HTTP 502.
     General,
+    /// The API server cannot be reached, so the answer may be out of date.
+    /// SOCKS 0x01, HTTP 503.
+    ApiUnreachable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,16 @@ pub(crate) enum DialError {
     },
     #[error("no answer within {DIAL_TIMEOUT:?}")]
     TimedOut,
+    /// A failure that may come of the API server being away: the caches may
+    /// be out of date, and a port-forward cannot be opened.
+    #[error("the API server of context {context} is unreachable (for {for_secs} s; {error}): {cause}")]
+    ApiUnreachable {
+        context: String,
+        for_secs: u64,
+        /// The latest failure of a watch or of the probe.
+        error: String,
+        cause: Box<DialError>,
+    },
 }
 
 impl From<NoEndpoint> for DialError {
@@ -96,6 +110,20 @@ impl DialError {
             }
             DialError::Direct { .. } => Failure::Unreachable,
             DialError::TimedOut => Failure::TimedOut,
+            DialError::ApiUnreachable { .. } => Failure::ApiUnreachable,
+        }
+    }
+
+    /// Whether the API server being away may explain it: an answer from
+    /// caches that may be out of date, or a port-forward not opened. Policy
+    /// (outside the cluster, RBAC, this machine) stands either way.
+    fn may_be_the_api_server(&self) -> bool {
+        match self {
+            DialError::Refused(r) => r.kind() != RefusalKind::NotAllowed,
+            DialError::Forward { source, .. } => !source.is_forbidden(),
+            DialError::Cache(e) => !e.is_forbidden(),
+            DialError::TimedOut => true,
+            DialError::Direct { .. } | DialError::ApiUnreachable { .. } => false,
         }
     }
 }
@@ -129,6 +157,8 @@ pub(crate) struct Dialed {
 }
 
 pub(crate) struct Dialer {
+    /// The kube context, for refusals that name it.
+    context: String,
     forwarder: Arc<Forwarder>,
     cache: ClusterCache,
     rules: Rules,
@@ -138,8 +168,15 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    pub fn new(forwarder: Forwarder, cache: ClusterCache, rules: Rules, passthrough: bool) -> Dialer {
-        Dialer { forwarder: Arc::new(forwarder), cache, rules, passthrough, next: AtomicUsize::new(0) }
+    pub fn new(context: &str, forwarder: Forwarder, cache: ClusterCache, rules: Rules, passthrough: bool) -> Dialer {
+        Dialer {
+            context: context.to_string(),
+            forwarder: Arc::new(forwarder),
+            cache,
+            rules,
+            passthrough,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The port-forward protocol in use, once one has worked.
@@ -163,10 +200,25 @@ impl Dialer {
     }
 
     /// Resolves and connects, within [`DIAL_TIMEOUT`]. `conn` tags the logs.
+    /// While the API server cannot be reached, a failure that may come of
+    /// that says so ([`DialError::ApiUnreachable`]).
     pub async fn dial(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
-        match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(host, port, conn)).await {
-            Ok(result) => result,
-            Err(_) => Err(DialError::TimedOut),
+        let e = match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(host, port, conn)).await {
+            Ok(Ok(dialed)) => return Ok(dialed),
+            Ok(Err(e)) => e,
+            Err(_) => DialError::TimedOut,
+        };
+        match self.cache.health() {
+            HealthState::Reconnecting { since, error } if e.may_be_the_api_server() => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                Err(DialError::ApiUnreachable {
+                    context: self.context.clone(),
+                    for_secs: now.as_secs().saturating_sub(since),
+                    error,
+                    cause: Box::new(e),
+                })
+            }
+            _ => Err(e),
         }
     }
 

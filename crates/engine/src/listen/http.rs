@@ -378,6 +378,7 @@ fn refusal(host: &Host, port: u16, e: &DialError) -> Response<Body> {
     let status = match e.failure() {
         Failure::NotAllowed => StatusCode::FORBIDDEN,
         Failure::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        Failure::ApiUnreachable => StatusCode::SERVICE_UNAVAILABLE,
         Failure::Unreachable | Failure::Refused | Failure::General => StatusCode::BAD_GATEWAY,
     };
     text(status, &format!("kubesocks: {host}:{port}: {e}"))

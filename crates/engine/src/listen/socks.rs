@@ -57,7 +57,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Front
                 Failure::NotAllowed => ReplyError::ConnectionNotAllowed,
                 Failure::Unreachable | Failure::TimedOut => ReplyError::HostUnreachable,
                 Failure::Refused => ReplyError::ConnectionRefused,
-                Failure::General => ReplyError::GeneralFailure,
+                Failure::General | Failure::ApiUnreachable => ReplyError::GeneralFailure,
             };
             let _ = proto.reply_error(&reply).await;
             return;
