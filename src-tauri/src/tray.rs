@@ -66,6 +66,15 @@ impl ksni::Tray for Tray {
         pngs.iter().filter_map(|png| pixmap(png)).collect()
     }
 
+    /// A failing row asks for attention, which tray hosts may show (a
+    /// highlight, a blink) beside the error icon.
+    fn status(&self) -> ksni::Status {
+        match self.icon {
+            Icon::Error => ksni::Status::NeedsAttention,
+            Icon::Idle | Icon::Connected => ksni::Status::Active,
+        }
+    }
+
     fn tool_tip(&self) -> ksni::ToolTip {
         ksni::ToolTip { title: "kubesocks".into(), description: self.summary.clone(), ..Default::default() }
     }

@@ -10,11 +10,14 @@ import contextlib
 import json
 import os
 import re
+import selectors
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -82,6 +85,77 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 10.0):
             proc.wait()
 
 
+class Relay:
+    """A TCP relay in front of the API server that a test can cut off (every
+    connection it holds reset, new ones reset as they come) and restore. One
+    thread, so a reset is never held up by a read blocked elsewhere."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut = False
+        self._reset_all = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    @staticmethod
+    def _reset(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+    def _run(self):
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ)
+        peers = {}
+        while True:
+            if self._reset_all.is_set():
+                for sock in list(peers):
+                    with contextlib.suppress(KeyError, ValueError):
+                        sel.unregister(sock)
+                    self._reset(sock)
+                peers.clear()
+                self._reset_all.clear()
+            for key, _ in sel.select(timeout=0.05):
+                sock = key.fileobj
+                if sock is self.listener:
+                    client, _ = sock.accept()
+                    try:
+                        if self.cut:
+                            raise OSError("cut off")
+                        server = socket.create_connection(self.upstream, timeout=5)
+                    except OSError:
+                        self._reset(client)
+                        continue
+                    peers[client], peers[server] = server, client
+                    sel.register(client, selectors.EVENT_READ)
+                    sel.register(server, selectors.EVENT_READ)
+                    continue
+                peer = peers.get(sock)
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        peer.sendall(data)
+                        continue
+                    peer.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                sel.unregister(sock)
+
+    def cut_off(self):
+        self.cut = True
+        self._reset_all.set()
+
+    def restore(self):
+        self.cut = False
+
+
+@pytest.fixture(scope="session")
+def relay(cluster):
+    """The relay every connection of the RELAYED context goes through."""
+    server = re.search(r"server: https://([^\s:]+):(\d+)", cluster["admin"].read_text())
+    return Relay((server.group(1), int(server.group(2))))
+
+
 @pytest.fixture(scope="session")
 def binaries():
     return {"tray": need_file("KUBESOCKS_TRAY_BIN"), "cli": need_file("KUBESOCKS_BIN")}
@@ -102,8 +176,10 @@ def cluster():
 
 
 @pytest.fixture(scope="session")
-def home(cluster, tmp_path_factory):
-    """An isolated user: HOME, XDG dirs, state dir and a kubeconfig of two test contexts."""
+def home(cluster, relay, tmp_path_factory):
+    """An isolated user: HOME, XDG dirs, state dir and a kubeconfig of four
+    test contexts: admin, restricted, one whose API server does not answer
+    and one that reaches it through a relay the tests can cut."""
     root = tmp_path_factory.mktemp("tray-home")
     dirs = {name: root / name for name in ("home", "config", "data", "state", "cache", "runtime", "kubesocks-state")}
     for d in dirs.values():
@@ -120,6 +196,10 @@ def home(cluster, tmp_path_factory):
     text = cluster["admin"].read_text().replace("kubesocks-test", "kubesocks-unreachable")
     text = re.sub(r"server: https://[^\s]+", f"server: https://127.0.0.1:{unreachable_port}", text)
     unreachable.write_text(re.sub(r"(?m)^current-context:.*$", "", text))
+    relayed = kube / "relayed.kubeconfig"
+    text = cluster["admin"].read_text().replace("kubesocks-test", "kubesocks-relayed")
+    text = re.sub(r"server: https://[^\s]+", f"server: https://127.0.0.1:{relay.port}", text)
+    relayed.write_text(re.sub(r"(?m)^current-context:.*$", "", text))
     env = {
         key: value
         for key, value in os.environ.items()
@@ -133,7 +213,7 @@ def home(cluster, tmp_path_factory):
         XDG_CACHE_HOME=str(dirs["cache"]),
         XDG_RUNTIME_DIR=str(dirs["runtime"]),
         KUBESOCKS_STATE_DIR=str(dirs["kubesocks-state"]),
-        KUBECONFIG=f"{admin}:{restricted}:{unreachable}",
+        KUBECONFIG=f"{admin}:{restricted}:{unreachable}:{relayed}",
         SHELL="/bin/sh",
         NO_AT_BRIDGE="1",
         # Software rendering: there is no GPU under Xvfb.

@@ -24,6 +24,7 @@ from conftest import app_session, curl, free_port, kubesocks, port_is_free, stat
 ADMIN = "kubesocks-test"
 RESTRICTED = "kubesocks-test-restricted"
 UNREACHABLE = "kubesocks-unreachable"
+RELAYED = "kubesocks-relayed"
 DEMO_URL = "http://productpage.default.svc.cluster.local:9080/"
 
 
@@ -219,7 +220,7 @@ def connected_state(driver, context):
 def test_the_window_lists_every_context_of_the_kubeconfig(driver, cluster):
     wait_for("the window to load", lambda: driver.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
     names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, '.row [data-field="name"]')]
-    assert names == [ADMIN, RESTRICTED, UNREACHABLE]
+    assert names == [ADMIN, RESTRICTED, UNREACHABLE, RELAYED]
     server = cluster["env"]["KUBESOCKS_APISERVER"]
     assert field(driver, ADMIN, "server") == server
     assert field(driver, ADMIN, "namespace") == "default"
@@ -452,6 +453,31 @@ def test_a_failed_connect_shows_its_reason_in_the_window_and_the_tray(driver, ap
     assert driver.find_element(By.ID, "headline").text == "1 context connected · 1 with errors"
     menu = wait_for("the tray to mark it", lambda: (m := tray_menu(app_env)) and UNREACHABLE + " (error)" in m["items"] and m)
     assert menu["items"][UNREACHABLE + " (error)"]["toggle-state"] == "0", menu
+
+
+def tray_status(env):
+    """The tray item's Status property: Active, or NeedsAttention beside the error icon."""
+    out = gdbus_call(env, tray_item_name(env), "/StatusNotifierItem", "org.freedesktop.DBus.Properties.Get",
+                     "org.kde.StatusNotifierItem", "Status")
+    return re.search(r"'(\w+)'", out).group(1)
+
+
+def test_an_api_server_out_of_reach_shows_as_reconnecting_in_the_window_and_the_tray(driver, app_env, relay, configured):
+    click_switch(driver, RELAYED)
+    wait_for("a connection", lambda: connected_state(driver, RELAYED), timeout=60)
+    try:
+        relay.cut_off()
+        wait_for("the row to say reconnecting", lambda: "state-reconnecting" in row(driver, RELAYED).get_attribute("class"), timeout=10)
+        assert field(driver, RELAYED, "state") == "Reconnecting to the API server…"
+        error = row(driver, RELAYED).find_element(By.CSS_SELECTOR, '[data-field="error"]').text
+        assert error.startswith("The API server is unreachable: "), error
+        wait_for("the tray menu to mark it", lambda: RELAYED + " (reconnecting…)" in tray_menu(app_env)["items"], timeout=10)
+        wait_for("the tray to ask for attention", lambda: tray_status(app_env) == "NeedsAttention", timeout=10)
+    finally:
+        relay.restore()
+    wait_for("the row to be connected again", lambda: connected_state(driver, RELAYED), timeout=10)
+    click_switch(driver, RELAYED)
+    wait_for("the row to switch off", lambda: "state-off" in row(driver, RELAYED).get_attribute("class"), timeout=15)
 
 
 def test_switching_it_off_frees_the_port(driver, binaries, app_env, connected):
