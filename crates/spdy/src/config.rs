@@ -12,12 +12,20 @@ use crate::frame::Limits;
 /// Tunables of a session.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// How often to send a keepalive PING; `None` sends none.
+    /// How long an idle session (no open stream) may hear nothing from the
+    /// peer before it sends a keepalive PING; `None` sends none, idle or not.
     pub keepalive: Option<Duration>,
-    /// How long a keepalive PING may go unanswered before the session is
-    /// declared dead. Time spent not reading the transport (because a stream's
-    /// reader is slow) does not count.
+    /// How long a keepalive PING of an idle session may go unanswered (with
+    /// nothing else heard either) before the session is declared dead. Time
+    /// spent not reading the transport (because a stream's reader is slow)
+    /// does not count.
     pub ping_timeout: Duration,
+    /// How long a session with open streams may hear nothing before it sends
+    /// a PING: the streams' clients are waiting, so a dead path must be found
+    /// in seconds.
+    pub active_keepalive: Duration,
+    /// How long that PING may go unanswered, with nothing else heard.
+    pub active_ping_timeout: Duration,
     /// Bytes of received DATA buffered per stream before the session stops
     /// reading the transport until that stream's reader catches up.
     pub stream_receive_buffer: usize,
@@ -34,6 +42,8 @@ impl Default for Config {
         Config {
             keepalive: Some(Duration::from_secs(10)),
             ping_timeout: Duration::from_secs(20),
+            active_keepalive: Duration::from_secs(1),
+            active_ping_timeout: Duration::from_secs(3),
             stream_receive_buffer: 256 << 10,
             write_queue: 256 << 10,
             max_data_frame: 32 << 10,

@@ -3,7 +3,7 @@
 //! It runs four loops concurrently and ends the session when the first one
 //! stops, with that loop's reason: the reader (decodes frames and dispatches
 //! them), the writer (sends queued control frames before queued DATA), the
-//! keepalive (PINGs the peer) and the close timer (gives a GOAWAY a moment
+//! keepalive (PINGs a peer gone silent) and the close timer (gives a GOAWAY a moment
 //! to leave, then ends even if the transport is stuck).
 //!
 //! Flow control: SPDY/3.1 gives each stream, and the session, a 64 KiB send
@@ -66,7 +66,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shared: &Shared, mut io: R) -> SessionE
         buf.reserve(READ_CHUNK);
         match io.read_buf(&mut (&mut buf).limit(READ_CHUNK)).await {
             Ok(0) => return shared.lock().going_away.clone().unwrap_or(SessionError::PeerClosed),
-            Ok(_) => {}
+            Ok(_) => shared.lock().last_read = Instant::now(),
             Err(e) => return SessionError::Io(Arc::new(e)),
         }
     }
@@ -256,34 +256,50 @@ fn written(shared: &Shared, batch: &Batch) {
     }
 }
 
+/// Finds a dead path. A peer that has been silent for a while (the
+/// keepalive when idle, [`Config::active_keepalive`] while streams are open)
+/// gets a PING; if neither its answer nor anything else arrives within the
+/// timeout, the session ends. Anything read proves the path alive, so a busy
+/// session sends no PINGs, and a PING's answer stuck behind a download is
+/// never mistaken for silence. While the reader is paused (a stream's reader
+/// is slow), the peer's bytes wait unread, so nothing counts.
+///
+/// [`Config::active_keepalive`]: crate::Config::active_keepalive
 async fn keepalive_loop(shared: &Shared) -> SessionError {
-    let Some(interval) = shared.config.keepalive else {
+    let config = &shared.config;
+    let Some(idle) = config.keepalive else {
         return std::future::pending().await;
     };
-    let timeout = shared.config.ping_timeout;
+    // Fine enough to keep the promise of the shorter interval.
+    let tick = (config.active_keepalive.min(idle) / 4).max(Duration::from_millis(10));
+    // A PING sent: when, the timeout that applies, and the reader's pauses then.
+    let mut outstanding: Option<(Instant, Duration, u64)> = None;
     loop {
-        tokio::time::sleep(interval).await;
-        if shared.lock().reader_paused {
-            // The peer's answer would sit unread behind a full stream buffer.
+        tokio::time::sleep(tick).await;
+        let (last_read, paused, pauses, active) = {
+            let state = shared.lock();
+            (state.last_read, state.reader_paused, state.pauses, !state.streams.is_empty())
+        };
+        if paused {
+            outstanding = None;
             continue;
         }
-        let mut reply = match shared.send_ping() {
-            Ok(reply) => reply,
-            Err(reason) => return reason,
-        };
-        let mut pauses = shared.lock().pauses;
-        let mut deadline = Instant::now() + timeout;
-        loop {
-            tokio::select! {
-                _ = &mut reply => break,
-                () = tokio::time::sleep_until(deadline) => {
-                    let state = shared.lock();
-                    if !state.reader_paused && state.pauses == pauses {
-                        return SessionError::KeepaliveTimeout(timeout);
+        match outstanding {
+            Some((sent, _, at_pauses)) if last_read >= sent || pauses != at_pauses => outstanding = None,
+            Some((sent, timeout, _)) if sent.elapsed() >= timeout => return SessionError::KeepaliveTimeout(timeout),
+            Some(_) => {}
+            None => {
+                let (silence, timeout) = if active {
+                    (config.active_keepalive, config.active_ping_timeout)
+                } else {
+                    (idle, config.ping_timeout)
+                };
+                if last_read.elapsed() >= silence {
+                    // The answer is counted as a read; the RTT is recorded on arrival.
+                    if let Err(reason) = shared.send_ping() {
+                        return reason;
                     }
-                    // The reader stopped for a while, so the answer may be unread: wait again.
-                    pauses = state.pauses;
-                    deadline = Instant::now() + timeout;
+                    outstanding = Some((Instant::now(), timeout, pauses));
                 }
             }
         }

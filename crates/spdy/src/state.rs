@@ -80,6 +80,8 @@ pub(crate) struct State {
     pub(crate) reader_paused: bool,
     /// How many times the reader paused, so keepalive can tell it happened.
     pub(crate) pauses: u64,
+    /// When the transport last gave the reader bytes: the peer's latest sign of life.
+    pub(crate) last_read: Instant,
 }
 
 pub(crate) struct PendingPing {
@@ -151,6 +153,7 @@ impl Shared {
                 idle_since: Some(Instant::now()),
                 reader_paused: false,
                 pauses: 0,
+                last_read: Instant::now(),
             }),
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),

@@ -277,8 +277,9 @@ async fn peer_pings_are_answered() {
 #[tokio::test]
 async fn keepalive_pings_and_times_out() {
     let config = Config {
-        keepalive: Some(Duration::from_millis(30)),
-        ping_timeout: Duration::from_millis(100),
+        keepalive: Some(Duration::from_secs(60)),
+        active_keepalive: Duration::from_millis(30),
+        active_ping_timeout: Duration::from_millis(100),
         ..Config::default()
     };
     let (session, mut peer) = pair(config);
@@ -301,6 +302,55 @@ async fn keepalive_pings_and_times_out() {
     assert!(matches!(reason, SessionError::KeepaliveTimeout(_)), "{reason}");
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_reset(stream.read(&mut [0; 4]).await.unwrap_err(), "keepalive");
+    silent.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_session_pings_at_the_keepalive_and_one_with_streams_soon_after_silence() {
+    let config = Config {
+        keepalive: Some(Duration::from_millis(400)),
+        ping_timeout: Duration::from_secs(5),
+        active_keepalive: Duration::from_millis(40),
+        active_ping_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let (session, mut peer) = pair(config);
+    let started = tokio::time::Instant::now();
+    let Frame::Ping { id } = peer.next().await else { panic!("a PING expected") };
+    assert!(started.elapsed() >= Duration::from_millis(400), "an idle session pinged after {:?}", started.elapsed());
+    peer.send(Frame::Ping { id }).await;
+
+    let _stream = session.open(&port_forward("data")).unwrap();
+    peer.expect_syn().await;
+    let opened = tokio::time::Instant::now();
+    let Frame::Ping { .. } = peer.next().await else { panic!("a PING expected") };
+    assert!(opened.elapsed() < Duration::from_millis(300), "with a stream open it pinged after {:?}", opened.elapsed());
+}
+
+#[tokio::test]
+async fn anything_heard_from_the_peer_keeps_the_session_up_even_with_pings_unanswered() {
+    let config = Config {
+        keepalive: Some(Duration::from_secs(60)),
+        active_keepalive: Duration::from_millis(20),
+        active_ping_timeout: Duration::from_millis(60),
+        ..Config::default()
+    };
+    let (session, mut peer) = pair(config);
+    let mut stream = session.open(&port_forward("data")).unwrap();
+    let (id, _) = peer.expect_syn().await;
+    peer.reply(id).await;
+    // DATA every 30 ms for half a second, PINGs never answered.
+    for _ in 0..16 {
+        peer.data(id, false, b"x").await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(!session.is_closed(), "a session that hears DATA was declared dead: {:?}", session.closed().await);
+    let mut got = vec![0u8; 16];
+    stream.read_exact(&mut got).await.unwrap();
+    // Then silence: the unanswered PING ends it.
+    let silent = tokio::spawn(async move { while peer.next_any().await.is_some() {} });
+    let reason = timeout(T, session.closed()).await.unwrap();
+    assert!(matches!(reason, SessionError::KeepaliveTimeout(_)), "{reason}");
     silent.await.unwrap();
 }
 
