@@ -24,7 +24,10 @@ pub struct Config {
     /// a PING: the streams' clients are waiting, so a dead path must be found
     /// in seconds.
     pub active_keepalive: Duration,
-    /// How long that PING may go unanswered, with nothing else heard.
+    /// How long that PING may go unanswered, with nothing else heard. The
+    /// PING overtakes queued DATA, but not what the kernel already holds: an
+    /// upload over a slow link with a pod silent for this long, behind more
+    /// than this much of send buffer, would be taken for a dead path.
     pub active_ping_timeout: Duration,
     /// Bytes of received DATA buffered per stream before the session stops
     /// reading the transport until that stream's reader catches up.
@@ -43,7 +46,7 @@ impl Default for Config {
             keepalive: Some(Duration::from_secs(10)),
             ping_timeout: Duration::from_secs(20),
             active_keepalive: Duration::from_secs(1),
-            active_ping_timeout: Duration::from_secs(3),
+            active_ping_timeout: Duration::from_secs(2),
             stream_receive_buffer: 256 << 10,
             write_queue: 256 << 10,
             max_data_frame: 32 << 10,
