@@ -277,11 +277,8 @@ async fn the_api_server_killed_mid_download_and_while_idle_errors_the_client_and
 async fn after_a_freeze_of_every_api_connection_a_known_and_a_new_service_answer_within_5_s() {
     let _serial = SERIAL.lock().await;
     let w = two_pods("frozen", download).await;
-    let admin = &cluster().admin_kubeconfig;
-    let relay = FaultRelay::start(FaultRelay::server_of(admin)).await;
-    let dir = std::env::temp_dir().join(format!("kubesocks-frozen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let proxy = Proxy::start(&relay.kubeconfig(admin, &dir), &[]).await;
+    let relay = FaultRelay::in_front_of(&cluster().admin_kubeconfig).await;
+    let proxy = Proxy::start(relay.relayed_kubeconfig(), &[]).await;
     // Sessions to both pods (the second one prewarmed), and the watches.
     for _ in 0..2 {
         try_download(proxy.socks, &w.svc(), 1024).await.expect("the Service answers before the freeze");
@@ -305,7 +302,6 @@ async fn after_a_freeze_of_every_api_connection_a_known_and_a_new_service_answer
     assert!(known <= RECOVERY, "the known Service answered only {known:?} after the freeze");
     assert!(new <= RECOVERY, "a Service made after the freeze answered only {new:?} after it");
     assert!(relay.live() >= 1, "the proxy did not reconnect through the relay");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The API server out of reach (every connection to it reset, new ones
@@ -319,12 +315,8 @@ async fn an_api_server_out_of_reach_shows_as_reconnecting_clients_are_told_why_a
     const AWAY: Duration = Duration::from_secs(30);
     let _serial = SERIAL.lock().await;
     let w = two_pods("away", download).await;
-    let admin = &cluster().admin_kubeconfig;
-    let relay = FaultRelay::start(FaultRelay::server_of(admin)).await;
-    let dir = std::env::temp_dir().join(format!("kubesocks-away-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = relay.kubeconfig(admin, &dir);
-    let kubeconfig = kubeconfig.to_str().unwrap();
+    let relay = FaultRelay::in_front_of(&cluster().admin_kubeconfig).await;
+    let kubeconfig = relay.relayed_kubeconfig().to_str().unwrap();
     let m = Managed::new("away");
     let conn =
         m.connect(&["--kubeconfig", kubeconfig, "--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
@@ -385,7 +377,6 @@ async fn an_api_server_out_of_reach_shows_as_reconnecting_clients_are_told_why_a
          {made_err:?}), status connected after {connected:?}"
     );
     assert!(known <= RECOVERY && made <= RECOVERY, "served only {known:?} and {made:?} after the API server came back");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,8 @@ pub struct FaultRelay {
     addr: SocketAddr,
     faults: Arc<Mutex<Faults>>,
     accept: JoinHandle<()>,
+    /// The kubeconfig through it, from [`FaultRelay::in_front_of`]; its folder is removed on drop.
+    kubeconfig: Option<PathBuf>,
 }
 
 impl FaultRelay {
@@ -57,7 +59,24 @@ impl FaultRelay {
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Mutex::new(Faults::default()));
         let accept = tokio::spawn(accept(listener, upstream, faults.clone()));
-        FaultRelay { addr, faults, accept }
+        FaultRelay { addr, faults, accept, kubeconfig: None }
+    }
+
+    /// A relay in front of the API server of `kubeconfig`, with a copy of
+    /// that kubeconfig through it ([`FaultRelay::relayed_kubeconfig`]).
+    pub async fn in_front_of(kubeconfig: &Path) -> FaultRelay {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let mut relay = FaultRelay::start(FaultRelay::server_of(kubeconfig)).await;
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kubesocks-relay-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        relay.kubeconfig = Some(relay.kubeconfig(kubeconfig, &dir));
+        relay
+    }
+
+    /// The kubeconfig [`FaultRelay::in_front_of`] wrote.
+    pub fn relayed_kubeconfig(&self) -> &Path {
+        self.kubeconfig.as_deref().expect("a relay made with in_front_of")
     }
 
     /// The address of the test cluster's API server in `kubeconfig`.
@@ -134,6 +153,9 @@ impl Drop for FaultRelay {
     fn drop(&mut self) {
         self.accept.abort();
         self.reset_held();
+        if let Some(dir) = self.kubeconfig.as_deref().and_then(Path::parent) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
