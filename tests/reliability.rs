@@ -21,7 +21,7 @@ use support::managed::Managed;
 use support::relay::FaultRelay;
 use support::traffic::{
     TwoPods, download, echo, first_line, get, hello, open_fds, raise_own_fd_limit, read_some, read_to_end_or_error,
-    socks, start_download, two_pods, who,
+    sockets_to, socks, start_download, two_pods, who,
 };
 use support::{Proxy, cluster, repo_root, status_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -377,6 +377,46 @@ async fn an_api_server_out_of_reach_shows_as_reconnecting_clients_are_told_why_a
          {made_err:?}), status connected after {connected:?}"
     );
     assert!(known <= RECOVERY && made <= RECOVERY, "served only {known:?} and {made:?} after the API server came back");
+}
+
+/// An engine that stops leaves nothing behind: ten connect and disconnect
+/// cycles in one daemon, each with traffic to both pods of a Service (so a
+/// port-forward session to each), and after each disconnect the daemon
+/// holds no connection to the API server within 5 s, and its descriptors
+/// are back where they were after the first. (Sessions outlived their
+/// engine before: a task that logged a session's end kept it open, pinging.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_disconnect_cycles_leave_no_api_connection_or_descriptor_behind() {
+    let _serial = SERIAL.lock().await;
+    let w = two_pods("cycles", download).await;
+    let api_port = FaultRelay::server_of(&cluster().admin_kubeconfig).port();
+    let m = Managed::new("cycles");
+    let mut baseline = None;
+    for round in 0..10 {
+        let conn = m.connect(&["--context", "kubesocks-test", "--listen-socks", "127.0.0.1:0"]).await;
+        let socks: SocketAddr = conn["socks"].as_str().expect("a SOCKS address").parse().unwrap();
+        let pid = conn["pid"].as_u64().expect("the daemon's pid") as u32;
+        let id = conn["id"].as_str().expect("an ID").to_string();
+        for _ in 0..2 {
+            try_download(socks, &w.svc(), 1024).await.expect("the Service answers");
+        }
+        let held = sockets_to(pid, api_port);
+        assert!(held >= 2, "round {round}: the daemon holds {held} connection(s) to the API server while in use");
+        m.ok(&["disconnect", &id]).await;
+        let since = Instant::now();
+        while sockets_to(pid, api_port) > 0 {
+            assert!(
+                since.elapsed() < RECOVERY,
+                "round {round}: {} connection(s) to the API server left {:?} after disconnect ({held} in use)",
+                sockets_to(pid, api_port),
+                since.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let fds = open_fds(pid);
+        let baseline = *baseline.get_or_insert(fds);
+        assert!(fds <= baseline + 2, "round {round}: {fds} descriptors after disconnect, {baseline} after the first");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

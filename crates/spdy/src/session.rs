@@ -124,12 +124,23 @@ impl Session {
 
     /// Waits until the session has ended and returns why.
     pub async fn closed(&self) -> SessionError {
+        self.ended().await
+    }
+
+    /// Resolves when the session has ended, with why, like
+    /// [`closed`](Session::closed); but the future holds no handle, so it
+    /// does not keep the session open. A task that only reports the end of
+    /// a session waits on this, and the session still closes once its last
+    /// user is gone.
+    pub fn ended(&self) -> impl Future<Output = SessionError> + Send + 'static {
         let mut ended = self.handle.shared.ended_tx.subscribe();
-        let reason = match ended.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone(),
-            Err(_) => None,
-        };
-        reason.unwrap_or(SessionError::Closed)
+        async move {
+            let reason = match ended.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            };
+            reason.unwrap_or(SessionError::Closed)
+        }
     }
 
     /// Sends GOAWAY and ends the session; streams still open fail with

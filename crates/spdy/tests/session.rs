@@ -527,6 +527,16 @@ async fn dropping_every_handle_closes_the_session() {
 }
 
 #[tokio::test]
+async fn waiting_for_the_end_does_not_keep_a_session_open() {
+    let (session, mut peer) = pair(quiet());
+    let ended = tokio::spawn(session.ended());
+    drop(session);
+    assert!(matches!(peer.next().await, Frame::GoAway { .. }), "the last handle gone, the session closes");
+    let reason = timeout(T, ended).await.expect("the end is told").unwrap();
+    assert!(matches!(reason, SessionError::Closed), "{reason}");
+}
+
+#[tokio::test]
 async fn invalid_headers_are_refused_locally() {
     let (session, _peer) = pair(quiet());
     for headers in [vec![("host", "x")], vec![("", "x")], vec![("a", "b\0c")]] {

@@ -102,13 +102,14 @@ impl Pool {
     }
 }
 
-/// Logs why a session ended, once it does.
+/// Logs why a session ended, once it does; without keeping it open, so a
+/// session ends when the pool that holds it (its engine) is gone.
 fn watch_session(tunnel: &Arc<Tunnel>, endpoint: &Endpoint) {
-    let session = tunnel.session.clone();
+    let ended = tunnel.session.ended();
     let endpoint = endpoint.to_string();
     tokio::spawn(
         async move {
-            let reason = session.closed().await;
+            let reason = ended.await;
             match reason {
                 kubesocks_spdy::SessionError::Closed => tracing::debug!(pod = endpoint, "port-forward session closed"),
                 reason => {
