@@ -51,6 +51,28 @@ fn answer_after_eof(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Sen
     }
 }
 
+/// What each [`answer_early_then_count`] server read after its answer, by pod.
+static READ_AFTER_ANSWER: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Answers as soon as a request head is in (a 413 before the body, say),
+/// half-closes, then reads the rest to the client's FIN, as nginx's
+/// lingering close does, and notes how much it read.
+fn answer_early_then_count(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'static {
+    move |mut s: TcpStream| {
+        let name = name.clone();
+        Box::pin(async move {
+            let Some(head) = support::read_head(&mut s).await else { return };
+            if s.write_all(format!("413 from {name}\n").as_bytes()).await.is_err() || s.shutdown().await.is_err() {
+                return;
+            }
+            let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+            READ_AFTER_ANSWER.lock().unwrap().push((name, head.len() - end + rest.len()));
+        })
+    }
+}
+
 /// Speaks first (a banner, as SMTP, SSH or MySQL servers do), then echoes.
 fn banner(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'static {
     move |s: TcpStream| {
@@ -212,6 +234,61 @@ async fn a_half_close_reaches_the_pod_and_its_answer_still_comes_back() {
             read.unwrap_or_else(|e| panic!("{protocol} {pod}: {e} (got {answer:?})"));
             println!("{protocol} {pod}: answered {:?} after the FIN: {}", fin.elapsed(), answer.trim());
             assert_eq!(answer, format!("{pod} read {} bytes to EOF\n", payload.len()), "{protocol} {pod}");
+        }
+    }
+}
+
+/// The pod answers before the client is done and half-closes, reading on
+/// (nginx's 413 with its lingering close). The client, still sending its
+/// body for two seconds after the answer, gets the answer, no error on any
+/// write, and a clean end: never a reset, which could destroy the answer
+/// before it is read. What it sends goes on to the pod while the node
+/// carries it (a real node, containerd, closes the pod's connection a
+/// second after the pod's FIN; the test's node at once), and is read and
+/// dropped after. Before, the relay ended at the pod's FIN and left the
+/// client's input unread: its next writes met a reset.
+#[tokio::test]
+async fn a_client_still_sending_after_an_early_answer_gets_the_answer_and_a_clean_end_not_a_reset() {
+    const CHUNK: usize = 16 << 10;
+    const CHUNKS: usize = 40;
+    let w = two_pods("early", answer_early_then_count).await;
+    for protocol in ["tunnel", "spdy"] {
+        let proxy = Proxy::start(&cluster().admin_kubeconfig, &["--portforward-protocol", protocol]).await;
+        for (pod, ip) in &w.ips {
+            let mut s = socks(proxy.socks, ip, 8080).await.unwrap_or_else(|c| panic!("{protocol} {pod}: {c:#04x}"));
+            let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", CHUNK * CHUNKS);
+            s.write_all(head.as_bytes()).await.unwrap();
+            let expected = format!("413 from {pod}\n");
+            let mut answer = vec![0u8; expected.len()];
+            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut answer))
+                .await
+                .unwrap_or_else(|_| panic!("{protocol} {pod}: no answer within 10 s"))
+                .unwrap_or_else(|e| panic!("{protocol} {pod}: {e}"));
+            assert_eq!(String::from_utf8_lossy(&answer), expected, "{protocol} {pod}");
+            // The body, over two seconds: past the node's second after the pod's FIN.
+            for i in 0..CHUNKS {
+                s.write_all(&[b'b'; CHUNK])
+                    .await
+                    .unwrap_or_else(|e| panic!("{protocol} {pod}: writing chunk {i} of the body failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            s.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+                .await
+                .unwrap_or_else(|_| panic!("{protocol} {pod}: no end within 10 s of the client's FIN"))
+                .unwrap_or_else(|e| panic!("{protocol} {pod}: the end was {e}, not a clean one"));
+            assert!(rest.is_empty(), "{protocol} {pod}: more after the answer: {rest:?}");
+            let got = support::wait_for(&format!("{protocol} {pod}: the pod to end"), || async {
+                let mut counts = READ_AFTER_ANSWER.lock().unwrap();
+                let at = counts.iter().position(|(name, _)| name == pod)?;
+                Some(counts.remove(at).1)
+            })
+            .await;
+            println!(
+                "{protocol} {pod}: the pod read {got} of {} body bytes before its connection closed",
+                CHUNK * CHUNKS
+            );
         }
     }
 }

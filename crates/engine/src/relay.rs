@@ -5,21 +5,31 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use crate::stats::Stats;
 
 const BUF: usize = 64 * 1024;
 
-/// Relays until the upstream has finished sending and the client has it all.
+/// How long, after the upstream's FIN, the client may go on sending before
+/// its connection is closed. nginx's lingering close reads for up to 30 s too.
+const AFTER_UPSTREAM_FIN: Duration = Duration::from_secs(30);
+
+/// Relays until the upstream has finished sending and the client has it all,
+/// and the client has finished sending too.
 ///
 /// The client's FIN is passed on with `shutdown` and the upstream's FIN is
-/// passed to the client. The relay ends when the upstream's side is done:
-/// nothing can answer the client after that, whatever it still sends.
-/// An error (above all an upstream that broke: a session reset) is returned
-/// without a FIN to the client, which the caller then resets ([`reset`]),
-/// so a truncated stream never looks complete.
+/// passed to the client. What the client sends goes on to the upstream while
+/// it takes it (a server that answered early, a 413 before the whole body,
+/// reads the rest), and is read and dropped once it does not, until the
+/// client's FIN or, after the upstream's FIN, [`AFTER_UPSTREAM_FIN`]: a
+/// socket closed with input unread sends a reset, which can destroy the
+/// answer before the client has read it. Whether the connection failed is
+/// the upstream's reading side's to say: an error there (above all an
+/// upstream that broke: a session reset) is returned without a FIN to the
+/// client, which the caller then resets ([`reset`]), so a truncated stream
+/// never looks complete.
 ///
 /// `linger`: for upstreams that cannot carry a FIN (a pod stream, see
 /// [`crate::portforward::PodStream`]) the pod never learns that the client
@@ -35,8 +45,25 @@ where
     let (mut up_rx, mut up_tx) = tokio::io::split(Counted::new(upstream, stats.clone()));
     let (client_done, mut client_done_rx) = tokio::sync::watch::channel(false);
     let to_upstream = async {
-        tokio::io::copy_buf(&mut BufReader::with_capacity(BUF, client_rx), &mut up_tx).await?;
-        up_tx.shutdown().await?;
+        let mut client_rx = BufReader::with_capacity(BUF, client_rx);
+        // Once the upstream refuses bytes, the rest is read and dropped:
+        // whether the connection failed is for its other direction to say.
+        let mut upstream_takes = true;
+        loop {
+            let chunk = client_rx.fill_buf().await?;
+            let n = chunk.len();
+            if n == 0 {
+                break;
+            }
+            if upstream_takes && let Err(e) = up_tx.write_all(chunk).await {
+                tracing::debug!(error = %e, "the upstream takes no more; what the client sends is dropped");
+                upstream_takes = false;
+            }
+            client_rx.consume(n);
+        }
+        if upstream_takes {
+            let _ = up_tx.shutdown().await;
+        }
         let _ = client_done.send(true);
         Ok::<_, io::Error>(())
     };
@@ -64,12 +91,26 @@ where
         }
         client_tx.shutdown().await
     };
-    tokio::pin!(to_upstream);
-    tokio::select! {
-        done = to_client => done,
-        // A client that closed its side early is normal (half-close); only its errors end the relay here.
-        Err(e) = &mut to_upstream => Err(e),
+    tokio::pin!(to_upstream, to_client);
+    let mut client_finished = false;
+    loop {
+        tokio::select! {
+            done = &mut to_client => {
+                done?;
+                break;
+            }
+            // A client that closed its side early is normal (half-close); only its errors end the relay here.
+            sent = &mut to_upstream, if !client_finished => match sent {
+                Ok(()) => client_finished = true,
+                Err(e) => return Err(e),
+            },
+        }
     }
+    if !client_finished {
+        // Nothing after the answer is an error (see above).
+        let _ = tokio::time::timeout(AFTER_UPSTREAM_FIN, &mut to_upstream).await;
+    }
+    Ok(())
 }
 
 /// Ends a client connection with a reset (RST) instead of a FIN, for a
