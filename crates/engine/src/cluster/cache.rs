@@ -28,6 +28,7 @@ use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
 use crate::cluster::health::{Health, HealthState};
+use crate::cluster::index::{Index, Indexer};
 use crate::cluster::lookup::{self, Fetched};
 use crate::route::names::ClusterNames;
 use crate::route::{self, ClusterView, Query};
@@ -107,12 +108,45 @@ impl CacheError {
     }
 }
 
-/// The three reflector stores for one scope (the cluster or one namespace).
+/// The three reflector stores for one scope (the cluster or one namespace),
+/// with the indexes lookups go through.
 #[derive(Clone)]
 struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
+    services_by_ip: Arc<Index<Service, IpAddr>>,
+    /// By (namespace, Service name).
+    slices_by_service: Arc<Index<EndpointSlice, (String, String)>>,
+    pods_by_ip: Arc<Index<Pod, IpAddr>>,
+    /// By (namespace, hostname, subdomain).
+    pods_by_host: Arc<Index<Pod, (String, String, String)>>,
+}
+
+fn parse_ips<'a>(ips: impl IntoIterator<Item = &'a String>) -> Vec<IpAddr> {
+    ips.into_iter().filter_map(|ip| ip.parse().ok()).collect()
+}
+
+fn service_ips(svc: &Service) -> Vec<IpAddr> {
+    parse_ips(svc.spec.as_ref().and_then(|s| s.cluster_ips.as_ref()).into_iter().flatten())
+}
+
+fn slice_service(slice: &EndpointSlice) -> Vec<(String, String)> {
+    let service = slice.labels().get("kubernetes.io/service-name");
+    service.map(|svc| (slice.namespace().unwrap_or_default(), svc.clone())).into_iter().collect()
+}
+
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let ips = pod.status.as_ref().and_then(|st| st.pod_ips.as_deref()).unwrap_or_default();
+    ips.iter().filter_map(|i| i.ip.parse().ok()).collect()
+}
+
+fn pod_host(pod: &Pod) -> Vec<(String, String, String)> {
+    let spec = pod.spec.as_ref();
+    match (spec.and_then(|s| s.hostname.clone()), spec.and_then(|s| s.subdomain.clone())) {
+        (Some(hostname), Some(subdomain)) => vec![(pod.namespace().unwrap_or_default(), hostname, subdomain)],
+        _ => vec![],
+    }
 }
 
 /// What is known about one namespace in namespaced mode.
@@ -246,7 +280,7 @@ impl ClusterCache {
         let namespaces = if allowed(&client, None, "", "namespaces", "list").await?
             && allowed(&client, None, "", "namespaces", "watch").await?
         {
-            let (store, task) = reflect(Api::<Namespace>::all(client.clone()), &health, None);
+            let (store, task) = reflect(Api::<Namespace>::all(client.clone()), &health, None, vec![]);
             tasks.lock().unwrap().push(task);
             Some(store)
         } else {
@@ -381,10 +415,16 @@ impl ClusterCache {
 
 impl Stores {
     fn start(client: &Client, health: &Health, namespace: Option<&str>) -> (Stores, Vec<AbortHandle>) {
-        let (services, a) = reflect(api(client, namespace), health, namespace);
-        let (slices, b) = reflect(api(client, namespace), health, namespace);
-        let (pods, c) = reflect(api(client, namespace), health, namespace);
-        (Stores { services, slices, pods }, vec![a, b, c])
+        let services_by_ip = Arc::new(Index::new(service_ips));
+        let slices_by_service = Arc::new(Index::new(slice_service));
+        let pods_by_ip = Arc::new(Index::new(pod_ips));
+        let pods_by_host = Arc::new(Index::new(pod_host));
+        let (services, a) = reflect(api(client, namespace), health, namespace, vec![services_by_ip.clone()]);
+        let (slices, b) = reflect(api(client, namespace), health, namespace, vec![slices_by_service.clone()]);
+        let indexes: Vec<Arc<dyn Indexer<Pod>>> = vec![pods_by_ip.clone(), pods_by_host.clone()];
+        let (pods, c) = reflect(api(client, namespace), health, namespace, indexes);
+        let stores = Stores { services, slices, pods, services_by_ip, slices_by_service, pods_by_ip, pods_by_host };
+        (stores, vec![a, b, c])
     }
 
     async fn wait(&self, scope: &str) -> Result<(), CacheError> {
@@ -420,10 +460,16 @@ where
     }
 }
 
-/// Runs a reflector for `api` in the background and returns its store. Its
-/// failures and recoveries are logged and told to `health`, under the name
-/// "KIND in the cluster" or "KIND in namespace NS".
-fn reflect<K>(api: Api<K>, health: &Health, namespace: Option<&str>) -> (Store<K>, AbortHandle)
+/// Runs a reflector for `api` in the background and returns its store,
+/// keeping `indexes` from the same events. Its failures and recoveries are
+/// logged and told to `health`, under the name "KIND in the cluster" or
+/// "KIND in namespace NS".
+fn reflect<K>(
+    api: Api<K>,
+    health: &Health,
+    namespace: Option<&str>,
+    indexes: Vec<Arc<dyn Indexer<K>>>,
+) -> (Store<K>, AbortHandle)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -455,7 +501,10 @@ where
                     tracing::debug!(%watch, error = %e, failures, "watch failed again");
                 }
             }
-            Ok(_) => {
+            Ok(event) => {
+                for index in &indexes {
+                    index.event(&event);
+                }
                 reported.health.fed(watch);
                 if failures > 0 {
                     tracing::info!(%watch, failures, "watch resumed");
@@ -637,10 +686,6 @@ fn in_namespace<K: ResourceExt>(o: &K, namespace: &str) -> bool {
     o.namespace().as_deref() == Some(namespace)
 }
 
-fn has_ip(ips: impl IntoIterator<Item = impl AsRef<str>>, ip: IpAddr) -> bool {
-    ips.into_iter().any(|s| s.as_ref().parse::<IpAddr>().ok() == Some(ip))
-}
-
 impl ClusterView for Snapshot {
     fn namespace_exists(&self, namespace: &str) -> Option<bool> {
         let store = self.namespaces.as_ref()?;
@@ -672,12 +717,8 @@ impl ClusterView for Snapshot {
     }
 
     fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
-        self.stores(None).into_iter().find_map(|s| {
-            s.services.find(|svc| {
-                let ips = svc.spec.as_ref().and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default();
-                has_ip(ips, ip)
-            })
-        })
+        let stores = self.stores(None);
+        stores.into_iter().find_map(|s| s.services_by_ip.lookup(&s.services, &ip).pop())
     }
 
     fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
@@ -686,23 +727,16 @@ impl ClusterView for Snapshot {
                 && slice.labels().get("kubernetes.io/service-name").map(String::as_str) == Some(service)
         };
         let fetched = self.fetched(namespace).into_iter().flat_map(|f| &f.slices).filter(|s| of_service(s)).cloned();
+        let key = (namespace.to_string(), service.to_string());
         self.stores(Some(namespace))
             .into_iter()
-            .flat_map(|s| s.slices.state_filter(of_service))
+            .flat_map(|s| s.slices_by_service.lookup(&s.slices, &key))
             .chain(fetched)
             .collect()
     }
 
     fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
-        self.stores(None)
-            .into_iter()
-            .flat_map(|s| {
-                s.pods.state_filter(|pod| {
-                    let ips = pod.status.as_ref().and_then(|st| st.pod_ips.as_deref()).unwrap_or_default();
-                    has_ip(ips.iter().map(|i| i.ip.as_str()), ip)
-                })
-            })
-            .collect()
+        self.stores(None).into_iter().flat_map(|s| s.pods_by_ip.lookup(&s.pods, &ip)).collect()
     }
 
     fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
@@ -713,7 +747,12 @@ impl ClusterView for Snapshot {
                 && spec.and_then(|s| s.subdomain.as_deref()) == Some(subdomain)
         };
         let fetched = self.fetched(namespace).into_iter().flat_map(|f| &f.pods).filter(|p| named(p)).cloned();
-        self.stores(Some(namespace)).into_iter().flat_map(|s| s.pods.state_filter(named)).chain(fetched).collect()
+        let key = (namespace.to_string(), hostname.to_string(), subdomain.to_string());
+        self.stores(Some(namespace))
+            .into_iter()
+            .flat_map(|s| s.pods_by_host.lookup(&s.pods, &key))
+            .chain(fetched)
+            .collect()
     }
 }
 
@@ -787,6 +826,61 @@ mod tests {
             }
         });
         Client::new(service, "fast")
+    }
+
+    /// A cluster-wide cache over an API server that holds `n` pods (IPs
+    /// 10.1.x.y) and nothing else.
+    async fn cache_of_pods(n: usize) -> ClusterCache {
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| async move {
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let answer = if path.ends_with("/selfsubjectaccessreviews") {
+                json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                       "spec": {}, "status": {"allowed": true}})
+            } else if query.contains("watch=true") {
+                std::future::pending::<()>().await;
+                unreachable!()
+            } else {
+                let items: Vec<serde_json::Value> = if path == "/api/v1/pods" {
+                    (0..n)
+                        .map(|i| {
+                            json!({"metadata": {"namespace": format!("ns-{}", i % 50), "name": format!("pod-{i}")},
+                                   "spec": {"containers": [], "hostname": format!("host-{i}"), "subdomain": "sub"},
+                                   "status": {"phase": "Running",
+                                              "podIPs": [{"ip": format!("10.1.{}.{}", i / 250, i % 250)}]}})
+                        })
+                        .collect()
+                } else {
+                    vec![]
+                };
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
+            };
+            let body = Full::new(Bytes::from(answer.to_string()));
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                Response::builder().header("content-type", "application/json").body(body).unwrap(),
+            )
+        });
+        ClusterCache::start(Client::new(service, "default"), "default").await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lookup_by_pod_ip_or_hostname_looks_at_one_pod_with_2000_pods_as_with_20() {
+        let mut visited = Vec::new();
+        for n in [20, 2000] {
+            let cache = cache_of_pods(n).await;
+            let snapshot = cache.snapshot().await;
+            let SnapshotScope::Cluster(stores) = &snapshot.scope else { panic!("a cluster-wide cache") };
+            let found = snapshot.pods_by_ip("10.1.0.7".parse().unwrap());
+            assert_eq!(found.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["pod-7"], "{n} pods");
+            let found = snapshot.pods_by_hostname("ns-7", "host-7", "sub");
+            assert_eq!(found.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["pod-7"], "{n} pods");
+            assert!(snapshot.pods_by_ip("10.9.9.9".parse().unwrap()).is_empty());
+            let by_ip = stores.pods_by_ip.visited.load(Ordering::Relaxed);
+            let by_host = stores.pods_by_host.visited.load(Ordering::Relaxed);
+            visited.push((n, by_ip, by_host));
+        }
+        println!("pods looked at per lookup (pods, by IP, by hostname): {visited:?}");
+        assert_eq!(visited, [(20, 1, 1), (2000, 1, 1)], "a lookup's cost grows with the cluster");
     }
 
     fn service_query(name: &str) -> Query {

@@ -7,7 +7,8 @@
 //! * [`cache`] keeps a snapshot of Services, EndpointSlices and Pods current
 //!   with kube-runtime reflectors, in the widest scope RBAC allows; where
 //!   RBAC allows no watch but GETs, [`lookup`] fetches the few objects one
-//!   name needs. The rules in `crate::route` read that snapshot.
+//!   name needs. The rules in `crate::route` read that snapshot, through
+//!   [`index`]es kept beside the stores (by IP, by Service, by hostname).
 //! * [`health`] sums up whether the watches are fed: connected,
 //!   reconnecting (the API server unreachable) or degraded.
 
@@ -15,6 +16,7 @@ pub(crate) mod cache;
 pub(crate) mod connect;
 pub(crate) mod exec;
 pub(crate) mod health;
+pub(crate) mod index;
 pub mod kubeconfig;
 pub(crate) mod lookup;
 pub(crate) mod proxy_url;

@@ -1,0 +1,205 @@
+//! Indexes beside the watch caches: pods by IP and by hostname, Services by
+//! ClusterIP, EndpointSlices by Service. Each is kept from the events its
+//! reflector applies to its store, so a connection's lookup costs the same
+//! however many objects the cluster holds, where filtering the store
+//! visited every object.
+//!
+//! An index holds references, not objects: a lookup takes the objects from
+//! the store, which is the truth (the index follows it a moment later), and
+//! checks that each still has the key.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
+
+use kube::Resource;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::Event;
+
+/// Something kept up to date from a reflector's events.
+pub(crate) trait Indexer<K>: Send + Sync {
+    fn event(&self, event: &Event<K>);
+}
+
+/// The objects of kind `K` by every key [`Index::keys`] gives them.
+pub(crate) struct Index<K: Resource, Key> {
+    keys: fn(&K) -> Vec<Key>,
+    inner: RwLock<Tables<K, Key>>,
+    /// Objects lookups have looked at, for the tests that show a lookup's
+    /// cost does not grow with the cluster.
+    #[cfg(test)]
+    pub(crate) visited: std::sync::atomic::AtomicUsize,
+}
+
+struct Tables<K: Resource, Key> {
+    by_key: HashMap<Key, Vec<ObjectRef<K>>>,
+    /// Each object's keys, to take them out when it changes or goes.
+    of: HashMap<ObjectRef<K>, Vec<Key>>,
+    /// While a watch lists afresh: the new tables, swapped in when it is done
+    /// (as the store does), so objects gone meanwhile leave the index too.
+    relisting: Option<Box<Tables<K, Key>>>,
+}
+
+impl<K: Resource, Key> Default for Tables<K, Key> {
+    fn default() -> Self {
+        Tables { by_key: HashMap::new(), of: HashMap::new(), relisting: None }
+    }
+}
+
+impl<K, Key> Tables<K, Key>
+where
+    K: Resource,
+    K::DynamicType: Default + Eq + Hash + Clone,
+    Key: Eq + Hash + Clone,
+{
+    fn remove(&mut self, object: &ObjectRef<K>) {
+        for key in self.of.remove(object).unwrap_or_default() {
+            if let Some(refs) = self.by_key.get_mut(&key) {
+                refs.retain(|r| r != object);
+                if refs.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, object: ObjectRef<K>, keys: Vec<Key>) {
+        self.remove(&object);
+        if keys.is_empty() {
+            return;
+        }
+        for key in &keys {
+            self.by_key.entry(key.clone()).or_default().push(object.clone());
+        }
+        self.of.insert(object, keys);
+    }
+}
+
+impl<K, Key> Index<K, Key>
+where
+    K: Resource,
+    K::DynamicType: Default + Eq + Hash + Clone,
+    Key: Eq + Hash + Clone,
+{
+    pub(crate) fn new(keys: fn(&K) -> Vec<Key>) -> Index<K, Key> {
+        Index {
+            keys,
+            inner: RwLock::new(Tables::default()),
+            #[cfg(test)]
+            visited: Default::default(),
+        }
+    }
+
+    /// The objects that have `key`, as the index last heard.
+    pub(crate) fn get(&self, key: &Key) -> Vec<ObjectRef<K>> {
+        self.inner.read().unwrap().by_key.get(key).cloned().unwrap_or_default()
+    }
+
+    /// The objects of `store` listed under `key` that still have it.
+    pub(crate) fn lookup(&self, store: &Store<K>, key: &Key) -> Vec<Arc<K>>
+    where
+        K: Clone + 'static,
+    {
+        let refs = self.get(key);
+        #[cfg(test)]
+        self.visited.fetch_add(refs.len(), std::sync::atomic::Ordering::Relaxed);
+        refs.iter().filter_map(|r| store.get(r)).filter(|o| (self.keys)(o).contains(key)).collect()
+    }
+
+    /// How many keys it holds, for the tests.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.inner.read().unwrap().by_key.len()
+    }
+}
+
+impl<K, Key> Indexer<K> for Index<K, Key>
+where
+    K: Resource + Send + Sync,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    Key: Eq + Hash + Clone + Send + Sync,
+{
+    fn event(&self, event: &Event<K>) {
+        let mut tables = self.inner.write().unwrap();
+        match event {
+            // The first list fills the tables as it goes, so they are
+            // complete by the time the store says it is ready.
+            Event::Init if tables.of.is_empty() => {}
+            Event::Init => tables.relisting = Some(Box::default()),
+            Event::InitApply(object) => {
+                let (object, keys) = (ObjectRef::from_obj(object), (self.keys)(object));
+                match tables.relisting.as_mut() {
+                    Some(next) => next.insert(object, keys),
+                    None => tables.insert(object, keys),
+                }
+            }
+            Event::InitDone => {
+                if let Some(next) = tables.relisting.take() {
+                    *tables = *next;
+                }
+            }
+            Event::Apply(object) => tables.insert(ObjectRef::from_obj(object), (self.keys)(object)),
+            Event::Delete(object) => tables.remove(&ObjectRef::from_obj(object)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use k8s_openapi::api::core::v1::Pod;
+
+    use super::*;
+    use crate::testing::pod;
+
+    fn by_ip() -> Index<Pod, IpAddr> {
+        Index::new(|p: &Pod| {
+            let ips = p.status.as_ref().and_then(|s| s.pod_ips.as_deref()).unwrap_or_default();
+            ips.iter().filter_map(|i| i.ip.parse().ok()).collect()
+        })
+    }
+
+    fn names(index: &Index<Pod, IpAddr>, ip: &str) -> Vec<String> {
+        index.get(&ip.parse().unwrap()).into_iter().map(|r| r.name).collect()
+    }
+
+    fn apply(index: &Index<Pod, IpAddr>, p: std::sync::Arc<Pod>) {
+        index.event(&Event::Apply((*p).clone()));
+    }
+
+    #[test]
+    fn an_object_is_found_by_each_key_and_moves_when_its_keys_change() {
+        let index = by_ip();
+        apply(&index, pod("ns", "a", &["10.0.0.1", "fd00::1"], "Running", None));
+        apply(&index, pod("ns", "b", &["10.0.0.2"], "Running", None));
+        assert_eq!(names(&index, "10.0.0.1"), ["a"]);
+        assert_eq!(names(&index, "fd00::1"), ["a"]);
+        apply(&index, pod("ns", "a", &["10.0.0.3"], "Running", None));
+        assert!(names(&index, "10.0.0.1").is_empty(), "the old IP is forgotten");
+        assert_eq!(names(&index, "10.0.0.3"), ["a"]);
+        index.event(&Event::Delete((*pod("ns", "a", &["10.0.0.3"], "Running", None)).clone()));
+        assert!(names(&index, "10.0.0.3").is_empty());
+        assert_eq!(index.len(), 1, "only b's IP is left");
+    }
+
+    #[test]
+    fn a_pod_ip_reused_by_a_new_pod_lists_both_until_the_old_one_goes() {
+        let index = by_ip();
+        apply(&index, pod("ns", "old", &["10.0.0.9"], "Failed", None));
+        apply(&index, pod("ns", "new", &["10.0.0.9"], "Running", None));
+        assert_eq!(names(&index, "10.0.0.9"), ["old", "new"]);
+    }
+
+    #[test]
+    fn a_relist_replaces_everything_once_it_is_done() {
+        let index = by_ip();
+        apply(&index, pod("ns", "gone", &["10.0.0.1"], "Running", None));
+        index.event(&Event::Init);
+        index.event(&Event::InitApply((*pod("ns", "kept", &["10.0.0.2"], "Running", None)).clone()));
+        assert_eq!(names(&index, "10.0.0.1"), ["gone"], "answers from the old tables until the relist is done");
+        index.event(&Event::InitDone);
+        assert!(names(&index, "10.0.0.1").is_empty(), "a pod deleted while the watch was away is forgotten");
+        assert_eq!(names(&index, "10.0.0.2"), ["kept"]);
+    }
+}
