@@ -419,6 +419,32 @@ async fn connect_and_disconnect_cycles_leave_no_api_connection_or_descriptor_beh
     }
 }
 
+/// On the v4 fallback (one WebSocket per connection), a session that breaks
+/// mid-download (its connection reset) reaches the client as a reset, never
+/// as a clean but short end. Before, the in-memory stream kube-rs hands out
+/// ended the same way for both, and the client got a clean FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_v4_fallback_a_session_broken_mid_download_resets_the_client() {
+    let _serial = SERIAL.lock().await;
+    let w = two_pods("v4broken", download).await;
+    let relay = FaultRelay::in_front_of(&cluster().admin_kubeconfig).await;
+    let proxy = Proxy::start(relay.relayed_kubeconfig(), &["--portforward-protocol", "websocket"]).await;
+    let mut s = start_download(proxy.socks, &w.svc(), 80, DOWNLOAD).await.expect("the download starts");
+    let (line, after) = first_line(&mut s).await;
+    assert!(line.starts_with("download from "), "{line:?}");
+    let before = read_some(&mut s, after, 2 << 20).await;
+    relay.reset_held();
+    let (rest, end) = read_to_end_or_error(&mut s).await;
+    let total = before + rest;
+    println!(
+        "v4 session reset: the client got {total} of {DOWNLOAD} bytes, then {:?}",
+        end.as_ref().map(|e| e.to_string())
+    );
+    let e = end.unwrap_or_else(|| panic!("a clean end after {total} of {DOWNLOAD} bytes, not a reset"));
+    assert!(total < DOWNLOAD, "the whole download came through: {e}");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_limit_of_256_open_files_excess_clients_are_refused_and_the_proxy_serves_again() {
     const CLIENTS: usize = 400;

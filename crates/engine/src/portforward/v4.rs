@@ -7,6 +7,13 @@
 //! before it calls the connection established, so that a client can be told
 //! "connection refused" instead of seeing a connection that dies at once. The
 //! wait is scaled to how long the upgrade took: an error travels the same path.
+//!
+//! The session's bytes come through kube-rs' `Portforwarder` as a plain
+//! in-memory stream, which ends the same way whether the pod closed or the
+//! session broke. So at its end [`V4Stream`] asks how the session ended: a
+//! kubelet error (reported late, after the connection was made) or a
+//! broken WebSocket is a `ConnectionReset`, which the relay passes on as a
+//! reset, never as a clean but short end.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,15 +33,28 @@ use crate::route::Endpoint;
 const MIN_SETTLE: Duration = Duration::from_millis(2);
 const MAX_SETTLE: Duration = Duration::from_millis(50);
 
+/// How long, once the data ended, a late kubelet error or the session
+/// task's failure may take to arrive. kube-rs ends its task at once when
+/// the WebSocket breaks; after a clean close it waits for this side to
+/// close too, so a task still running after the grace ended well.
+const END_GRACE: Duration = Duration::from_millis(250);
+
 /// A byte stream to one pod port. Dropping it ends the port-forward session.
 pub(crate) struct V4Stream {
     stream: DuplexStream,
-    forwarder: Portforwarder,
+    /// Until the data ends; then its end is asked about in `ending`.
+    forwarder: Option<Portforwarder>,
+    /// The kubelet's late error, once it came (and was passed to `on_late_error`).
+    late: Option<tokio::sync::oneshot::Receiver<String>>,
+    /// Once the data ended: whether the session ended well.
+    ending: Option<BoxFuture<'static, Result<(), ForwardError>>>,
 }
 
 impl Drop for V4Stream {
     fn drop(&mut self) {
-        self.forwarder.abort();
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.abort();
+        }
     }
 }
 
@@ -59,23 +79,61 @@ pub(crate) async fn open(
                 return Err(ForwardError::Kubelet(message));
             }
         }
-        _ = tokio::time::sleep(settle) => {
-            tokio::spawn(
-                async move {
-                    if let Some(message) = error.await {
-                        on_late_error(message);
-                    }
-                }
-                .in_current_span(),
-            );
-        }
+        _ = tokio::time::sleep(settle) => {}
     }
-    Ok(V4Stream { stream, forwarder })
+    let (late_tx, late) = tokio::sync::oneshot::channel();
+    tokio::spawn(
+        async move {
+            if let Some(message) = error.await {
+                on_late_error(message.clone());
+                let _ = late_tx.send(message);
+            }
+        }
+        .in_current_span(),
+    );
+    Ok(V4Stream { stream, forwarder: Some(forwarder), late: Some(late), ending: None })
+}
+
+/// How a session whose data ended did end: a late kubelet error, else the
+/// session task's failure, each given [`END_GRACE`] to come.
+async fn how_it_ended(
+    forwarder: Portforwarder,
+    late: Option<tokio::sync::oneshot::Receiver<String>>,
+) -> Result<(), ForwardError> {
+    let joined = tokio::time::timeout(END_GRACE, forwarder.join());
+    let late = async move {
+        match late {
+            Some(late) => tokio::time::timeout(END_GRACE, late).await.ok().and_then(Result::ok),
+            None => None,
+        }
+    };
+    let (joined, late) = tokio::join!(joined, late);
+    if let Some(message) = late {
+        return Err(ForwardError::Kubelet(message));
+    }
+    match joined {
+        Ok(Err(e)) => Err(ForwardError::Session(format!("it broke: {e}"))),
+        // Ended well, or still waiting for this side after a clean close.
+        Ok(Ok(())) | Err(_) => Ok(()),
+    }
 }
 
 impl AsyncRead for V4Stream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.ending.is_none() {
+            let before = buf.filled().len();
+            futures::ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+            let Some(forwarder) = this.forwarder.take() else { return Poll::Ready(Ok(())) };
+            this.ending = Some(how_it_ended(forwarder, this.late.take()).boxed());
+        }
+        let ended = futures::ready!(this.ending.as_mut().expect("set above").as_mut().poll(cx));
+        // Asked once; later reads see the end again.
+        this.ending = Some(futures::future::ready(Ok(())).boxed());
+        Poll::Ready(ended.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionReset, e)))
     }
 }
 
