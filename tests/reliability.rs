@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use support::managed::Managed;
 use support::relay::FaultRelay;
@@ -23,7 +23,7 @@ use support::traffic::{
     TwoPods, download, echo, first_line, get, hello, open_fds, raise_own_fd_limit, read_some, read_to_end_or_error,
     sockets_to, socks, start_download, two_pods, who,
 };
-use support::{Proxy, cluster, repo_root, status_kib};
+use support::{Backend, PodSpec, Proxy, cluster, repo_root, status_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -443,6 +443,56 @@ async fn on_the_v4_fallback_a_session_broken_mid_download_resets_the_client() {
     let e = end.unwrap_or_else(|| panic!("a clean end after {total} of {DOWNLOAD} bytes, not a reset"));
     assert!(total < DOWNLOAD, "the whole download came through: {e}");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
+
+/// A laptop asleep: the proxy stopped (SIGSTOP) for 60 s while every
+/// connection it holds to the API server goes silent and its Service's pods
+/// are replaced. Within 5 s of waking (SIGCONT) it serves the new pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sixty_seconds_asleep_with_its_paths_frozen_it_serves_the_replaced_pods_within_5_s() {
+    const ASLEEP: Duration = Duration::from_secs(60);
+    let _serial = SERIAL.lock().await;
+    let w = two_pods("asleep", hello).await;
+    let relay = FaultRelay::in_front_of(&cluster().admin_kubeconfig).await;
+    let proxy = Proxy::start(relay.relayed_kubeconfig(), &[]).await;
+    let svc = w.svc();
+    for _ in 0..2 {
+        let answer = get(proxy.socks, &svc).await.expect("the Service answers before the sleep");
+        assert!(["pod-a", "pod-b"].contains(&who(&answer).as_str()), "{answer}");
+    }
+
+    let signal = |sig: libc::c_int| {
+        // SAFETY: a signal to the proxy process this test started.
+        assert_eq!(unsafe { libc::kill(proxy.pid() as libc::pid_t, sig) }, 0, "cannot signal the proxy");
+    };
+    signal(libc::SIGSTOP);
+    let slept = Instant::now();
+    relay.freeze_held();
+    // Meanwhile the Service's pods are replaced by pod-c.
+    let backend = Backend::start_serving("pod-c", &[8080], hello("pod-c".into())).await;
+    let mut spec = PodSpec::new("pod-c", &backend, &[("http", 8080)]);
+    spec.labels = json!({"app": "svc"});
+    w.ns.pod(spec).await;
+    for pod in ["pod-a", "pod-b"] {
+        w.ns.pods().delete(pod, &DeleteParams::default()).await.expect("delete a pod");
+    }
+    w.ns.ready_endpoints("svc", 1).await;
+    tokio::time::sleep(ASLEEP.saturating_sub(slept.elapsed())).await;
+
+    signal(libc::SIGCONT);
+    let woke = Instant::now();
+    let mut last = None;
+    let took = loop {
+        match get(proxy.socks, &svc).await {
+            Ok(answer) if who(&answer) == "pod-c" => break woke.elapsed(),
+            Ok(answer) => last = Some(format!("answered by {}", who(&answer))),
+            Err(e) => last = Some(e),
+        }
+        assert!(woke.elapsed() < Duration::from_secs(30), "pod-c not served 30 s after waking: {last:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("asleep {ASLEEP:?} with its paths frozen: served the new pod {took:?} after waking (before: {last:?})");
+    assert!(took <= RECOVERY, "the new pod was served only {took:?} after waking");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
