@@ -492,7 +492,7 @@ async fn after_sixty_seconds_asleep_with_its_paths_frozen_it_serves_the_replaced
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     println!("asleep {ASLEEP:?} with its paths frozen: served the new pod {took:?} after waking (before: {last:?})");
-    assert!(took <= RECOVERY, "the new pod was served only {took:?} after waking");
+    assert!(took <= RECOVERY, "the new pod was served only {took:?} after waking; the log:\n{}", proxy.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

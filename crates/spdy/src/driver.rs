@@ -272,8 +272,8 @@ async fn keepalive_loop(shared: &Shared) -> SessionError {
     };
     // Fine enough to keep the promise of the shorter interval.
     let tick = (config.active_keepalive.min(idle) / 4).max(Duration::from_millis(10));
-    // A PING sent: when, the timeout that applies, and the reader's pauses then.
-    let mut outstanding: Option<(Instant, Duration, u64)> = None;
+    // A PING sent: when, and the reader's pauses then.
+    let mut outstanding: Option<(Instant, u64)> = None;
     loop {
         tokio::time::sleep(tick).await;
         let (last_read, paused, pauses, active) = {
@@ -284,24 +284,24 @@ async fn keepalive_loop(shared: &Shared) -> SessionError {
             outstanding = None;
             continue;
         }
+        // The timeout is the one for the session as it is now: a PING sent
+        // while idle is waited for no longer than an active one once a
+        // connection comes (as on waking from sleep, when the first
+        // connection finds its session silent).
+        let (silence, timeout) =
+            if active { (config.active_keepalive, config.active_ping_timeout) } else { (idle, config.ping_timeout) };
         match outstanding {
-            Some((sent, _, at_pauses)) if last_read >= sent || pauses != at_pauses => outstanding = None,
-            Some((sent, timeout, _)) if sent.elapsed() >= timeout => return SessionError::KeepaliveTimeout(timeout),
+            Some((sent, at_pauses)) if last_read >= sent || pauses != at_pauses => outstanding = None,
+            Some((sent, _)) if sent.elapsed() >= timeout => return SessionError::KeepaliveTimeout(timeout),
             Some(_) => {}
-            None => {
-                let (silence, timeout) = if active {
-                    (config.active_keepalive, config.active_ping_timeout)
-                } else {
-                    (idle, config.ping_timeout)
-                };
-                if last_read.elapsed() >= silence {
-                    // The answer is counted as a read; the RTT is recorded on arrival.
-                    if let Err(reason) = shared.send_ping() {
-                        return reason;
-                    }
-                    outstanding = Some((Instant::now(), timeout, pauses));
+            None if last_read.elapsed() >= silence => {
+                // The answer is counted as a read; the RTT is recorded on arrival.
+                if let Err(reason) = shared.send_ping() {
+                    return reason;
                 }
+                outstanding = Some((Instant::now(), pauses));
             }
+            None => {}
         }
     }
 }

@@ -328,6 +328,31 @@ async fn an_idle_session_pings_at_the_keepalive_and_one_with_streams_soon_after_
 }
 
 #[tokio::test]
+async fn a_ping_sent_while_idle_is_waited_for_as_briefly_as_an_active_one_once_a_stream_opens() {
+    let config = Config {
+        keepalive: Some(Duration::from_millis(30)),
+        ping_timeout: Duration::from_secs(60),
+        active_keepalive: Duration::from_millis(30),
+        active_ping_timeout: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let (session, mut peer) = pair(config);
+    let Frame::Ping { .. } = peer.next().await else { panic!("a PING expected") };
+    // Unanswered, as after a laptop's sleep; then a connection comes.
+    let _stream = session.open(&port_forward("data")).unwrap();
+    let opened = tokio::time::Instant::now();
+    let silent = tokio::spawn(async move { while peer.next_any().await.is_some() {} });
+    let reason = timeout(T, session.closed()).await.unwrap();
+    assert!(matches!(reason, SessionError::KeepaliveTimeout(_)), "{reason}");
+    assert!(
+        opened.elapsed() < Duration::from_secs(2),
+        "found dead only {:?} after the stream opened",
+        opened.elapsed()
+    );
+    silent.await.unwrap();
+}
+
+#[tokio::test]
 async fn anything_heard_from_the_peer_keeps_the_session_up_even_with_pings_unanswered() {
     let config = Config {
         keepalive: Some(Duration::from_secs(60)),
