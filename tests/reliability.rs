@@ -24,7 +24,7 @@ use support::traffic::{
     sockets_to, socks, start_download, two_pods, who,
 };
 use support::{Backend, PodSpec, Proxy, cluster, repo_root, status_kib};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One test of this binary at a time.
@@ -185,6 +185,48 @@ async fn fresh_service(w: &TwoPods, name: &str, pod: &str) {
     .await;
 }
 
+/// `kubectl port-forward TARGET :80` in `namespace`, and the local address it forwards from.
+async fn kubectl_port_forward(
+    kubeconfig: &std::path::Path,
+    namespace: &str,
+    target: &str,
+) -> (tokio::process::Child, SocketAddr) {
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", namespace, "port-forward", target, ":80"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl is installed (tests/setup checks it)");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("kubectl port-forward says where it listens within 20 s")
+        .unwrap()
+        .expect("a line from kubectl port-forward");
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    let addr = line.split_whitespace().nth(2).and_then(|a| a.parse().ok());
+    let addr = addr.unwrap_or_else(|| panic!("kubectl port-forward said {line:?}"));
+    // Its further lines are not needed, but must be read so it never blocks on them.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// A download of `size` bytes straight from `addr` (a local port-forward), within 2 s.
+async fn direct_download(addr: SocketAddr, size: usize) -> Result<(), String> {
+    let attempt = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(format!("{size}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.map_err(|e| e.to_string())?;
+        let end = all.iter().position(|b| *b == b'\n').ok_or("no first line")?;
+        (all.len() - end - 1 == size).then_some(()).ok_or_else(|| format!("{} bytes", all.len()))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt).await.map_err(|_| "no end within 2 s".to_string())?
+}
+
 /// How long after `ready` (the API server ready again, or the fault) a
 /// download through `host` first succeeded (tried every 50 ms, for up to
 /// 30 s), and the last failure before.
@@ -283,10 +325,13 @@ async fn after_a_freeze_of_every_api_connection_a_known_and_a_new_service_answer
     for _ in 0..2 {
         try_download(proxy.socks, &w.svc(), 1024).await.expect("the Service answers before the freeze");
     }
+    // The baseline: kubectl port-forward to the same Service through the same relay.
+    let (mut kubectl, forwarded) = kubectl_port_forward(relay.relayed_kubeconfig(), &w.ns.name, "svc/svc").await;
+    direct_download(forwarded, 1024).await.expect("kubectl port-forward serves before the freeze");
 
     let frozen = relay.freeze_held();
     let since = Instant::now();
-    assert!(frozen >= 2, "the proxy held {frozen} connection(s) through the relay: the API one and a session at least");
+    assert!(frozen >= 3, "{frozen} connection(s) through the relay: the proxy's API one and a session, kubectl's");
     let svc = w.svc();
     let made = format!("made-after.{}", w.ns.name);
     let known = first_success(proxy.socks, &svc, since);
@@ -294,10 +339,21 @@ async fn after_a_freeze_of_every_api_connection_a_known_and_a_new_service_answer
         fresh_service(&w, "made-after", "pod-a").await;
         first_success(proxy.socks, &made, since).await
     };
-    let ((known, known_err), (new, new_err)) = tokio::join!(known, new);
+    let baseline = async {
+        while since.elapsed() < Duration::from_secs(10) {
+            if direct_download(forwarded, 1024).await.is_ok() {
+                return format!("served again {:?} after it", since.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        "not served again within 10 s".to_string()
+    };
+    let ((known, known_err), (new, new_err), baseline) = tokio::join!(known, new, baseline);
+    let _ = kubectl.kill().await;
     println!(
         "{frozen} connections to the API server frozen: the known Service served again {known:?} after the freeze \
-         (last failure before: {known_err:?}), a Service made after it {new:?} (last failure before: {new_err:?})"
+         (last failure before: {known_err:?}), a Service made after it {new:?} (last failure before: {new_err:?}); \
+         kubectl port-forward through the same relay: {baseline}"
     );
     assert!(known <= RECOVERY, "the known Service answered only {known:?} after the freeze");
     assert!(new <= RECOVERY, "a Service made after the freeze answered only {new:?} after it");
