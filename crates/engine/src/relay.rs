@@ -13,8 +13,10 @@ use crate::stats::Stats;
 const BUF: usize = 64 * 1024;
 
 /// How long, after the upstream's FIN, the client may go on sending before
-/// its connection is closed. nginx's lingering close reads for up to 30 s too.
+/// its connection is closed, and how long it may pause meanwhile: nginx's
+/// lingering close waits as long (`lingering_time`, `lingering_timeout`).
 const AFTER_UPSTREAM_FIN: Duration = Duration::from_secs(30);
+const AFTER_UPSTREAM_FIN_PAUSE: Duration = Duration::from_secs(5);
 
 /// Relays until the upstream has finished sending and the client has it all,
 /// and the client has finished sending too.
@@ -23,7 +25,8 @@ const AFTER_UPSTREAM_FIN: Duration = Duration::from_secs(30);
 /// passed to the client. What the client sends goes on to the upstream while
 /// it takes it (a server that answered early, a 413 before the whole body,
 /// reads the rest), and is read and dropped once it does not, until the
-/// client's FIN or, after the upstream's FIN, [`AFTER_UPSTREAM_FIN`]: a
+/// client's FIN or, after the upstream's FIN, [`AFTER_UPSTREAM_FIN`] (or a
+/// pause of [`AFTER_UPSTREAM_FIN_PAUSE`]): a
 /// socket closed with input unread sends a reset, which can destroy the
 /// answer before the client has read it. Whether the connection failed is
 /// the upstream's reading side's to say: an error there (above all an
@@ -44,13 +47,26 @@ where
     let (client_rx, mut client_tx) = tokio::io::split(client);
     let (mut up_rx, mut up_tx) = tokio::io::split(Counted::new(upstream, stats.clone()));
     let (client_done, mut client_done_rx) = tokio::sync::watch::channel(false);
+    // Set once the upstream's FIN is with the client.
+    let (answered, mut answered_rx) = tokio::sync::watch::channel(false);
     let to_upstream = async {
         let mut client_rx = BufReader::with_capacity(BUF, client_rx);
         // Once the upstream refuses bytes, the rest is read and dropped:
         // whether the connection failed is for its other direction to say.
         let mut upstream_takes = true;
         loop {
-            let chunk = client_rx.fill_buf().await?;
+            let chunk = if *answered_rx.borrow() {
+                match tokio::time::timeout(AFTER_UPSTREAM_FIN_PAUSE, client_rx.fill_buf()).await {
+                    Ok(chunk) => chunk?,
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                tokio::select! {
+                    chunk = client_rx.fill_buf() => chunk?,
+                    // Answered meanwhile: from now on a pause ends it.
+                    _ = answered_rx.changed() => continue,
+                }
+            };
             let n = chunk.len();
             if n == 0 {
                 break;
@@ -89,7 +105,9 @@ where
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
             }
         }
-        client_tx.shutdown().await
+        client_tx.shutdown().await?;
+        let _ = answered.send(true);
+        Ok::<_, io::Error>(())
     };
     tokio::pin!(to_upstream, to_client);
     let mut client_finished = false;

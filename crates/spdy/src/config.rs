@@ -24,10 +24,9 @@ pub struct Config {
     /// a PING: the streams' clients are waiting, so a dead path must be found
     /// in seconds.
     pub active_keepalive: Duration,
-    /// How long that PING may go unanswered, with nothing else heard. The
-    /// PING overtakes queued DATA, but not what the kernel already holds: an
-    /// upload over a slow link with a pod silent for this long, behind more
-    /// than this much of send buffer, would be taken for a dead path.
+    /// How long that PING may go unanswered, with nothing else heard. While
+    /// the session uploads (more than 256 KiB written since the PING), its
+    /// answer may wait behind that data, and `ping_timeout` applies instead.
     pub active_ping_timeout: Duration,
     /// Bytes of received DATA buffered per stream before the session stops
     /// reading the transport until that stream's reader catches up.

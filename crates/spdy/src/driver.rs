@@ -35,6 +35,9 @@ const WRITE_BATCH: usize = 64 << 10;
 /// Control frames the peer can make us queue (PING echoes, refusals) before
 /// the reader waits for the writer.
 const MAX_CONTROL_QUEUE: usize = 256;
+/// DATA written after a keepalive PING that makes it an upload's (see
+/// `keepalive_loop`): more than a request, less than a second of a slow link.
+const BULK: u64 = 256 << 10;
 /// How long a GOAWAY from [`close`](crate::Session::close) may take to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -243,6 +246,7 @@ fn written(shared: &Shared, batch: &Batch) {
     let mut state = shared.lock();
     for &(stream_id, len, fin) in &batch.data {
         state.data_queued = state.data_queued.saturating_sub(len);
+        state.data_written += len as u64;
         if let Some(stream) = state.streams.get_mut(&stream_id) {
             stream.unsent = stream.unsent.saturating_sub(len);
             stream.fin_written |= fin;
@@ -264,6 +268,12 @@ fn written(shared: &Shared, batch: &Batch) {
 /// never mistaken for silence. While the reader is paused (a stream's reader
 /// is slow), the peer's bytes wait unread, so nothing counts.
 ///
+/// An upload is the other way round: the peer may say nothing back, and the
+/// PING waits behind the data the kernel holds and, at the kubelet, behind
+/// the pod's slow reading. Once more than [`BULK`] was written after a PING,
+/// its answer gets the idle timeout, so a busy upload is not taken for a
+/// dead path (a dead one is then found that much later).
+///
 /// [`Config::active_keepalive`]: crate::Config::active_keepalive
 async fn keepalive_loop(shared: &Shared) -> SessionError {
     let config = &shared.config;
@@ -272,13 +282,13 @@ async fn keepalive_loop(shared: &Shared) -> SessionError {
     };
     // Fine enough to keep the promise of the shorter interval.
     let tick = (config.active_keepalive.min(idle) / 4).max(Duration::from_millis(10));
-    // A PING sent: when, and the reader's pauses then.
-    let mut outstanding: Option<(Instant, u64)> = None;
+    // A PING sent: when, the reader's pauses then, and the DATA written by then.
+    let mut outstanding: Option<(Instant, u64, u64)> = None;
     loop {
         tokio::time::sleep(tick).await;
-        let (last_read, paused, pauses, active) = {
+        let (last_read, paused, pauses, active, written) = {
             let state = shared.lock();
-            (state.last_read, state.reader_paused, state.pauses, !state.streams.is_empty())
+            (state.last_read, state.reader_paused, state.pauses, !state.streams.is_empty(), state.data_written)
         };
         if paused {
             outstanding = None;
@@ -291,15 +301,19 @@ async fn keepalive_loop(shared: &Shared) -> SessionError {
         let (silence, timeout) =
             if active { (config.active_keepalive, config.active_ping_timeout) } else { (idle, config.ping_timeout) };
         match outstanding {
-            Some((sent, at_pauses)) if last_read >= sent || pauses != at_pauses => outstanding = None,
-            Some((sent, _)) if sent.elapsed() >= timeout => return SessionError::KeepaliveTimeout(timeout),
-            Some(_) => {}
+            Some((sent, at_pauses, _)) if last_read >= sent || pauses != at_pauses => outstanding = None,
+            Some((sent, _, at_written)) => {
+                let timeout = if written - at_written > BULK { timeout.max(config.ping_timeout) } else { timeout };
+                if sent.elapsed() >= timeout {
+                    return SessionError::KeepaliveTimeout(timeout);
+                }
+            }
             None if last_read.elapsed() >= silence => {
                 // The answer is counted as a read; the RTT is recorded on arrival.
                 if let Err(reason) = shared.send_ping() {
                     return reason;
                 }
-                outstanding = Some((Instant::now(), pauses));
+                outstanding = Some((Instant::now(), pauses, written));
             }
             None => {}
         }

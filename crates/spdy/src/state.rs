@@ -82,6 +82,8 @@ pub(crate) struct State {
     pub(crate) pauses: u64,
     /// When the transport last gave the reader bytes: the peer's latest sign of life.
     pub(crate) last_read: Instant,
+    /// DATA bytes written to the transport so far.
+    pub(crate) data_written: u64,
 }
 
 pub(crate) struct PendingPing {
@@ -154,6 +156,7 @@ impl Shared {
                 reader_paused: false,
                 pauses: 0,
                 last_read: Instant::now(),
+                data_written: 0,
             }),
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),

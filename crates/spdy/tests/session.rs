@@ -353,24 +353,51 @@ async fn a_ping_sent_while_idle_is_waited_for_as_briefly_as_an_active_one_once_a
 }
 
 #[tokio::test]
-async fn anything_heard_from_the_peer_keeps_the_session_up_even_with_pings_unanswered() {
+async fn an_upload_with_nothing_coming_back_is_not_taken_for_a_dead_path() {
     let config = Config {
         keepalive: Some(Duration::from_secs(60)),
+        ping_timeout: Duration::from_secs(30),
         active_keepalive: Duration::from_millis(20),
-        active_ping_timeout: Duration::from_millis(60),
+        active_ping_timeout: Duration::from_millis(100),
         ..Config::default()
     };
     let (session, mut peer) = pair(config);
     let mut stream = session.open(&port_forward("data")).unwrap();
     let (id, _) = peer.expect_syn().await;
     peer.reply(id).await;
-    // DATA every 30 ms for half a second, PINGs never answered.
-    for _ in 0..16 {
+    // The peer takes everything and says nothing: PINGs stay unanswered,
+    // as when they wait behind the upload at the kubelet.
+    let sink = tokio::spawn(async move { while peer.next_any().await.is_some() {} });
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(600) {
+        stream.write_all(&[b'u'; 64 << 10]).await.expect("the upload goes on");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!session.is_closed(), "an upload was taken for a dead path: {:?}", session.closed().await);
+    drop(stream);
+    drop(session);
+    sink.await.unwrap();
+}
+
+#[tokio::test]
+async fn anything_heard_from_the_peer_keeps_the_session_up_even_with_pings_unanswered() {
+    let config = Config {
+        keepalive: Some(Duration::from_secs(60)),
+        active_keepalive: Duration::from_millis(20),
+        active_ping_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let (session, mut peer) = pair(config);
+    let mut stream = session.open(&port_forward("data")).unwrap();
+    let (id, _) = peer.expect_syn().await;
+    peer.reply(id).await;
+    // DATA every 30 ms for a second, PINGs never answered.
+    for _ in 0..33 {
         peer.data(id, false, b"x").await;
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert!(!session.is_closed(), "a session that hears DATA was declared dead: {:?}", session.closed().await);
-    let mut got = vec![0u8; 16];
+    let mut got = vec![0u8; 33];
     stream.read_exact(&mut got).await.unwrap();
     // Then silence: the unanswered PING ends it.
     let silent = tokio::spawn(async move { while peer.next_any().await.is_some() {} });

@@ -25,6 +25,11 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// How long one probe may wait for its answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A failing watch retries at least once a second (`watch_backoff`); one not
+/// heard failing for this long has started again, though a watch that starts
+/// again sends no event until something changes.
+const FAILING_IF_WITHIN: Duration = Duration::from_secs(3);
+
 /// A context's health, as `status` and the tray show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
@@ -55,6 +60,8 @@ pub enum HealthState {
 #[derive(Debug, Clone)]
 struct Failing {
     since: u64,
+    /// When it last failed.
+    last: std::time::Instant,
     error: String,
     /// The API server was not reached (rather than refusing).
     unreachable: bool,
@@ -100,6 +107,8 @@ fn unreachable(e: &watcher::Error) -> Option<bool> {
         kube::Error::Api(status) if status.code == 410 => return None,
         // A gateway or load balancer in front of the API server answering for it.
         kube::Error::Api(status) => matches!(status.code, 502..=504),
+        // Credentials (an exec plugin failing, say): the server is not the trouble.
+        kube::Error::Auth(_) => false,
         _ => true,
     })
 }
@@ -120,8 +129,9 @@ impl Health {
             .and_modify(|f| {
                 f.error.clone_from(&error);
                 f.unreachable = unreachable;
+                f.last = std::time::Instant::now();
             })
-            .or_insert_with(|| Failing { since: unix_now(), error, unreachable });
+            .or_insert_with(|| Failing { since: unix_now(), last: std::time::Instant::now(), error, unreachable });
         if unreachable && inner.probe.as_ref().is_none_or(AbortHandle::is_finished) {
             inner.probe = Some(tokio::spawn(probe(self.client.clone(), Arc::downgrade(&self.inner))).abort_handle());
         }
@@ -137,7 +147,8 @@ impl Health {
 
     /// The sum of it.
     pub(crate) fn state(&self) -> HealthState {
-        let inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap();
+        inner.failing.retain(|_, f| f.last.elapsed() < FAILING_IF_WITHIN);
         let unreachable = inner.failing.values().filter(|f| f.unreachable);
         if let Some(first) = unreachable.clone().min_by_key(|f| f.since) {
             let latest = unreachable.max_by_key(|f| f.since).unwrap_or(first);
@@ -198,6 +209,15 @@ mod tests {
         // Unreachable outranks a refusal.
         h.failed("Service in the cluster", &watcher::Error::InitialListFailed(api_error(503)));
         assert!(matches!(h.state(), HealthState::Reconnecting { .. }), "{:?}", h.state());
+    }
+
+    #[tokio::test]
+    async fn a_watch_no_longer_heard_failing_counts_as_started_again() {
+        let h = health();
+        h.failed("Pod in namespace shop", &watcher::Error::WatchStartFailed(api_error(500)));
+        assert!(matches!(h.state(), HealthState::Degraded { .. }));
+        h.inner.lock().unwrap().failing.values_mut().for_each(|f| f.last -= FAILING_IF_WITHIN);
+        assert_eq!(h.state(), HealthState::Connected, "a watch that restarts sends no event while nothing changes");
     }
 
     #[tokio::test]

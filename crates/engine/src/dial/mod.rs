@@ -120,7 +120,10 @@ impl DialError {
     fn may_be_the_api_server(&self) -> bool {
         match self {
             DialError::Refused(r) => r.kind() != RefusalKind::NotAllowed,
-            DialError::Forward { source, .. } => !source.is_forbidden(),
+            // The kubelet's own word (a refusal) came through the API server.
+            DialError::Forward { source, .. } => {
+                !source.is_forbidden() && !source.is_refused() && !matches!(source, ForwardError::Kubelet(_))
+            }
             DialError::Cache(e) => !e.is_forbidden(),
             DialError::TimedOut => true,
             DialError::Direct { .. } | DialError::ApiUnreachable { .. } => false,

@@ -34,10 +34,12 @@ const MIN_SETTLE: Duration = Duration::from_millis(2);
 const MAX_SETTLE: Duration = Duration::from_millis(50);
 
 /// How long, once the data ended, a late kubelet error or the session
-/// task's failure may take to arrive. kube-rs ends its task at once when
-/// the WebSocket breaks; after a clean close it waits for this side to
-/// close too, so a task still running after the grace ended well.
-const END_GRACE: Duration = Duration::from_millis(250);
+/// task's failure may take to arrive. Both come with the end of the data or
+/// before it (kube-rs sends the kubelet's error before the Close, and ends
+/// its task at once when the WebSocket breaks); after a clean close the
+/// task waits for this side to close too, so every clean end waits this
+/// long: it is kept short.
+const END_GRACE: Duration = Duration::from_millis(20);
 
 /// A byte stream to one pod port. Dropping it ends the port-forward session.
 pub(crate) struct V4Stream {
