@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::Endpoints;
+
+use crate::objects::Service;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -114,10 +116,8 @@ pub fn endpoints(json: &[u8]) {
     let subsets = endpoints.subsets.as_deref().unwrap_or_default();
     assert_eq!(slices.len(), subsets.len(), "one slice per subset");
     for (slice, subset) in slices.iter().zip(subsets) {
-        let label = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
-        assert_eq!(label, Some(&service));
+        assert_eq!(slice.service(), Some(service.as_str()));
         assert_eq!(slice.metadata.namespace.as_ref(), Some(&namespace));
-        assert!(["IPv4", "IPv6"].contains(&slice.address_type.as_str()), "{}", slice.address_type);
         let addresses =
             subset.addresses.as_ref().map_or(0, Vec::len) + subset.not_ready_addresses.as_ref().map_or(0, Vec::len);
         let members = slice.endpoints.as_deref().unwrap_or_default();

@@ -25,7 +25,7 @@
 //! for every connected context) share one lifecycle (`listen::server`):
 //! check, bind, fit the cap, serve, drain. Import edges point one way:
 //! `engine`/`gateway` → `listen` → `dial` → `portforward`, `cluster` →
-//! `route`.
+//! `route`, both over `objects` (what is kept of each cluster object).
 
 #![deny(missing_docs)]
 
@@ -39,6 +39,7 @@ mod error;
 pub mod fuzz;
 mod gateway;
 mod listen;
+mod objects;
 mod portforward;
 #[cfg(test)]
 mod promises;

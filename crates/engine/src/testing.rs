@@ -7,11 +7,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::objects::{EndpointSlice, Pod, Service};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::http::{Request, Response};
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
 use crate::route::ClusterView;
@@ -60,11 +59,7 @@ impl ClusterView for View {
     fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
         self.slices
             .iter()
-            .filter(|s| {
-                in_namespace(&s.metadata, namespace)
-                    && s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str)
-                        == Some(service)
-            })
+            .filter(|s| in_namespace(&s.metadata, namespace) && s.service() == Some(service))
             .cloned()
             .collect()
     }
@@ -158,7 +153,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(values: &[Value]) -> Vec<Ar
 #[cfg(feature = "fuzzing")]
 pub(crate) static SMALL: std::sync::LazyLock<View> = std::sync::LazyLock::new(|| {
     let (namespaces, services, slices, pods) = objects();
-    let namespaces: Vec<Arc<k8s_openapi::api::core::v1::Namespace>> = decode(&namespaces);
+    let namespaces: Vec<Arc<crate::objects::Namespace>> = decode(&namespaces);
     View {
         namespaces: Some(namespaces.iter().filter_map(|n| n.metadata.name.clone()).collect()),
         hidden: vec!["secret".into()],
@@ -330,4 +325,154 @@ pub(crate) fn dns_cluster() -> View {
         ]),
     ));
     view
+}
+
+/// Objects shaped like a production cluster's, as the API server sends
+/// them: a pod of about 4 KiB of JSON (two containers with env, probes and
+/// resources, labels, annotations, owner, managedFields, conditions), its
+/// Service and EndpointSlice. Object `i` lives in namespace `ns-{i % 50}`
+/// and has pod IP `10.1.x.y` and ClusterIP `10.96.x.y`.
+#[cfg(test)]
+pub(crate) mod realistic {
+    use serde_json::{Value, json};
+
+    fn ip(prefix: &str, i: usize) -> String {
+        format!("{prefix}.{}.{}", i / 250, i % 250 + 1)
+    }
+
+    fn meta(i: usize, name: &str) -> Value {
+        json!({
+            "name": name, "namespace": format!("ns-{}", i % 50),
+            "uid": format!("{:08x}-1c2d-4e5f-8a9b-{:012x}", i, i * 7919),
+            "resourceVersion": format!("{}", 100_000 + i),
+            "creationTimestamp": "2026-11-30T08:15:42Z",
+            "labels": {"app.kubernetes.io/name": format!("app-{i}"), "app.kubernetes.io/part-of": "shop",
+                       "app.kubernetes.io/version": "1.24.3", "pod-template-hash": "7d9f8b6c5d", "team": "payments"},
+            "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-30T08:15:00Z",
+                            "prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
+            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                               "time": "2026-11-30T08:15:42Z", "fieldsType": "FieldsV1",
+                               "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:team": {}}},
+                                            "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}}}}}}]
+        })
+    }
+
+    fn container(name: &str, port: u16) -> Value {
+        let env: Vec<Value> = (0..6)
+            .map(|e| json!({"name": format!("SETTING_{e}"), "value": format!("value-of-setting-number-{e}")}))
+            .collect();
+        let probe = json!({"httpGet": {"path": "/healthz", "port": port, "scheme": "HTTP"}, "initialDelaySeconds": 5,
+                           "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3});
+        json!({"name": name, "image": format!("registry.example.com/shop/{name}:1.24.3"),
+               "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}], "env": env,
+               "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+               "livenessProbe": probe, "readinessProbe": probe,
+               "volumeMounts": [{"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
+               "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"})
+    }
+
+    pub(crate) fn pod(i: usize) -> Value {
+        let condition = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": "2026-11-30T08:15:50Z"});
+        let status = |name: &str| {
+            json!({"name": name, "ready": true, "restartCount": 0, "started": true,
+                   "image": format!("registry.example.com/shop/{name}:1.24.3"),
+                   "imageID": format!("registry.example.com/shop/{name}@sha256:{:064x}", i),
+                   "containerID": format!("containerd://{:064x}", i * 31),
+                   "state": {"running": {"startedAt": "2026-11-30T08:15:48Z"}}})
+        };
+        let conditions = ["PodScheduled", "Initialized", "ContainersReady", "Ready"].map(condition);
+        json!({
+            "metadata": meta(i, &format!("app-{i}-7d9f8b6c5d-x{i:04}")),
+            "spec": {"containers": [container("app", 8080), container("sidecar", 15090)],
+                     "nodeName": format!("node-{}", i % 40), "serviceAccountName": "default",
+                     "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
+                     "terminationGracePeriodSeconds": 30,
+                     "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+                     "volumes": [{"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}]},
+            "status": {"phase": "Running", "podIP": ip("10.1", i), "podIPs": [{"ip": ip("10.1", i)}],
+                       "hostIP": "192.168.4.20", "hostIPs": [{"ip": "192.168.4.20"}], "qosClass": "Burstable",
+                       "startTime": "2026-11-30T08:15:42Z",
+                       "conditions": conditions,
+                       "containerStatuses": [status("app"), status("sidecar")]}
+        })
+    }
+
+    pub(crate) fn service(i: usize) -> Value {
+        json!({
+            "metadata": meta(i, &format!("app-{i}")),
+            "spec": {"type": "ClusterIP", "clusterIP": ip("10.96", i), "clusterIPs": [ip("10.96", i)],
+                     "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+                     "internalTrafficPolicy": "Cluster", "selector": {"app.kubernetes.io/name": format!("app-{i}")},
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+                               {"name": "metrics", "port": 9090, "protocol": "TCP", "targetPort": 9090}]},
+            "status": {"loadBalancer": {}}
+        })
+    }
+
+    pub(crate) fn slice(i: usize) -> Value {
+        let mut metadata = meta(i, &format!("app-{i}-h7x2k"));
+        metadata["labels"]["kubernetes.io/service-name"] = json!(format!("app-{i}"));
+        metadata["labels"]["endpointslice.kubernetes.io/managed-by"] = json!("endpointslice-controller.k8s.io");
+        let endpoint = |j: usize| {
+            json!({"addresses": [ip("10.1", i * 3 + j)], "nodeName": format!("node-{}", j),
+                   "conditions": {"ready": true, "serving": true, "terminating": false},
+                   "targetRef": {"kind": "Pod", "namespace": format!("ns-{}", i % 50),
+                                 "name": format!("app-{i}-7d9f8b6c5d-x{j}"), "uid": format!("{:032x}", i * 3 + j)}})
+        };
+        json!({
+            "metadata": metadata, "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "metrics", "port": 9090, "protocol": "TCP"}],
+            "endpoints": [endpoint(0), endpoint(1), endpoint(2)]
+        })
+    }
+}
+
+/// The heap a test thread holds: what it allocated less what it freed. A
+/// `#[tokio::test]` runs every task on its own thread, so the difference
+/// across building something is what that thing holds.
+#[cfg(test)]
+pub(crate) mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        static HELD: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn count(bytes: isize) {
+        // `try_with`: nothing to count while the thread is being torn down.
+        let _ = HELD.try_with(|held| held.set(held.get() + bytes));
+    }
+
+    // SAFETY: every call is passed to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                count(layout.size() as isize);
+            }
+            p
+        }
+        unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(p, layout) };
+            count(-(layout.size() as isize));
+        }
+        unsafe fn realloc(&self, p: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+            let q = unsafe { System.realloc(p, layout, size) };
+            if !q.is_null() {
+                count(size as isize - layout.size() as isize);
+            }
+            q
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Bytes this thread holds now.
+    pub(crate) fn held() -> isize {
+        HELD.with(Cell::get)
+    }
 }

@@ -4,12 +4,15 @@
 //! however many objects the cluster holds, where filtering the store
 //! visited every object.
 //!
-//! An index holds references, not objects: a lookup takes the objects from
-//! the store, which is the truth (the index follows it a moment later), and
-//! checks that each still has the key.
+//! An index holds names, not objects: a lookup takes the objects from the
+//! store, which is the truth (the index follows it a moment later), and
+//! checks that each still has the key. An object's name is held once per
+//! index, shared by both of its tables, so an index costs a few dozen bytes
+//! per object beside the object itself.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 
 use kube::Resource;
@@ -21,49 +24,72 @@ pub(crate) trait Indexer<K>: Send + Sync {
     fn event(&self, event: &Event<K>);
 }
 
+/// An object's namespace (empty for a cluster-scoped one) and name.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Name {
+    namespace: String,
+    name: String,
+}
+
+impl Name {
+    fn of<K: Resource>(object: &K) -> Arc<Name> {
+        let meta = object.meta();
+        Arc::new(Name {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The store's key for it.
+    fn object_ref<K>(&self) -> ObjectRef<K>
+    where
+        K: Resource,
+        K::DynamicType: Default,
+    {
+        let r = ObjectRef::new(&self.name);
+        if self.namespace.is_empty() { r } else { r.within(&self.namespace) }
+    }
+}
+
 /// The objects of kind `K` by every key [`Index::keys`] gives them.
 pub(crate) struct Index<K: Resource, Key> {
     keys: fn(&K) -> Vec<Key>,
-    inner: RwLock<Tables<K, Key>>,
+    inner: RwLock<Tables<Key>>,
+    kind: PhantomData<fn(&K)>,
     /// Objects lookups have looked at, for the tests that show a lookup's
     /// cost does not grow with the cluster.
     #[cfg(test)]
     pub(crate) visited: std::sync::atomic::AtomicUsize,
 }
 
-struct Tables<K: Resource, Key> {
-    by_key: HashMap<Key, Vec<ObjectRef<K>>>,
+struct Tables<Key> {
+    by_key: HashMap<Key, Vec<Arc<Name>>>,
     /// Each object's keys, to take them out when it changes or goes.
-    of: HashMap<ObjectRef<K>, Vec<Key>>,
+    of: HashMap<Arc<Name>, Vec<Key>>,
     /// While a watch lists afresh: the new tables, swapped in when it is done
     /// (as the store does), so objects gone meanwhile leave the index too.
-    relisting: Option<Box<Tables<K, Key>>>,
+    relisting: Option<Box<Tables<Key>>>,
 }
 
-impl<K: Resource, Key> Default for Tables<K, Key> {
+impl<Key> Default for Tables<Key> {
     fn default() -> Self {
         Tables { by_key: HashMap::new(), of: HashMap::new(), relisting: None }
     }
 }
 
-impl<K, Key> Tables<K, Key>
-where
-    K: Resource,
-    K::DynamicType: Default + Eq + Hash + Clone,
-    Key: Eq + Hash + Clone,
-{
-    fn remove(&mut self, object: &ObjectRef<K>) {
+impl<Key: Eq + Hash + Clone> Tables<Key> {
+    fn remove(&mut self, object: &Name) {
         for key in self.of.remove(object).unwrap_or_default() {
-            if let Some(refs) = self.by_key.get_mut(&key) {
-                refs.retain(|r| r != object);
-                if refs.is_empty() {
+            if let Some(names) = self.by_key.get_mut(&key) {
+                names.retain(|n| **n != *object);
+                if names.is_empty() {
                     self.by_key.remove(&key);
                 }
             }
         }
     }
 
-    fn insert(&mut self, object: ObjectRef<K>, keys: Vec<Key>) {
+    fn insert(&mut self, object: Arc<Name>, keys: Vec<Key>) {
         self.remove(&object);
         if keys.is_empty() {
             return;
@@ -85,6 +111,7 @@ where
         Index {
             keys,
             inner: RwLock::new(Tables::default()),
+            kind: PhantomData,
             #[cfg(test)]
             visited: Default::default(),
         }
@@ -92,7 +119,8 @@ where
 
     /// The objects that have `key`, as the index last heard.
     pub(crate) fn get(&self, key: &Key) -> Vec<ObjectRef<K>> {
-        self.inner.read().unwrap().by_key.get(key).cloned().unwrap_or_default()
+        let tables = self.inner.read().unwrap();
+        tables.by_key.get(key).into_iter().flatten().map(|n| n.object_ref()).collect()
     }
 
     /// The objects of `store` listed under `key` that still have it.
@@ -127,10 +155,10 @@ where
             Event::Init if tables.of.is_empty() => {}
             Event::Init => tables.relisting = Some(Box::default()),
             Event::InitApply(object) => {
-                let (object, keys) = (ObjectRef::from_obj(object), (self.keys)(object));
+                let (name, keys) = (Name::of(object), (self.keys)(object));
                 match tables.relisting.as_mut() {
-                    Some(next) => next.insert(object, keys),
-                    None => tables.insert(object, keys),
+                    Some(next) => next.insert(name, keys),
+                    None => tables.insert(name, keys),
                 }
             }
             Event::InitDone => {
@@ -138,8 +166,8 @@ where
                     *tables = *next;
                 }
             }
-            Event::Apply(object) => tables.insert(ObjectRef::from_obj(object), (self.keys)(object)),
-            Event::Delete(object) => tables.remove(&ObjectRef::from_obj(object)),
+            Event::Apply(object) => tables.insert(Name::of(object), (self.keys)(object)),
+            Event::Delete(object) => tables.remove(&Name::of(object)),
         }
     }
 }
@@ -148,7 +176,7 @@ where
 mod tests {
     use std::net::IpAddr;
 
-    use k8s_openapi::api::core::v1::Pod;
+    use crate::objects::Pod;
 
     use super::*;
     use crate::testing::pod;

@@ -14,17 +14,16 @@
 //! EndpointSlices the rules read. A pod cannot be found by IP with GETs alone:
 //! `a-b-c-d.ns.pod` names in such a namespace are refused, saying why.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Pod, Service};
-use k8s_openapi::api::discovery::v1::{
-    Endpoint as SliceEndpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice,
-};
+use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client};
 
+use crate::objects::{
+    Endpoint as SliceEndpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice, ObjectReference, Pod,
+    Service,
+};
 use crate::route::Named;
 
 /// The objects one name needs from one namespace, fetched just now.
@@ -93,9 +92,11 @@ pub(crate) fn slices_of(endpoints: &Endpoints) -> Vec<EndpointSlice> {
         addresses: vec![address.ip.clone()],
         conditions: Some(EndpointConditions { ready: Some(ready), ..Default::default() }),
         hostname: address.hostname.clone(),
-        node_name: address.node_name.clone(),
-        target_ref: address.target_ref.clone(),
-        ..Default::default()
+        target_ref: address.target_ref.as_ref().map(|r| ObjectReference {
+            kind: r.kind.clone(),
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        }),
     };
     endpoints
         .subsets
@@ -106,28 +107,20 @@ pub(crate) fn slices_of(endpoints: &Endpoints) -> Vec<EndpointSlice> {
             let ready = subset.addresses.iter().flatten().map(|a| endpoint(a, true));
             let not_ready = subset.not_ready_addresses.iter().flatten().map(|a| endpoint(a, false));
             let members: Vec<SliceEndpoint> = ready.chain(not_ready).collect();
-            let ipv6 =
-                members.first().and_then(|e| e.addresses[0].parse::<IpAddr>().ok()).is_some_and(|ip| ip.is_ipv6());
             EndpointSlice {
                 metadata: ObjectMeta {
                     name: Some(format!("{service}-endpoints-{i}")),
                     namespace: namespace.clone(),
-                    labels: Some(BTreeMap::from([("kubernetes.io/service-name".to_string(), service.clone())])),
                     ..Default::default()
                 },
-                address_type: if ipv6 { "IPv6" } else { "IPv4" }.to_string(),
+                service: Some(service.clone()),
                 endpoints: Some(members),
                 ports: Some(
                     subset
                         .ports
                         .iter()
                         .flatten()
-                        .map(|p| SlicePort {
-                            name: p.name.clone(),
-                            port: Some(p.port),
-                            protocol: p.protocol.clone(),
-                            app_protocol: p.app_protocol.clone(),
-                        })
+                        .map(|p| SlicePort { name: p.name.clone(), port: Some(p.port), protocol: p.protocol.clone() })
                         .collect(),
                 ),
             }
@@ -163,11 +156,9 @@ mod tests {
         assert_eq!(slices.len(), 2);
         for slice in &slices {
             assert_eq!(slice.metadata.namespace.as_deref(), Some("shop"));
-            let labels = slice.metadata.labels.as_ref().unwrap();
-            assert_eq!(labels.get("kubernetes.io/service-name").map(String::as_str), Some("web"));
+            assert_eq!(slice.service(), Some("web"));
         }
         assert_ne!(slices[0].metadata.name, slices[1].metadata.name);
-        assert_eq!((slices[0].address_type.as_str(), slices[1].address_type.as_str()), ("IPv4", "IPv6"));
 
         let ports = slices[1].ports.as_ref().unwrap();
         assert_eq!((ports[0].name.as_deref(), ports[0].port), (Some("http"), Some(8081)));

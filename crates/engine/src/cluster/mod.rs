@@ -5,7 +5,7 @@
 //!   it, with [`exec`] running credential plugins and [`proxy_url`] putting
 //!   the kubeconfig's `proxy-url` under the TLS.
 //! * [`cache`] keeps a snapshot of Services, EndpointSlices and Pods current
-//!   with kube-runtime reflectors, in the widest scope RBAC allows; where
+//!   with kube-runtime reflectors, as the slim types of `crate::objects`, in the widest scope RBAC allows; where
 //!   RBAC allows no watch but GETs, [`lookup`] fetches the few objects one
 //!   name needs. The rules in `crate::route` read that snapshot, through
 //!   [`index`]es kept beside the stores (by IP, by Service, by hostname).

@@ -4,8 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointSlice};
+use crate::objects::{Endpoint as SliceEndpoint, EndpointSlice, Pod, Service};
 
 use super::name::{Host, Query, Rules, is_label, normalize};
 use super::rules::{ClusterView, Refusal, find_service, is_running, must_see};

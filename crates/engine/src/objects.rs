@@ -1,0 +1,259 @@
+//! The cluster's objects as kubesocks keeps them: only the fields that
+//! resolution reads, deserialized straight from the API server's JSON.
+//!
+//! The API server sends a production pod as about 5 KiB of JSON (containers,
+//! env, probes, labels, annotations, managedFields, conditions). Read into
+//! k8s-openapi's `Pod`, all of that is built and held: about 24 KiB of heap
+//! per cached pod, so a cluster of 20 000 pods cost half a gigabyte. Read
+//! into the types here, serde skips every other field without building it,
+//! and a cached pod holds a few hundred bytes (the figures per kind are
+//! printed by the cache's test `a_cached_object_holds_…`).
+//!
+//! Field names and nesting follow the API's, so a reader of the Kubernetes
+//! reference finds each field where they expect it. Each type is a
+//! [`kube::Resource`], so kube-runtime's watchers and reflectors keep it as
+//! they would the full type.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use serde::{Deserialize, Deserializer};
+
+/// The label an EndpointSlice names its Service with.
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The metadata kept of every object, as the API server sends it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    deletion_timestamp: Option<Time>,
+    /// Read for an EndpointSlice's [`SERVICE_NAME_LABEL`], and not kept.
+    labels: Option<BTreeMap<String, String>>,
+}
+
+impl From<Metadata> for ObjectMeta {
+    /// Kept as kube's `ObjectMeta`, which kube-runtime reads: the name, the
+    /// version the watch resumes from and whether it is being deleted, every
+    /// other field left empty (the uid too: nothing reads it, and the
+    /// store would hold it twice).
+    fn from(kept: Metadata) -> ObjectMeta {
+        ObjectMeta {
+            name: kept.name,
+            namespace: kept.namespace,
+            resource_version: kept.resource_version,
+            deletion_timestamp: kept.deletion_timestamp,
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+fn metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+    Metadata::deserialize(deserializer).map(ObjectMeta::from)
+}
+
+/// A Service: its addresses, ports, and where an ExternalName points.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Service {
+    #[serde(deserialize_with = "metadata")]
+    pub metadata: ObjectMeta,
+    pub spec: Option<ServiceSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServiceSpec {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub external_name: Option<String>,
+    /// `"None"` for a headless Service.
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
+    #[serde(rename = "clusterIPs")]
+    pub cluster_ips: Option<Vec<String>>,
+    pub ports: Option<Vec<ServicePort>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct ServicePort {
+    pub name: Option<String>,
+    pub port: i32,
+    pub protocol: Option<String>,
+}
+
+/// An EndpointSlice: its Service, ports and endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "SliceAsSent")]
+pub(crate) struct EndpointSlice {
+    pub metadata: ObjectMeta,
+    /// The Service it belongs to, from its [`SERVICE_NAME_LABEL`] (kept on
+    /// its own: a map of one label would take a whole B-tree node).
+    pub service: Option<String>,
+    pub endpoints: Option<Vec<Endpoint>>,
+    pub ports: Option<Vec<EndpointPort>>,
+}
+
+#[derive(Deserialize)]
+struct SliceAsSent {
+    metadata: Metadata,
+    endpoints: Option<Vec<Endpoint>>,
+    ports: Option<Vec<EndpointPort>>,
+}
+
+impl From<SliceAsSent> for EndpointSlice {
+    fn from(sent: SliceAsSent) -> EndpointSlice {
+        let mut metadata = sent.metadata;
+        let service = metadata.labels.take().and_then(|mut labels| labels.remove(SERVICE_NAME_LABEL));
+        EndpointSlice { metadata: metadata.into(), service, endpoints: sent.endpoints, ports: sent.ports }
+    }
+}
+
+impl EndpointSlice {
+    /// The name of the Service this slice belongs to.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Endpoint {
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    pub conditions: Option<EndpointConditions>,
+    pub hostname: Option<String>,
+    pub target_ref: Option<ObjectReference>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct EndpointConditions {
+    pub ready: Option<bool>,
+    pub serving: Option<bool>,
+    pub terminating: Option<bool>,
+}
+
+/// What an endpoint stands for: a Pod, for the endpoints kubesocks forwards to.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct ObjectReference {
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct EndpointPort {
+    pub name: Option<String>,
+    pub port: Option<i32>,
+    pub protocol: Option<String>,
+}
+
+/// A Pod: its per-pod DNS name (hostname and subdomain), IPs and phase.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Pod {
+    #[serde(deserialize_with = "metadata")]
+    pub metadata: ObjectMeta,
+    pub spec: Option<PodSpec>,
+    pub status: Option<PodStatus>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct PodSpec {
+    pub hostname: Option<String>,
+    pub subdomain: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PodStatus {
+    pub phase: Option<String>,
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Option<Vec<PodIp>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct PodIp {
+    pub ip: String,
+}
+
+/// A Namespace: only that it exists.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Namespace {
+    #[serde(deserialize_with = "metadata")]
+    pub metadata: ObjectMeta,
+}
+
+/// Makes a type a [`kube::Resource`] of the API's kind, group and version.
+macro_rules! resource {
+    ($type:ty, $scope:ty, $kind:literal, $group:literal, $version:literal, $plural:literal) => {
+        impl kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = $scope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($kind)
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($group)
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($version)
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($plural)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+resource!(Service, NamespaceResourceScope, "Service", "", "v1", "services");
+resource!(EndpointSlice, NamespaceResourceScope, "EndpointSlice", "discovery.k8s.io", "v1", "endpointslices");
+resource!(Pod, NamespaceResourceScope, "Pod", "", "v1", "pods");
+resource!(Namespace, ClusterResourceScope, "Namespace", "", "v1", "namespaces");
+
+#[cfg(test)]
+mod tests {
+    use kube::Resource as _;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn only_the_fields_resolution_reads_are_kept() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "web-x", "namespace": "shop", "resourceVersion": "7",
+                         "labels": {SERVICE_NAME_LABEL: "web", "team": "payments"},
+                         "annotations": {"a": "b"}, "managedFields": [{"manager": "m"}]},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.1"], "nodeName": "n1", "conditions": {"ready": true},
+                           "targetRef": {"kind": "Pod", "namespace": "shop", "name": "web-1", "uid": "u"}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}]
+        }))
+        .unwrap();
+        assert_eq!(slice.service(), Some("web"));
+        let meta = &slice.metadata;
+        assert!(meta.labels.is_none() && meta.annotations.is_none() && meta.managed_fields.is_none());
+        assert_eq!(slice.metadata.resource_version.as_deref(), Some("7"), "the watch resumes from it");
+        let endpoint = &slice.endpoints.as_ref().unwrap()[0];
+        assert_eq!(endpoint.target_ref.as_ref().unwrap().name.as_deref(), Some("web-1"));
+        assert_eq!(slice.ports.as_ref().unwrap()[0].port, Some(8080));
+    }
+
+    #[test]
+    fn each_kind_is_the_api_servers_resource() {
+        assert_eq!(Service::url_path(&(), Some("shop")), "/api/v1/namespaces/shop/services");
+        assert_eq!(EndpointSlice::url_path(&(), None), "/apis/discovery.k8s.io/v1/endpointslices");
+        assert_eq!(Pod::url_path(&(), None), "/api/v1/pods");
+        assert_eq!(Namespace::url_path(&(), None), "/api/v1/namespaces");
+        assert_eq!(EndpointSlice::api_version(&()), "discovery.k8s.io/v1");
+    }
+}
