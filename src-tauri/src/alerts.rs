@@ -61,6 +61,13 @@ fn health_changes(before: &Live, after: &Live) -> Vec<Alert> {
         if std::mem::discriminant(old) == std::mem::discriminant(new) {
             continue;
         }
+        // A first list under way, or done, is nothing to tell.
+        if matches!(
+            (old, new),
+            (HealthState::Syncing { .. }, HealthState::Connected) | (_, HealthState::Syncing { .. })
+        ) {
+            continue;
+        }
         let context = &c.record.context;
         alerts.push(match new {
             HealthState::Reconnecting { error, .. } => Alert {
@@ -70,6 +77,7 @@ fn health_changes(before: &Live, after: &Live) -> Vec<Alert> {
             HealthState::Degraded { watch, error, .. } => {
                 Alert { title: format!("kubesocks: a watch fails on {context}"), body: format!("{watch}: {error}") }
             }
+            HealthState::Syncing { .. } => continue,
             HealthState::Connected => Alert {
                 title: format!("kubesocks: {context} reaches its API server again"),
                 body: "Its caches are fed again.".into(),

@@ -145,10 +145,13 @@ fn rows(contexts: &Contexts, live: &Live, now: u64) -> Vec<Row> {
                 (HealthState::Degraded { watch, error, .. }, _) => {
                     (RowState::Degraded, Some(format!("Watching {watch} fails: {error}")))
                 }
-                (HealthState::Connected, Some(e)) if now.saturating_sub(e.at) < FAILING_FOR_SECS => {
+                (HealthState::Connected | HealthState::Syncing { .. }, Some(e))
+                    if now.saturating_sub(e.at) < FAILING_FOR_SECS =>
+                {
                     (RowState::Failing, Some(e.message.clone()))
                 }
-                (HealthState::Connected, _) => (RowState::On, None),
+                // Pods still being listed: Service names answer already.
+                (HealthState::Connected | HealthState::Syncing { .. }, _) => (RowState::On, None),
             },
             (None, Some(a)) => match &a.error {
                 Some(error) => (RowState::Failed, Some(error.clone())),

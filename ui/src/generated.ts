@@ -81,7 +81,11 @@ export type ErrorReport = {
 };
 
 /** A context's health, as `status` and the tray show it. */
-export type HealthState = { "state": "connected" } | { "state": "reconnecting", 
+export type HealthState = { "state": "connected" } | { "state": "syncing", 
+/**
+ * Which watch: its kind and scope.
+ */
+watch: string, } | { "state": "reconnecting", 
 /**
  * Seconds since the Unix epoch.
  */

@@ -295,6 +295,8 @@ fn print_table(connections: &[ConnectionStatus]) {
 fn health_cells(health: &HealthState, now: u64) -> (String, Option<String>) {
     match health {
         HealthState::Connected => ("connected".into(), None),
+        // Names answer meanwhile; those that need what is listed wait for it.
+        HealthState::Syncing { .. } => ("syncing".into(), None),
         HealthState::Reconnecting { since, error } => (
             format!("reconnecting {}", human_duration(now.saturating_sub(*since))),
             Some(format!("the API server is unreachable: {error}")),

@@ -9,6 +9,12 @@
 //! but GETs of services, endpoints and pods, names there are looked up with
 //! direct GETs per connection ([`crate::cluster::lookup`]). A namespace RBAC hides is
 //! remembered with the missing permission, which the refusal then names.
+//!
+//! Answer first, sync after: in each scope, Services and EndpointSlices are
+//! listed first, and a Service name answers as soon as they are; pods are
+//! listed after them (in a big cluster they are most of the bytes), and
+//! only names that need a pod (a pod IP, a per-pod name, an IP that is no
+//! ClusterIP) wait for that list.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -114,6 +120,9 @@ struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
+    services_listed: Listed,
+    slices_listed: Listed,
+    pods_listed: Listed,
     services_by_ip: Arc<Index<Service, IpAddr>>,
     /// By (namespace, Service name).
     slices_by_service: Arc<Index<EndpointSlice, (String, String)>>,
@@ -275,14 +284,14 @@ impl ClusterCache {
         let tasks = std::sync::Mutex::new(Vec::new());
         let health = Health::new(client.clone());
         let cluster_wide = missing_permission(&client, None).await?.is_none();
-        let namespaces = if allowed(&client, None, "", "namespaces", "list").await?
+        let (namespaces, namespaces_listed) = if allowed(&client, None, "", "namespaces", "list").await?
             && allowed(&client, None, "", "namespaces", "watch").await?
         {
-            let (store, task) = reflect(Api::<Namespace>::all(client.clone()), &health, None, vec![]);
+            let (store, listed, task) = reflect(Api::<Namespace>::all(client.clone()), &health, None, vec![], ready());
             tasks.lock().unwrap().push(task);
-            Some(store)
+            (Some(store), Some(listed))
         } else {
-            None
+            (None, None)
         };
         let scope = if cluster_wide {
             let (stores, handles) = Stores::start(&client, &health, None);
@@ -296,8 +305,8 @@ impl ClusterCache {
             Scope::Cluster(stores) => stores.wait("the cluster").await?,
             Scope::Namespaced(_) => cache.ensure_namespace(default_namespace).await?,
         }
-        if let Some(ns) = &cache.namespaces {
-            wait_ready(ns, "namespaces").await?;
+        if let Some(listed) = &namespaces_listed {
+            listed.wait("namespaces").await?;
         }
         tracing::info!(
             scope = if cluster_wide { "cluster" } else { "per namespace" },
@@ -391,13 +400,24 @@ impl ClusterCache {
 
     /// Everything the resolution of `query` needs: the namespace its name points
     /// into made readable (watched from now on, or its objects fetched with
-    /// direct GETs where RBAC allows only those), and a snapshot.
+    /// direct GETs where RBAC allows only those), its pods listed if it
+    /// needs them, and a snapshot.
     pub async fn snapshot_for(&self, query: &Query) -> Result<Snapshot, CacheError> {
         let named = query.named();
         if let Some(named) = &named {
             self.ensure_namespace(named.namespace()).await?;
         }
         let mut snapshot = self.snapshot().await;
+        let pods_of = match query {
+            Query::PodHostname { namespace, .. } | Query::PodIp { namespace, .. } => Some(Some(namespace.as_str())),
+            Query::Ip(ip) if snapshot.service_by_ip(*ip).is_none() => Some(None),
+            _ => None,
+        };
+        if let Some(namespace) = pods_of {
+            for stores in snapshot.stores(namespace) {
+                stores.pods_listed.wait("pods").await?;
+            }
+        }
         if let Some(named) = named
             && snapshot.is_direct(named.namespace())
         {
@@ -417,22 +437,39 @@ impl Stores {
         let slices_by_service = Arc::new(Index::new(slice_service));
         let pods_by_ip = Arc::new(Index::new(pod_ips));
         let pods_by_host = Arc::new(Index::new(pod_host));
-        let (services, a) = reflect(api(client, namespace), health, namespace, vec![services_by_ip.clone()]);
-        let (slices, b) = reflect(api(client, namespace), health, namespace, vec![slices_by_service.clone()]);
+        let (services, services_listed, a) =
+            reflect(api(client, namespace), health, namespace, vec![services_by_ip.clone()], ready());
+        let (slices, slices_listed, b) =
+            reflect(api(client, namespace), health, namespace, vec![slices_by_service.clone()], ready());
+        // Pods are listed once Services and slices are: those answer most names.
+        let first = {
+            let (services, slices) = (services_listed.clone(), slices_listed.clone());
+            async move {
+                futures::future::join(services.done(), slices.done()).await;
+            }
+        };
         let indexes: Vec<Arc<dyn Indexer<Pod>>> = vec![pods_by_ip.clone(), pods_by_host.clone()];
-        let (pods, c) = reflect(api(client, namespace), health, namespace, indexes);
-        let stores = Stores { services, slices, pods, services_by_ip, slices_by_service, pods_by_ip, pods_by_host };
+        let (pods, pods_listed, c) = reflect(api(client, namespace), health, namespace, indexes, Box::pin(first));
+        let stores = Stores {
+            services,
+            slices,
+            pods,
+            services_listed,
+            slices_listed,
+            pods_listed,
+            services_by_ip,
+            slices_by_service,
+            pods_by_ip,
+            pods_by_host,
+        };
         (stores, vec![a, b, c])
     }
 
+    /// Waits for the first lists of Services and EndpointSlices (pods are
+    /// waited for by the names that need them).
     async fn wait(&self, scope: &str) -> Result<(), CacheError> {
-        let all = futures::future::join3(
-            wait_ready(&self.services, scope),
-            wait_ready(&self.slices, scope),
-            wait_ready(&self.pods, scope),
-        )
-        .await;
-        all.0.and(all.1).and(all.2)
+        let both = futures::future::join(self.services_listed.wait(scope), self.slices_listed.wait(scope)).await;
+        both.0.and(both.1)
     }
 }
 
@@ -447,27 +484,42 @@ where
     }
 }
 
-async fn wait_ready<K>(store: &Store<K>, scope: &str) -> Result<(), CacheError>
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    match tokio::time::timeout(SYNC_TIMEOUT, store.wait_until_ready()).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(CacheError::SyncTimeout { scope: scope.to_string() }),
+/// Whether a reflector's first list is done. Any number of tasks may wait
+/// for it (a `Store`'s own `wait_until_ready` wakes only the last to ask).
+#[derive(Clone)]
+struct Listed(tokio::sync::watch::Receiver<bool>);
+
+impl Listed {
+    /// Until the first list is done, or its reflector stopped.
+    async fn done(&self) {
+        let _ = self.0.clone().wait_for(|listed| *listed).await;
+    }
+
+    /// [`Listed::done`], given up after [`SYNC_TIMEOUT`].
+    async fn wait(&self, scope: &str) -> Result<(), CacheError> {
+        tokio::time::timeout(SYNC_TIMEOUT, self.done())
+            .await
+            .map_err(|_| CacheError::SyncTimeout { scope: scope.to_string() })
     }
 }
 
-/// Runs a reflector for `api` in the background and returns its store,
-/// keeping `indexes` from the same events. Its failures and recoveries are
-/// logged and told to `health`, under the name "KIND in the cluster" or
-/// "KIND in namespace NS".
+/// A start that need not wait.
+fn ready() -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(futures::future::ready(()))
+}
+
+/// Runs a reflector for `api` in the background, once `after` is done, and
+/// returns its store and whether it is listed, keeping `indexes` from the
+/// same events. Its first
+/// list, failures and recoveries are logged and told to `health`, under the
+/// name "KIND in the cluster" or "KIND in namespace NS".
 fn reflect<K>(
     api: Api<K>,
     health: &Health,
     namespace: Option<&str>,
     indexes: Vec<Arc<dyn Indexer<K>>>,
-) -> (Store<K>, AbortHandle)
+    after: futures::future::BoxFuture<'static, ()>,
+) -> (Store<K>, Listed, AbortHandle)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -483,7 +535,10 @@ where
     // failure is a warning, the rest debug lines, and the recovery is told.
     let mut failures = 0u64;
     // A watch stopped while failing (its namespace's setup given up) leaves no failure behind.
+    health.syncing(&watch);
     let reported = Reported { health: health.clone(), watch };
+    let (listed, first_list) = tokio::sync::watch::channel(false);
+    let mut listing_since = Some(Instant::now());
     let watch = reflector::reflector(writer, stream).for_each(move |event| {
         let watch = &reported.watch;
         match event {
@@ -501,6 +556,13 @@ where
                     index.event(&event);
                 }
                 reported.health.fed(watch);
+                if matches!(event, watcher::Event::InitDone)
+                    && let Some(since) = listing_since.take()
+                {
+                    reported.health.synced(watch);
+                    listed.send_replace(true);
+                    tracing::debug!(%watch, took_ms = since.elapsed().as_millis() as u64, "first list done");
+                }
                 if failures > 0 {
                     tracing::info!(%watch, failures, "watch resumed");
                     failures = 0;
@@ -509,8 +571,14 @@ where
         }
         futures::future::ready(())
     });
-    let task = tokio::spawn(watch.in_current_span());
-    (store, task.abort_handle())
+    let task = tokio::spawn(
+        async move {
+            after.await;
+            watch.await
+        }
+        .in_current_span(),
+    );
+    (store, Listed(first_list), task.abort_handle())
 }
 
 /// A watch as [`Health`] knows it, forgotten there when the watch ends.
@@ -522,6 +590,7 @@ struct Reported {
 impl Drop for Reported {
     fn drop(&mut self) {
         self.health.fed(&self.watch);
+        self.health.synced(&self.watch);
     }
 }
 
@@ -844,7 +913,10 @@ mod tests {
                 )
             }
         });
-        ClusterCache::start(Client::new(service, "default"), "default").await.unwrap()
+        let cache = ClusterCache::start(Client::new(service, "default"), "default").await.unwrap();
+        let Scope::Cluster(stores) = &cache.scope else { panic!("a cluster-wide cache") };
+        stores.pods_listed.done().await;
+        cache
     }
 
     /// `n` pods (IPs 10.1.x.y, hostname `host-N` in subdomain `sub`).
@@ -919,6 +991,74 @@ mod tests {
         assert_eq!(visited, [(20, 1, 1), (2000, 1, 1)], "a lookup's cost grows with the cluster");
     }
 
+    /// Services and slices are listed first and a Service name answers as
+    /// soon as they are; pods are listed only then, and only a name that
+    /// needs a pod waits for them, while the context says `syncing`.
+    #[tokio::test]
+    async fn a_service_name_answers_while_pods_are_still_listed() {
+        let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let pods_listed = Arc::new(tokio::sync::Notify::new());
+        let service = tower::service_fn({
+            let (log, pods_listed) = (log.clone(), pods_listed.clone());
+            move |req: Request<kube::client::Body>| {
+                let (log, pods_listed) = (log.clone(), pods_listed.clone());
+                async move {
+                    let path = req.uri().path().to_string();
+                    let query = req.uri().query().unwrap_or_default().to_string();
+                    let items = if path.ends_with("/selfsubjectaccessreviews") {
+                        let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                                            "spec": {}, "status": {"allowed": true}});
+                        return Ok(Response::new(Full::new(Bytes::from(review.to_string()))));
+                    } else if query.contains("watch=true") {
+                        std::future::pending::<()>().await;
+                        unreachable!()
+                    } else if path == "/api/v1/services" {
+                        vec![json!({"metadata": {"namespace": "default", "name": "web"},
+                                    "spec": {"clusterIPs": ["10.96.0.1"], "ports": [{"port": 80}]}})]
+                    } else if path == "/api/v1/pods" {
+                        log.lock().unwrap().push("pods asked".into());
+                        pods_listed.notified().await;
+                        vec![json!({"metadata": {"namespace": "default", "name": "p"},
+                                    "status": {"phase": "Running", "podIPs": [{"ip": "10.244.0.1"}]}})]
+                    } else {
+                        vec![]
+                    };
+                    log.lock().unwrap().push(format!("{path} answered"));
+                    let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items});
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Response::new(Full::new(Bytes::from(
+                        list.to_string(),
+                    ))))
+                }
+            }
+        });
+        let cache = Arc::new(ClusterCache::start(Client::new(service, "default"), "default").await.unwrap());
+        assert_eq!(cache.health(), HealthState::Syncing { watch: "Pod in the cluster".into() });
+        let rules = Rules::new("cluster.local", "default");
+        let web = Query::read(&Host::parse("web.default"), &rules);
+        let snapshot = tokio::time::timeout(Duration::from_secs(1), cache.snapshot_for(&web)).await.unwrap().unwrap();
+        assert!(
+            route::resolve(web, 80, &snapshot).is_err_and(|e| matches!(e, route::Refusal::NoReadyEndpoints { .. }))
+        );
+        let cluster_ip = Query::read(&Host::parse("10.96.0.1"), &rules);
+        assert!(tokio::time::timeout(Duration::from_secs(1), cache.snapshot_for(&cluster_ip)).await.is_ok());
+
+        let pod_ip = Query::read(&Host::parse("10.244.0.1"), &rules);
+        let waiting = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.snapshot_for(&pod_ip).await.map(|s| !s.pods_by_ip("10.244.0.1".parse().unwrap()).is_empty()) }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "a pod IP waits for the pods' first list");
+        pods_listed.notify_one();
+        assert!(waiting.await.unwrap().unwrap(), "and is found once it is done");
+        assert_eq!(cache.health(), HealthState::Connected);
+
+        let log = log.lock().unwrap().clone();
+        let at = |what: &str| log.iter().position(|l| l == what).unwrap_or_else(|| panic!("{what} not in {log:?}"));
+        assert!(at("pods asked") > at("/api/v1/services answered"), "{log:?}");
+        assert!(at("pods asked") > at("/apis/discovery.k8s.io/v1/endpointslices answered"), "{log:?}");
+    }
+
     fn service_query(name: &str) -> Query {
         Query::read(&Host::parse(name), &Rules::new("cluster.local", "fast"))
     }
@@ -931,7 +1071,8 @@ mod tests {
             let cache = cache.clone();
             async move { cache.ensure_namespace("slow").await }
         });
-        while fake.slow_in_flight.load(Ordering::SeqCst) < 3 {
+        // Its Services and slices: pods are listed after them.
+        while fake.slow_in_flight.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // `slow` is being set up (its first lists are under way): `fast` answers meanwhile.

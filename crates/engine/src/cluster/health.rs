@@ -9,8 +9,12 @@
 //! event until something changes, so while the API server is unreachable a
 //! probe asks it for its version twice a second: its first answer ends
 //! `reconnecting`, and a watch still failing says so again on its next try.
+//!
+//! Until a watch's first list is done, the context is `syncing`: names
+//! that need that watch's objects wait for it (Services and EndpointSlices
+//! are listed first, so most names answer while pods are still listed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +42,12 @@ pub enum HealthState {
     /// Every watch is fed.
     #[default]
     Connected,
+    /// A watch's first list is under way: names that need its objects
+    /// (pod IPs, while pods are listed) wait for it.
+    Syncing {
+        /// Which watch: its kind and scope.
+        watch: String,
+    },
     /// The API server cannot be reached.
     Reconnecting {
         /// Seconds since the Unix epoch.
@@ -71,6 +81,8 @@ struct Failing {
 struct Inner {
     /// By watch ("Pod in the cluster", "Service in namespace shop").
     failing: BTreeMap<String, Failing>,
+    /// Watches whose first list is not done.
+    syncing: BTreeSet<String>,
     probe: Option<AbortHandle>,
 }
 
@@ -145,6 +157,16 @@ impl Health {
         }
     }
 
+    /// A watch starts, and its first list is to come.
+    pub(crate) fn syncing(&self, watch: &str) {
+        self.inner.lock().unwrap().syncing.insert(watch.to_string());
+    }
+
+    /// A watch's first list is done (or the watch stopped).
+    pub(crate) fn synced(&self, watch: &str) {
+        self.inner.lock().unwrap().syncing.remove(watch);
+    }
+
     /// The sum of it.
     pub(crate) fn state(&self) -> HealthState {
         let mut inner = self.inner.lock().unwrap();
@@ -154,8 +176,11 @@ impl Health {
             let latest = unreachable.max_by_key(|f| f.since).unwrap_or(first);
             return HealthState::Reconnecting { since: first.since, error: latest.error.clone() };
         }
-        match inner.failing.iter().min_by_key(|(_, f)| f.since) {
-            Some((watch, f)) => HealthState::Degraded { watch: watch.clone(), since: f.since, error: f.error.clone() },
+        if let Some((watch, f)) = inner.failing.iter().min_by_key(|(_, f)| f.since) {
+            return HealthState::Degraded { watch: watch.clone(), since: f.since, error: f.error.clone() };
+        }
+        match inner.syncing.first() {
+            Some(watch) => HealthState::Syncing { watch: watch.clone() },
             None => HealthState::Connected,
         }
     }
@@ -218,6 +243,18 @@ mod tests {
         assert!(matches!(h.state(), HealthState::Degraded { .. }));
         h.inner.lock().unwrap().failing.values_mut().for_each(|f| f.last -= FAILING_IF_WITHIN);
         assert_eq!(h.state(), HealthState::Connected, "a watch that restarts sends no event while nothing changes");
+    }
+
+    #[tokio::test]
+    async fn a_watch_listing_for_the_first_time_makes_the_context_syncing_unless_something_fails() {
+        let h = health();
+        h.syncing("Pod in the cluster");
+        assert_eq!(h.state(), HealthState::Syncing { watch: "Pod in the cluster".into() });
+        h.failed("Service in the cluster", &watcher::Error::WatchStartFailed(api_error(403)));
+        assert!(matches!(h.state(), HealthState::Degraded { .. }), "a failure outranks syncing");
+        h.fed("Service in the cluster");
+        h.synced("Pod in the cluster");
+        assert_eq!(h.state(), HealthState::Connected);
     }
 
     #[tokio::test]
