@@ -588,6 +588,85 @@ async fn a_pod_that_refuses_after_the_client_was_answered_hands_the_connection_t
     assert_eq!((got, e.kind()), (0, ErrorKind::ConnectionReset), "{e}");
 }
 
+/// `echo\n` and then an echo of everything, or `BYTES\n` and a download.
+fn echo_or_download(name: String) -> impl Fn(TcpStream) -> Serving + Clone + Send + 'static {
+    move |mut s: TcpStream| {
+        let name = name.clone();
+        Box::pin(async move {
+            let mut ask = [0u8; 5];
+            // Both asks are at least 5 bytes, sent at once; they may come in pieces.
+            while s.peek(&mut ask).await.is_ok_and(|n| n > 0 && n < 5) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if &ask == b"echo\n" {
+                let _ = s.read_exact(&mut ask).await;
+                echo(name)(s).await
+            } else {
+                download(name)(s).await
+            }
+        })
+    }
+}
+
+/// A connection open to a pod, and then a download from the same pod whose
+/// client stops reading: on a shared SPDY session, the download draws on the
+/// session's receive budget and, once that is spent, is reset when it has
+/// read nothing for 30 s; the open connection is answered again then, and
+/// loses nothing. (A v4 WebSocket carries one connection, so nothing is
+/// shared there and the open connection is answered at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_up_an_open_connection_to_its_pod_for_no_more_than_30_s() {
+    let ns = TestNamespace::new("hol").await;
+    let backend = Backend::start_serving("pod-a", &[8080], echo_or_download("pod-a".into())).await;
+    let mut spec = PodSpec::new("pod-a", &backend, &[("http", 8080)]);
+    spec.labels = json!({"app": "hol"});
+    ns.pod(spec).await;
+    ns.service("hol", json!({"selector": {"app": "hol"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.ready_endpoints("hol", 1).await;
+    let proxy = Proxy::start(&cluster().admin_kubeconfig, &[]).await;
+    let svc = format!("hol.{}", ns.name);
+    async fn round(s: &mut TcpStream, what: &[u8]) -> std::io::Result<Vec<u8>> {
+        s.write_all(what).await?;
+        let mut back = vec![0u8; what.len()];
+        s.read_exact(&mut back).await.map(|_| back)
+    }
+
+    let mut open = socks(proxy.socks, &svc, 80).await.unwrap_or_else(|c| panic!("{c:#04x}"));
+    open.write_all(b"echo\n").await.unwrap();
+    assert_eq!(round(&mut open, b"one").await.unwrap(), b"one");
+
+    let mut stalled = start_download(proxy.socks, &svc, 80, DOWNLOAD).await.unwrap_or_else(|c| panic!("{c:#04x}"));
+    let (_, mut got) = first_line(&mut stalled).await;
+    let shared = support::forced_protocol() != Some("websocket");
+    if shared {
+        let sessions = stub_sessions(&ns.name).len();
+        assert_eq!(sessions, 1, "the download went to a session of its own: nothing to hold up");
+    }
+    // Its client reads no more: the kernel's buffers fill, then its stream's, then the budget.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let asked = Instant::now();
+    let two = tokio::time::timeout(Duration::from_secs(45), round(&mut open, b"two"))
+        .await
+        .expect("the open connection was held up for good")
+        .expect("the open connection was cut");
+    let waited = asked.elapsed();
+    println!("an open connection held up {waited:?} by a neighbour that stopped reading (shared session: {shared})");
+    assert_eq!(two, b"two");
+    let most = if shared { Duration::from_secs(35) } else { Duration::from_secs(2) };
+    assert!(waited < most, "held up {waited:?}");
+
+    // The stalled download ends with a reset, never a clean end; the open connection goes on.
+    if shared {
+        let (rest, end) = read_to_end_or_error(&mut stalled).await;
+        got += rest;
+        let end = end.unwrap_or_else(|| panic!("a clean end after {got} bytes of {DOWNLOAD}"));
+        assert_eq!(end.kind(), ErrorKind::ConnectionReset, "{end}");
+        assert!(got < DOWNLOAD, "{got}");
+    }
+    assert_eq!(round(&mut open, b"three").await.unwrap(), b"three");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_does_not_hold_up_new_connections_to_its_pod() {
     let ns = TestNamespace::new("stalled").await;

@@ -360,6 +360,62 @@ async fn after_a_freeze_of_every_api_connection_a_known_and_a_new_service_answer
     assert!(relay.live() >= 1, "the proxy did not reconnect through the relay");
 }
 
+/// An address on `lo` for as long as it lives: a change of the network as
+/// a VPN or Wi-Fi coming up makes one.
+struct AddedAddress(&'static str);
+
+impl AddedAddress {
+    fn add(address: &'static str) -> AddedAddress {
+        let out = std::process::Command::new("ip").args(["addr", "add", address, "dev", "lo"]).output();
+        let out = out.expect("`ip` runs (Debian's iproute2)");
+        assert!(
+            out.status.success(),
+            "this test changes the network as a laptop's does, with `ip addr add {address} dev lo`, which needs root \
+             or CAP_NET_ADMIN: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        AddedAddress(address)
+    }
+}
+
+impl Drop for AddedAddress {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["addr", "del", self.0, "dev", "lo"]).status();
+    }
+}
+
+/// A network change makes every port-forward session prove its path at
+/// once: an idle session whose path went silent is found dead within 5 s,
+/// where its keepalive alone (a PING after 10 s of silence, answered within
+/// 20 s) would take up to 30 s, and the next connection would wait on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_network_change_an_idle_session_whose_path_died_is_found_dead_within_5_s() {
+    let _serial = SERIAL.lock().await;
+    let w = two_pods("netchange", download).await;
+    let relay = FaultRelay::in_front_of(&cluster().admin_kubeconfig).await;
+    let proxy = Proxy::start(relay.relayed_kubeconfig(), &[]).await;
+    try_download(proxy.socks, &w.svc(), 1024).await.expect("the Service answers before the change");
+    // The connection is over; its session idles, heard from a moment ago.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!proxy.log().contains("port-forward session broke"), "{}", proxy.log());
+
+    relay.freeze_held();
+    let changed = Instant::now();
+    let _address = AddedAddress::add("127.83.0.1/32");
+    let mut found = None;
+    while changed.elapsed() < Duration::from_secs(15) {
+        if proxy.log().contains("port-forward session broke") {
+            found = Some(changed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("an idle session whose path went silent at a network change: found dead after {found:?}");
+    let found = found.unwrap_or_else(|| panic!("not found dead within 15 s:\n{}", proxy.log()));
+    assert!(found <= Duration::from_secs(5), "found dead only after {found:?}");
+    assert!(proxy.log().contains("the network changed: checking every port-forward session"), "{}", proxy.log());
+}
+
 /// The API server out of reach (every connection to it reset, new ones
 /// refused, for 30 s): `status` says `reconnecting` within 5 s, a client
 /// asking for a name kubesocks cannot know meanwhile is told why (SOCKS

@@ -49,6 +49,7 @@ mod seconds;
 mod stats;
 #[cfg(any(test, feature = "fuzzing"))]
 mod testing;
+mod wake;
 
 pub use cluster::cache::CacheError;
 pub use cluster::health::HealthState;

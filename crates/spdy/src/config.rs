@@ -28,9 +28,19 @@ pub struct Config {
     /// the session uploads (more than 256 KiB written since the PING), its
     /// answer may wait behind that data, and `ping_timeout` applies instead.
     pub active_ping_timeout: Duration,
-    /// Bytes of received DATA buffered per stream before the session stops
-    /// reading the transport until that stream's reader catches up.
+    /// Bytes of received DATA a stream buffers for its reader.
     pub stream_receive_buffer: usize,
+    /// Bytes of received DATA the session's streams may buffer beyond their
+    /// own `stream_receive_buffer`, all of them together. Only once it is
+    /// spent does a stream's slow reader make the session stop reading the
+    /// transport (which holds up its other streams), so a reader that stops
+    /// for a moment costs the others nothing.
+    pub session_receive_budget: usize,
+    /// Once that budget is spent, a stream whose reader has taken nothing for
+    /// this long is reset (RST_STREAM CANCEL; its reader gets
+    /// [`StreamError::Stalled`](crate::StreamError::Stalled)), so that the
+    /// session's other streams go on.
+    pub stall_timeout: Duration,
     /// Bytes of DATA queued for sending, all streams together, before writers wait.
     pub write_queue: usize,
     /// The largest DATA frame sent.
@@ -47,6 +57,8 @@ impl Default for Config {
             active_keepalive: Duration::from_secs(1),
             active_ping_timeout: Duration::from_secs(2),
             stream_receive_buffer: 256 << 10,
+            session_receive_budget: 4 << 20,
+            stall_timeout: Duration::from_secs(30),
             write_queue: 256 << 10,
             max_data_frame: 32 << 10,
             limits: Limits::default(),

@@ -12,7 +12,8 @@
 //! sender that honours them stalls after 64 KiB. The writer therefore ignores
 //! windows; memory stays bounded because writers wait for room in the write
 //! queue. On the receiving side the reader stops reading the transport when a
-//! stream's buffer is full (TCP then pushes back on the peer), and announces
+//! stream's buffer and the session's receive budget are full (TCP then
+//! pushes back on the peer; see `deliver`), and announces
 //! consumed bytes with WINDOW_UPDATE, which is harmless to spdystream and
 //! correct for a peer that does count.
 
@@ -26,7 +27,7 @@ use tracing::{debug, trace};
 
 use crate::error::SessionError;
 use crate::frame::{Decoder, Encoder, Frame, RstStatus};
-use crate::state::Shared;
+use crate::state::{Shared, Stalled};
 
 /// Bytes read from the transport at a time.
 const READ_CHUNK: usize = 16 << 10;
@@ -114,12 +115,19 @@ async fn dispatch(shared: &Shared, frame: Frame) {
     }
 }
 
-/// Hands DATA to its stream, waiting while the stream's buffer is full.
+/// Hands DATA to its stream. A stream buffers up to its
+/// `stream_receive_buffer`, and beyond that while the session's
+/// `session_receive_budget` lasts. Past both, the reader waits for the
+/// stream's reader to take some, which holds up every stream of the session;
+/// so a stream holding up the others whose reader took nothing for
+/// `stall_timeout` is reset instead.
 async fn deliver(shared: &Shared, stream_id: u32, fin: bool, data: Bytes) {
-    let limit = shared.config.stream_receive_buffer;
+    let config = &shared.config;
+    let limit = config.stream_receive_buffer;
     loop {
-        {
+        let recheck_at = {
             let mut state = shared.lock();
+            let over_limit: usize = state.streams.values().map(|s| s.recv.len().saturating_sub(limit)).sum();
             let Some(stream) = state.streams.get_mut(&stream_id) else {
                 trace!(stream_id, "DATA for a closed SPDY stream dropped");
                 return;
@@ -128,20 +136,39 @@ async fn deliver(shared: &Shared, stream_id: u32, fin: bool, data: Bytes) {
                 trace!(stream_id, "DATA after the end of a SPDY stream dropped");
                 return;
             }
-            if stream.recv.is_empty() || stream.recv.len() + data.len() <= limit {
+            let held = stream.recv.len();
+            let more_over_limit = (held + data.len()).saturating_sub(limit) - held.saturating_sub(limit);
+            if held == 0 || more_over_limit == 0 || over_limit + more_over_limit <= config.session_receive_budget {
+                if held == 0 {
+                    // The reader has had nothing to take until now.
+                    stream.last_taken = Instant::now();
+                }
                 stream.recv.extend_from_slice(&data);
                 stream.remote_fin = fin;
                 stream.wake();
                 state.reader_paused = false;
                 return;
             }
-            if !state.reader_paused {
-                state.reader_paused = true;
-                state.pauses += 1;
-                trace!(stream_id, "SPDY stream buffer full: pausing the transport reader");
+            match shared.reset_stalled(&mut state, stream_id) {
+                Stalled::Reset => {
+                    drop(state);
+                    shared.writer_wake.notify_one();
+                    continue;
+                }
+                Stalled::NotBefore(at) => {
+                    if !state.reader_paused {
+                        state.reader_paused = true;
+                        state.pauses += 1;
+                        trace!(stream_id, over_limit, "SPDY receive budget spent: pausing the transport reader");
+                    }
+                    at
+                }
             }
+        };
+        tokio::select! {
+            _ = shared.reader_wake.notified() => {}
+            _ = tokio::time::sleep_until(recheck_at) => {}
         }
-        shared.reader_wake.notified().await;
     }
 }
 
@@ -282,38 +309,44 @@ async fn keepalive_loop(shared: &Shared) -> SessionError {
     };
     // Fine enough to keep the promise of the shorter interval.
     let tick = (config.active_keepalive.min(idle) / 4).max(Duration::from_millis(10));
-    // A PING sent: when, the reader's pauses then, and the DATA written by then.
-    let mut outstanding: Option<(Instant, u64, u64)> = None;
+    // A PING sent: when, the reader's pauses then, the DATA written by
+    // then, and whether it answers a check (`Session::check`).
+    let mut outstanding: Option<(Instant, u64, u64, bool)> = None;
     loop {
         tokio::time::sleep(tick).await;
-        let (last_read, paused, pauses, active, written) = {
-            let state = shared.lock();
-            (state.last_read, state.reader_paused, state.pauses, !state.streams.is_empty(), state.data_written)
+        let (last_read, paused, pauses, active, written, check) = {
+            let mut state = shared.lock();
+            let check = std::mem::take(&mut state.check_requested);
+            (state.last_read, state.reader_paused, state.pauses, !state.streams.is_empty(), state.data_written, check)
         };
         if paused {
             outstanding = None;
             continue;
         }
+        if let Some((.., checking)) = &mut outstanding {
+            *checking |= check;
+        }
         // The timeout is the one for the session as it is now: a PING sent
         // while idle is waited for no longer than an active one once a
         // connection comes (as on waking from sleep, when the first
-        // connection finds its session silent).
+        // connection finds its session silent), or when it was checked.
         let (silence, timeout) =
             if active { (config.active_keepalive, config.active_ping_timeout) } else { (idle, config.ping_timeout) };
         match outstanding {
-            Some((sent, at_pauses, _)) if last_read >= sent || pauses != at_pauses => outstanding = None,
-            Some((sent, _, at_written)) => {
+            Some((sent, at_pauses, ..)) if last_read >= sent || pauses != at_pauses => outstanding = None,
+            Some((sent, _, at_written, checking)) => {
+                let timeout = if checking { config.active_ping_timeout } else { timeout };
                 let timeout = if written - at_written > BULK { timeout.max(config.ping_timeout) } else { timeout };
                 if sent.elapsed() >= timeout {
                     return SessionError::KeepaliveTimeout(timeout);
                 }
             }
-            None if last_read.elapsed() >= silence => {
+            None if check || last_read.elapsed() >= silence => {
                 // The answer is counted as a read; the RTT is recorded on arrival.
                 if let Err(reason) = shared.send_ping() {
                     return reason;
                 }
-                outstanding = Some((Instant::now(), pauses, written));
+                outstanding = Some((Instant::now(), pauses, written, check));
             }
             None => {}
         }

@@ -58,6 +58,13 @@ pub enum StreamError {
         /// The last stream the peer accepted.
         last_good_stream_id: u32,
     },
+    /// Its reader took nothing for [`Config::stall_timeout`] while the
+    /// session's receive budget was spent, holding up the session's other
+    /// streams: the session reset it.
+    ///
+    /// [`Config::stall_timeout`]: crate::Config::stall_timeout
+    #[error("stream reset: its reader took nothing for {0:?} while holding up the session's other streams")]
+    Stalled(Duration),
     /// The session ended before the stream did.
     #[error("SPDY session ended: {0}")]
     Session(SessionError),

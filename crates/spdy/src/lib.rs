@@ -26,11 +26,14 @@
 //!   SYN_STREAM and returns a [`Stream`] at once (no round trip), which is an
 //!   [`AsyncRead`](tokio::io::AsyncRead) + [`AsyncWrite`](tokio::io::AsyncWrite)
 //!   byte pipe.
-//! * Every buffer is bounded. A full stream receive buffer makes the driver
-//!   stop reading the transport (backpressure reaches the peer through TCP;
-//!   note it stalls every stream of the session until that reader catches
-//!   up); a full write queue makes writers wait; control frames go before
-//!   DATA, so PING echoes and resets are never stuck behind it.
+//! * Every buffer is bounded. A stream whose reader falls behind buffers
+//!   its own share and then draws on a budget shared by the session; once
+//!   that is spent too, the driver stops reading the transport
+//!   (backpressure reaches the peer through TCP, and every stream of the
+//!   session waits), and a stream holding the others up whose reader has
+//!   taken nothing for the stall timeout is reset. A full write queue makes
+//!   writers wait; control frames go before DATA, so PING echoes and resets
+//!   are never stuck behind it.
 //! * No send-side flow control: Kubernetes' SPDY peer (moby/spdystream) never
 //!   sends WINDOW_UPDATE, so waiting on the 64 KiB initial window would stall
 //!   every stream. The session sends without waiting, ignores WINDOW_UPDATE

@@ -100,6 +100,21 @@ impl Session {
         self.handle.shared.lock().streams.len()
     }
 
+    /// Proves the path alive now rather than at the next keepalive: unless
+    /// the peer is heard from anyway, a PING goes out within a quarter of
+    /// [`Config::active_keepalive`], and the session ends with
+    /// [`SessionError::KeepaliveTimeout`] if it is not answered within
+    /// [`Config::active_ping_timeout`] (its streams fail as on any break).
+    /// For when the path may have died: the network changed, the machine
+    /// woke from sleep, or another session to the same cluster broke. Does
+    /// nothing without keepalive.
+    ///
+    /// [`Config::active_keepalive`]: crate::Config::active_keepalive
+    /// [`Config::active_ping_timeout`]: crate::Config::active_ping_timeout
+    pub fn check(&self) {
+        self.handle.shared.lock().check_requested = true;
+    }
+
     /// Whether the session's reader is paused: a stream's receive buffer is
     /// full because its reader is slow, and until that reader reads, no
     /// frame of any stream on this session is read (the peer does not widen

@@ -7,7 +7,7 @@
 //! [`Notify`]; the driver does all I/O. Every queue in the state is bounded:
 //! outgoing DATA by [`Config::write_queue`] (writers wait), incoming DATA per
 //! stream by [`Config::stream_receive_buffer`] (the driver stops reading the
-//! transport), control frames the peer provokes (PING replies, refusals) by a
+//! transport once [`Config::session_receive_budget`] more is spent too), control frames the peer provokes (PING replies, refusals) by a
 //! fixed count. The frames the client itself queues (SYN_STREAM, RST_STREAM,
 //! WINDOW_UPDATE) number at most a few per open stream.
 //!
@@ -84,6 +84,24 @@ pub(crate) struct State {
     pub(crate) last_read: Instant,
     /// DATA bytes written to the transport so far.
     pub(crate) data_written: u64,
+    /// [`Session::check`](crate::Session::check) was called.
+    pub(crate) check_requested: bool,
+}
+
+impl State {
+    /// Drops a stream's queued DATA and queues RST_STREAM CANCEL for it.
+    pub(crate) fn cancel(&mut self, stream_id: u32) {
+        let mut dropped = 0;
+        self.data.retain(|out| {
+            let keep = out.stream_id != stream_id;
+            if !keep {
+                dropped += out.data.len();
+            }
+            keep
+        });
+        self.data_queued = self.data_queued.saturating_sub(dropped);
+        self.control.push_back(Frame::RstStream { stream_id, status: RstStatus::Cancel });
+    }
 }
 
 pub(crate) struct PendingPing {
@@ -98,7 +116,6 @@ pub(crate) struct Outgoing {
     pub(crate) data: Bytes,
 }
 
-#[derive(Default)]
 pub(crate) struct StreamState {
     pub(crate) reply: Option<Headers>,
     /// Received DATA, copied out of the transport buffer so that it pins no
@@ -118,6 +135,28 @@ pub(crate) struct StreamState {
     pub(crate) read_waker: Option<Waker>,
     /// The task waiting to write, flush or shut down.
     pub(crate) write_waker: Option<Waker>,
+    /// When the reader last took bytes (or the stream opened): a stream
+    /// whose reader stopped is reset once it holds up the others.
+    pub(crate) last_taken: Instant,
+}
+
+impl Default for StreamState {
+    fn default() -> Self {
+        StreamState {
+            reply: None,
+            recv: BytesMut::new(),
+            credit: 0,
+            update_queued: false,
+            unsent: 0,
+            remote_fin: false,
+            local_fin: false,
+            fin_written: false,
+            reset: None,
+            read_waker: None,
+            write_waker: None,
+            last_taken: Instant::now(),
+        }
+    }
 }
 
 impl StreamState {
@@ -129,6 +168,14 @@ impl StreamState {
             waker.wake();
         }
     }
+}
+
+/// What [`Shared::reset_stalled`] did.
+pub(crate) enum Stalled {
+    /// It reset at least one stream.
+    Reset,
+    /// None has stalled yet; the first may have by then.
+    NotBefore(Instant),
 }
 
 /// Announce consumed bytes once this many have accumulated.
@@ -157,6 +204,7 @@ impl Shared {
                 pauses: 0,
                 last_read: Instant::now(),
                 data_written: 0,
+                check_requested: false,
             }),
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),
@@ -223,6 +271,46 @@ impl Shared {
         if state.reader_paused {
             self.reader_wake.notify_one();
         }
+    }
+
+    /// With the session's receive budget spent and `blocked` unable to take
+    /// its DATA, resets the streams holding up the others (`blocked` itself,
+    /// and those buffering beyond their own buffer) whose readers took
+    /// nothing for [`Config::stall_timeout`]. Their buffers are freed, and
+    /// RST_STREAM CANCEL queued (the caller wakes the writer).
+    pub(crate) fn reset_stalled(&self, state: &mut State, blocked: u32) -> Stalled {
+        let (limit, timeout) = (self.config.stream_receive_buffer, self.config.stall_timeout);
+        let now = Instant::now();
+        let mut first_due: Option<Instant> = None;
+        let mut reset = Vec::new();
+        for (&id, stream) in state.streams.iter_mut() {
+            let holding_up = id == blocked || stream.recv.len() > limit;
+            if !holding_up || stream.reset.is_some() {
+                continue;
+            }
+            let due = stream.last_taken + timeout;
+            if due <= now {
+                stream.reset = Some(StreamError::Stalled(timeout));
+                stream.recv = BytesMut::new();
+                stream.wake();
+                reset.push(id);
+            } else {
+                first_due = Some(first_due.map_or(due, |d| d.min(due)));
+            }
+        }
+        if reset.is_empty() {
+            return Stalled::NotBefore(first_due.unwrap_or(now + timeout));
+        }
+        let others = state.streams.len() - reset.len();
+        for &id in &reset {
+            tracing::warn!(
+                stream_id = id,
+                other_streams = others,
+                "SPDY stream reset: its reader took nothing for {timeout:?} while holding up the session"
+            );
+            state.cancel(id);
+        }
+        Stalled::Reset
     }
 
     /// Queues GOAWAY; the driver ends the session once it is written.

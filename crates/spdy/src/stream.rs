@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::error::{SessionError, StreamError};
-use crate::frame::{Frame, RstStatus};
 use crate::headers::Headers;
 use crate::state::{Handle, Outgoing, State, StreamState};
 
@@ -92,6 +91,7 @@ impl AsyncRead for Stream {
             let n = stream.recv.len().min(buf.remaining());
             buf.put_slice(&stream.recv[..n]);
             stream.recv.advance(n);
+            stream.last_taken = Instant::now();
             if stream.recv.is_empty() && stream.recv.capacity() > RELEASE_ABOVE {
                 // A burst is over: give the memory back rather than keep it per idle stream.
                 stream.recv = BytesMut::new();
@@ -189,17 +189,7 @@ impl Drop for Stream {
         let finished = stream.local_fin && stream.remote_fin;
         let cancel = !finished && stream.reset.is_none() && state.ended.is_none();
         if cancel {
-            let id = self.id;
-            let mut dropped = 0;
-            state.data.retain(|out| {
-                let keep = out.stream_id != id;
-                if !keep {
-                    dropped += out.data.len();
-                }
-                keep
-            });
-            state.data_queued = state.data_queued.saturating_sub(dropped);
-            state.control.push_back(Frame::RstStream { stream_id: id, status: RstStatus::Cancel });
+            state.cancel(self.id);
         }
         if state.streams.is_empty() {
             state.idle_since = Some(Instant::now());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kubesocks_spdy::frame::{Decoder, Encoder, Frame, FrameError, GoAwayStatus, Limits, RstStatus};
-use kubesocks_spdy::{Config, Headers, Session, SessionError, StreamError};
+use kubesocks_spdy::{Config, Headers, Session, SessionError, Stream, StreamError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::time::timeout;
 
@@ -407,8 +407,37 @@ async fn anything_heard_from_the_peer_keeps_the_session_up_even_with_pings_unans
 }
 
 #[tokio::test]
+async fn a_checked_idle_session_pings_at_once_and_ends_if_the_peer_stays_silent() {
+    let config = Config {
+        keepalive: Some(Duration::from_secs(60)),
+        ping_timeout: Duration::from_secs(60),
+        active_keepalive: Duration::from_millis(200),
+        active_ping_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let (session, mut peer) = pair(config);
+    // A check answered leaves the session up.
+    session.check();
+    match timeout(Duration::from_secs(1), peer.next()).await.expect("a PING at once") {
+        Frame::Ping { id } => peer.send(Frame::Ping { id }).await,
+        other => panic!("expected PING, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!session.is_closed(), "an answered check ended the session");
+
+    // One not answered ends it, long before the idle keepalive would.
+    let started = tokio::time::Instant::now();
+    session.check();
+    let silent = tokio::spawn(async move { while peer.next_any().await.is_some() {} });
+    let reason = timeout(Duration::from_secs(2), session.closed()).await.expect("a silent peer went unnoticed");
+    assert!(matches!(reason, SessionError::KeepaliveTimeout(_)), "{reason}");
+    println!("a checked session found dead after {:?}", started.elapsed());
+    silent.abort();
+}
+
+#[tokio::test]
 async fn a_slow_reader_pushes_back_on_the_peer() {
-    let config = Config { stream_receive_buffer: 64 << 10, ..quiet() };
+    let config = Config { stream_receive_buffer: 64 << 10, session_receive_budget: 0, ..quiet() };
     let (client, server) = tokio::io::duplex(16 << 10);
     let session = Session::client(client, config);
     let mut peer = Peer::new(server);
@@ -458,6 +487,103 @@ async fn a_slow_reader_pushes_back_on_the_peer() {
         }
     }
     assert!(updates.contains(&0) && updates.contains(&id), "{updates:?}");
+}
+
+/// Two streams `a` and `b` on one session, both answered.
+async fn two_streams(config: Config) -> (Session, Peer, Stream, Stream) {
+    let (client, server) = tokio::io::duplex(16 << 10);
+    let session = Session::client(client, config);
+    let mut peer = Peer::new(server);
+    let a = session.open(&port_forward("data")).unwrap();
+    let b = session.open(&port_forward("data")).unwrap();
+    for _ in 0..2 {
+        let (id, _) = peer.expect_syn().await;
+        peer.reply(id).await;
+    }
+    (session, peer, a, b)
+}
+
+/// Sends `total` bytes on stream `a` in 16 KiB frames, then `b"hello"` on
+/// stream `b`; returns the peer once all is sent.
+fn flood_then_hello(mut peer: Peer, a: u32, total: usize, b: u32) -> tokio::task::JoinHandle<Peer> {
+    tokio::spawn(async move {
+        let chunk = Bytes::from(vec![7u8; 16 << 10]);
+        for _ in 0..total / chunk.len() {
+            peer.send(Frame::Data { stream_id: a, fin: false, data: chunk.clone() }).await;
+        }
+        peer.data(b, false, b"hello").await;
+        peer
+    })
+}
+
+#[tokio::test]
+async fn a_stream_whose_reader_stops_holds_up_no_other_while_the_session_budget_lasts() {
+    let config = Config { stream_receive_buffer: 64 << 10, session_receive_budget: 1 << 20, ..quiet() };
+    let (_session, peer, mut a, mut b) = two_streams(config).await;
+    const UNREAD: usize = 768 << 10;
+    let flood = flood_then_hello(peer, a.id(), UNREAD, b.id());
+
+    // Nobody reads `a`, yet `b` gets its bytes at once.
+    let mut hello = [0u8; 5];
+    timeout(Duration::from_secs(1), b.read_exact(&mut hello))
+        .await
+        .expect("b's DATA is held up behind a's unread 768 KiB")
+        .unwrap();
+    assert_eq!(&hello, b"hello");
+    let _peer = flood.await.unwrap();
+    // And `a` loses nothing.
+    let mut got = vec![0u8; UNREAD];
+    timeout(T, a.read_exact(&mut got)).await.unwrap().unwrap();
+    assert!(got.iter().all(|&x| x == 7));
+}
+
+#[tokio::test]
+async fn once_the_budget_is_spent_a_stream_whose_reader_took_nothing_for_the_stall_timeout_is_reset() {
+    const STALL: Duration = Duration::from_millis(300);
+    let config =
+        Config { stream_receive_buffer: 64 << 10, session_receive_budget: 256 << 10, stall_timeout: STALL, ..quiet() };
+    let (_session, peer, mut a, mut b) = two_streams(config).await;
+    let started = tokio::time::Instant::now();
+    let flood = flood_then_hello(peer, a.id(), 2 << 20, b.id());
+
+    let mut hello = [0u8; 5];
+    timeout(T, b.read_exact(&mut hello)).await.expect("b is held up for good").unwrap();
+    let waited = started.elapsed();
+    println!("b held up for {waited:?} behind a stream that read nothing (stall timeout {STALL:?})");
+    assert_eq!(&hello, b"hello");
+    assert!(waited >= STALL, "a was reset before it had stalled for {STALL:?} ({waited:?})");
+    assert_reset(a.read(&mut [0u8; 16]).await.unwrap_err(), "took nothing");
+
+    let mut peer = flood.await.unwrap();
+    match peer.next().await {
+        Frame::RstStream { stream_id, status } if stream_id == a.id() => assert_eq!(status, RstStatus::Cancel),
+        other => panic!("expected a's RST_STREAM, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_reader_that_keeps_taking_is_never_reset_however_slow() {
+    let config = Config {
+        stream_receive_buffer: 64 << 10,
+        session_receive_budget: 0,
+        stall_timeout: Duration::from_millis(300),
+        ..quiet()
+    };
+    let (_session, peer, mut a, mut b) = two_streams(config).await;
+    const TOTAL: usize = 1 << 20;
+    let flood = flood_then_hello(peer, a.id(), TOTAL, b.id());
+    // 16 KiB every 100 ms for 1.6 s: slow, but never stopped for the stall timeout.
+    let mut got = 0;
+    let mut buf = vec![0u8; 16 << 10];
+    while got < TOTAL {
+        got += timeout(T, a.read(&mut buf)).await.unwrap().expect("a slow reader is not reset");
+        if got < 256 << 10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut hello = [0u8; 5];
+    timeout(T, b.read_exact(&mut hello)).await.unwrap().unwrap();
+    flood.await.unwrap();
 }
 
 #[tokio::test]

@@ -4,20 +4,26 @@
 //! a few workers) or is paused behind a slow reader (its frames wait until
 //! that client reads, so a new connection there would too), replaced when
 //! one fails, and closed after a few idle minutes. Keepalive PINGs (the session's own) keep idle ones alive
-//! through NATs and load balancers and measure their round trip.
+//! through NATs and load balancers and measure their round trip. When the
+//! paths may have died at once (the machine woke or the network changed,
+//! see [`crate::wake`], or another session broke), every session is made
+//! to prove its path at once, so that a dead one is dropped before a
+//! connection waits on it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use kubesocks_spdy::{Config, Session};
+use kubesocks_spdy::{Config, Session, SessionError};
+use tokio::task::AbortHandle;
 use tracing::Instrument as _;
 
 use super::spdy::Tunnel;
 use super::upgrade::{self, UpgradeError};
 use super::{DataPath, Protocol};
 use crate::route::Endpoint;
+use crate::wake::{self, Wake};
 
 /// Streams (two per connection) a session carries before another is opened.
 const MAX_STREAMS: usize = 200;
@@ -37,13 +43,43 @@ pub(crate) struct Pool {
     /// Per pod; the pod's lock is held while a session is opened, so
     /// concurrent first connections share the one they wait for.
     pods: Mutex<HashMap<PodKey, PodSessions>>,
+    me: Weak<Pool>,
+    /// The task that checks every session on a [`Wake`].
+    checker: AbortHandle,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.checker.abort();
+    }
 }
 
 impl Pool {
     pub(crate) fn new(client: Client, data_path: DataPath) -> Arc<Pool> {
-        let pool = Arc::new(Pool { client, data_path, pods: Mutex::default() });
+        let pool = Arc::new_cyclic(|me: &Weak<Pool>| {
+            let checker = tokio::spawn(check_on_wake(me.clone(), wake::watch()).in_current_span()).abort_handle();
+            Pool { client, data_path, pods: Mutex::default(), me: me.clone(), checker }
+        });
         tokio::spawn(reap(Arc::downgrade(&pool), data_path.idle_timeout).in_current_span());
         pool
+    }
+
+    /// Has every session prove its path now (`Session::check`): a dead one
+    /// ends within its PING timeout, and its connections are reset.
+    fn check_all(&self, why: &str) {
+        let pods: Vec<PodSessions> = self.pods.lock().unwrap().values().cloned().collect();
+        let mut checked = 0;
+        for sessions in pods {
+            // A pod whose lock is held is opening a session: a fresh path.
+            let Ok(sessions) = sessions.try_lock() else { continue };
+            for tunnel in sessions.iter().filter(|t| !t.session.is_closed()) {
+                tunnel.session.check();
+                checked += 1;
+            }
+        }
+        if checked > 0 {
+            tracing::info!(sessions = checked, "{why}: checking every port-forward session");
+        }
     }
 
     /// A live session to `endpoint`'s pod with room for a connection,
@@ -74,7 +110,7 @@ impl Pool {
         };
         let tunnel = Arc::new(Tunnel::new(Session::client(transport, config)));
         tracing::debug!(namespace = endpoint.namespace, pod = endpoint.pod, %protocol, took = ?started.elapsed(), sessions = sessions.len() + 1, "port-forward session opened");
-        watch_session(&tunnel, endpoint);
+        watch_session(&tunnel, endpoint, self.me.clone());
         // A first round-trip figure at once, for the first connections' wait.
         let session = tunnel.session.clone();
         tokio::spawn(async move { session.ping().await });
@@ -104,21 +140,36 @@ impl Pool {
 
 /// Logs why a session ended, once it does; without keeping it open, so a
 /// session ends when the pool that holds it (its engine) is gone.
-fn watch_session(tunnel: &Arc<Tunnel>, endpoint: &Endpoint) {
+/// Logs how a session ended; one whose path died is a hint that the
+/// others' may have too.
+fn watch_session(tunnel: &Arc<Tunnel>, endpoint: &Endpoint, pool: Weak<Pool>) {
     let ended = tunnel.session.ended();
     let endpoint = endpoint.to_string();
     tokio::spawn(
         async move {
             let reason = ended.await;
             match reason {
-                kubesocks_spdy::SessionError::Closed => tracing::debug!(pod = endpoint, "port-forward session closed"),
+                SessionError::Closed => tracing::debug!(pod = endpoint, "port-forward session closed"),
                 reason => {
-                    tracing::warn!(pod = endpoint, %reason, "port-forward session broke; its connections were reset")
+                    tracing::warn!(pod = endpoint, %reason, "port-forward session broke; its connections were reset");
+                    if matches!(reason, SessionError::KeepaliveTimeout(_) | SessionError::Io(_))
+                        && let Some(pool) = pool.upgrade()
+                    {
+                        pool.check_all("a session's path died");
+                    }
                 }
             }
         }
         .in_current_span(),
     );
+}
+
+/// Checks every session of the pool on each [`Wake`], until the pool goes.
+async fn check_on_wake(pool: Weak<Pool>, mut wakes: tokio::sync::mpsc::Receiver<Wake>) {
+    while let Some(wake) = wakes.recv().await {
+        let Some(pool) = pool.upgrade() else { return };
+        pool.check_all(&wake.to_string());
+    }
 }
 
 /// Closes sessions that carried no connection for `idle`, until the pool goes.
