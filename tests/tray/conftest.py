@@ -290,7 +290,10 @@ def app_session(binaries, env, log_path):
             options = ArgOptions()
             options.set_capability("browserName", "wry")
             options.set_capability("tauri:options", {"application": str(binaries["tray"])})
-            connection = RemoteConnection(client_config=ClientConfig(remote_server_addr=f"http://127.0.0.1:{port}"))
+            # A bound on every WebDriver command, the session's start included: an app that
+            # never shows its window (another instance still running) fails the test, not CI's clock.
+            config = ClientConfig(remote_server_addr=f"http://127.0.0.1:{port}", timeout=120)
+            connection = RemoteConnection(client_config=config)
             session = webdriver.Remote(command_executor=connection, options=options)
             session.implicitly_wait(0)
             try:

@@ -204,7 +204,15 @@ def row(driver, context):
 
 
 def field(driver, context, name):
-    return row(driver, context).find_element(By.CSS_SELECTOR, f'[data-field="{name}"]').text
+    # Read in one script: the window re-renders a row whenever its state
+    # changes (syncing to connected, a new count), which would leave an
+    # element found in one call stale by the next.
+    text = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : null",
+        f'.row[data-context="{context}"] [data-field="{name}"]',
+    )
+    assert text is not None, f"no field {name!r} in the row of {context}"
+    return text.strip()
 
 
 def click_switch(driver, context):
@@ -213,8 +221,16 @@ def click_switch(driver, context):
     driver.execute_script("arguments[0].click()", switch)
 
 
+def row_classes(driver, context):
+    """The row's classes, read in one script (see `field`)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.className : ''",
+        f'.row[data-context="{context}"]',
+    )
+
+
 def connected_state(driver, context):
-    return "state-on" in row(driver, context).get_attribute("class")
+    return "state-on" in row_classes(driver, context)
 
 
 def test_the_window_lists_every_context_of_the_kubeconfig(driver, cluster):
@@ -301,7 +317,7 @@ def test_switching_a_context_on_connects_it(driver, configured):
     state = configured
     if connected_state(driver, ADMIN):
         click_switch(driver, ADMIN)
-        wait_for("the row to switch off", lambda: "state-off" in row(driver, ADMIN).get_attribute("class"), timeout=15)
+        wait_for("the row to switch off", lambda: "state-off" in row_classes(driver, ADMIN), timeout=15)
     click_switch(driver, ADMIN)
     conn_id = wait_for("a connection ID in the row", lambda: re.fullmatch(r"[0-9a-f]{8}", field(driver, ADMIN, "id")), timeout=60)
     state["id"] = conn_id.group(0)
@@ -372,7 +388,7 @@ def test_a_connection_started_from_the_terminal_shows_in_the_window(driver, bina
     assert driver.find_element(By.ID, "headline").text == "2 contexts connected"
     out = kubesocks(binaries, app_env, "disconnect", conn_id)
     assert out.returncode == 0, out.stderr
-    wait_for("the row to switch off", lambda: "state-off" in row(driver, RESTRICTED).get_attribute("class"), timeout=10)
+    wait_for("the row to switch off", lambda: "state-off" in row_classes(driver, RESTRICTED), timeout=10)
 
 
 def test_the_copy_button_puts_the_url_on_the_clipboard(driver, app_env, connected):
@@ -409,7 +425,7 @@ def test_the_tray_menu_connects_and_disconnects_a_context(driver, app_env):
     assert wait_for("the tray item checked", lambda: tray_menu(app_env)["items"][RESTRICTED]["toggle-state"] == "1")
     assert conn_id
     tray_click(app_env, RESTRICTED)
-    wait_for("the row to switch off", lambda: "state-off" in row(driver, RESTRICTED).get_attribute("class"), timeout=15)
+    wait_for("the row to switch off", lambda: "state-off" in row_classes(driver, RESTRICTED), timeout=15)
     assert wait_for("the tray item unchecked", lambda: tray_menu(app_env)["items"][RESTRICTED]["toggle-state"] == "0")
 
 
@@ -446,7 +462,7 @@ def test_the_window_screenshot_shows_a_connected_context(driver, connected):
 
 def test_a_failed_connect_shows_its_reason_in_the_window_and_the_tray(driver, app_env, home, connected):
     click_switch(driver, UNREACHABLE)
-    wait_for("the row to show the failure", lambda: "state-failed" in row(driver, UNREACHABLE).get_attribute("class"), timeout=30)
+    wait_for("the row to show the failure", lambda: "state-failed" in row_classes(driver, UNREACHABLE), timeout=30)
     error = row(driver, UNREACHABLE).find_element(By.CSS_SELECTOR, '[data-field="error"]').text
     assert f"127.0.0.1:{home['unreachable_port']}" in error, error
     assert field(driver, UNREACHABLE, "state") == "Could not connect"
@@ -467,7 +483,7 @@ def test_an_api_server_out_of_reach_shows_as_reconnecting_in_the_window_and_the_
     wait_for("a connection", lambda: connected_state(driver, RELAYED), timeout=60)
     try:
         relay.cut_off()
-        wait_for("the row to say reconnecting", lambda: "state-reconnecting" in row(driver, RELAYED).get_attribute("class"), timeout=10)
+        wait_for("the row to say reconnecting", lambda: "state-reconnecting" in row_classes(driver, RELAYED), timeout=10)
         assert field(driver, RELAYED, "state") == "Reconnecting to the API server…"
         error = row(driver, RELAYED).find_element(By.CSS_SELECTOR, '[data-field="error"]').text
         assert error.startswith("The API server is unreachable: "), error
@@ -477,16 +493,16 @@ def test_an_api_server_out_of_reach_shows_as_reconnecting_in_the_window_and_the_
         relay.restore()
     wait_for("the row to be connected again", lambda: connected_state(driver, RELAYED), timeout=10)
     click_switch(driver, RELAYED)
-    wait_for("the row to switch off", lambda: "state-off" in row(driver, RELAYED).get_attribute("class"), timeout=15)
+    wait_for("the row to switch off", lambda: "state-off" in row_classes(driver, RELAYED), timeout=15)
 
 
 def test_switching_it_off_frees_the_port(driver, binaries, app_env, connected):
     state = connected
     click_switch(driver, ADMIN)
-    wait_for("the row to switch off", lambda: "state-off" in row(driver, ADMIN).get_attribute("class"), timeout=15)
+    wait_for("the row to switch off", lambda: "state-off" in row_classes(driver, ADMIN), timeout=15)
     assert port_is_free(state["socks_port"]), f"port {state['socks_port']} still taken"
     assert status_json(binaries, app_env)["connections"] == []
-    failed = "state-failed" in row(driver, UNREACHABLE).get_attribute("class")
+    failed = "state-failed" in row_classes(driver, UNREACHABLE)
     assert driver.find_element(By.ID, "headline").text == ("Not connected · a connect failed" if failed else "Not connected")
 
 
