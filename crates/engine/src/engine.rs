@@ -119,7 +119,9 @@ impl Engine {
 
     /// A URL of a real Service in `namespace` (else a template), for a first try.
     pub async fn example_url(&self, namespace: &str, domain: &str) -> String {
-        let snapshot = self.backend.dialer().cache().snapshot().await;
+        let cache = self.backend.dialer().cache();
+        cache.listed().await;
+        let snapshot = cache.snapshot().await;
         match snapshot.example_service(namespace) {
             Some((name, port)) => format!("http://{name}.{namespace}.svc.{domain}:{port}/"),
             None => format!("http://SERVICE.{namespace}.svc.{domain}:PORT/"),

@@ -14,7 +14,11 @@
 //! listed first, and a Service name answers as soon as they are; pods are
 //! listed after them (in a big cluster they are most of the bytes), and
 //! only names that need a pod (a pod IP, a per-pod name, an IP that is no
-//! ClusterIP) wait for that list.
+//! ClusterIP) wait for that list. Cluster-wide, [`ClusterCache::start`]
+//! does not wait for the lists at all: until Services and EndpointSlices
+//! are listed, a name is answered from GETs of what it names (as where
+//! RBAC allows only GETs), so the first connection is served in a few
+//! round trips however big the cluster.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -278,8 +282,10 @@ impl Drop for ClusterCache {
 }
 
 impl ClusterCache {
-    /// Starts the caches in the widest scope RBAC allows and waits for the first
-    /// sync, so that the first connection is answered from memory.
+    /// Starts the caches in the widest scope RBAC allows. Namespaced, it
+    /// waits for the default namespace's first sync; cluster-wide, only for
+    /// the list of namespaces (names are answered by GETs until the rest is
+    /// listed).
     pub async fn start(client: Client, default_namespace: &str) -> Result<ClusterCache, CacheError> {
         let tasks = std::sync::Mutex::new(Vec::new());
         let health = Health::new(client.clone());
@@ -301,9 +307,8 @@ impl ClusterCache {
             Scope::Namespaced(std::sync::Mutex::new(Namespaces::default()))
         };
         let cache = ClusterCache { client, health, scope, namespaces, tasks };
-        match &cache.scope {
-            Scope::Cluster(stores) => stores.wait("the cluster").await?,
-            Scope::Namespaced(_) => cache.ensure_namespace(default_namespace).await?,
+        if let Scope::Namespaced(_) = &cache.scope {
+            cache.ensure_namespace(default_namespace).await?;
         }
         if let Some(listed) = &namespaces_listed {
             listed.wait("namespaces").await?;
@@ -311,9 +316,19 @@ impl ClusterCache {
         tracing::info!(
             scope = if cluster_wide { "cluster" } else { "per namespace" },
             namespaces_listed = cache.namespaces.is_some(),
-            "watch caches synced"
+            "watch caches started"
         );
         Ok(cache)
+    }
+
+    /// Waits until the Services and EndpointSlices of the scopes watched so
+    /// far are listed (or [`SYNC_TIMEOUT`] passed): for what wants the whole
+    /// picture rather than one name, such as an example Service to show.
+    pub async fn listed(&self) {
+        let snapshot = self.snapshot().await;
+        for stores in snapshot.stores(None) {
+            let _ = stores.wait("the cluster").await;
+        }
     }
 
     /// In namespaced mode, starts watching `namespace` the first time it is
@@ -408,6 +423,12 @@ impl ClusterCache {
             self.ensure_namespace(named.namespace()).await?;
         }
         let mut snapshot = self.snapshot().await;
+        if let Query::Ip(_) = query {
+            // Whether it is a ClusterIP is known once the Services are listed.
+            for stores in snapshot.stores(None) {
+                stores.wait("the cluster").await?;
+            }
+        }
         let pods_of = match query {
             Query::PodHostname { namespace, .. } | Query::PodIp { namespace, .. } => Some(Some(namespace.as_str())),
             Query::Ip(ip) if snapshot.service_by_ip(*ip).is_none() => Some(None),
@@ -418,14 +439,23 @@ impl ClusterCache {
                 stores.pods_listed.wait("pods").await?;
             }
         }
-        if let Some(named) = named
-            && snapshot.is_direct(named.namespace())
-        {
+        let Some(named) = named else { return Ok(snapshot) };
+        if snapshot.is_direct(named.namespace()) {
             snapshot.fetched = lookup::fetch(&self.client, &named).await.map_err(|source| CacheError::Lookup {
                 namespace: named.namespace().to_string(),
                 what: named.to_string(),
                 source: Box::new(source),
             })?;
+        } else if snapshot.listing() {
+            match lookup::fetch(&self.client, &named).await {
+                Ok(fetched) => snapshot.fetched = fetched,
+                Err(e) => {
+                    tracing::debug!(name = %named, error = %e, "a GET before the first lists failed; waiting for them");
+                    for stores in snapshot.stores(None) {
+                        stores.wait("the cluster").await?;
+                    }
+                }
+            }
         }
         Ok(snapshot)
     }
@@ -490,6 +520,10 @@ where
 struct Listed(tokio::sync::watch::Receiver<bool>);
 
 impl Listed {
+    fn is_done(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Until the first list is done, or its reflector stopped.
     async fn done(&self) {
         let _ = self.0.clone().wait_for(|listed| *listed).await;
@@ -716,6 +750,12 @@ impl Snapshot {
             }
         }
         names
+    }
+
+    /// Whether the cluster-wide Services or EndpointSlices are still being
+    /// listed for the first time (names are then looked up with GETs).
+    fn listing(&self) -> bool {
+        matches!(&self.scope, SnapshotScope::Cluster(s) if !(s.services_listed.is_done() && s.slices_listed.is_done()))
     }
 
     fn is_direct(&self, namespace: &str) -> bool {
@@ -1032,6 +1072,7 @@ mod tests {
             }
         });
         let cache = Arc::new(ClusterCache::start(Client::new(service, "default"), "default").await.unwrap());
+        cache.listed().await;
         assert_eq!(cache.health(), HealthState::Syncing { watch: "Pod in the cluster".into() });
         let rules = Rules::new("cluster.local", "default");
         let web = Query::read(&Host::parse("web.default"), &rules);
@@ -1057,6 +1098,54 @@ mod tests {
         let at = |what: &str| log.iter().position(|l| l == what).unwrap_or_else(|| panic!("{what} not in {log:?}"));
         assert!(at("pods asked") > at("/api/v1/services answered"), "{log:?}");
         assert!(at("pods asked") > at("/apis/discovery.k8s.io/v1/endpointslices answered"), "{log:?}");
+    }
+
+    /// Cluster-wide, the first connection does not wait for the Services'
+    /// and EndpointSlices' lists (in a big cluster, many pages): until they
+    /// are done, its name is answered from GETs of the Service and its
+    /// endpoints. Here the lists never finish, and the name still answers.
+    #[tokio::test]
+    async fn a_service_name_answers_by_get_before_the_cluster_is_listed() {
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| async move {
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let answer = match path.as_str() {
+                p if p.ends_with("/selfsubjectaccessreviews") => {
+                    json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                           "spec": {}, "status": {"allowed": true}})
+                }
+                "/api/v1/namespaces" if !query.contains("watch=true") => {
+                    json!({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "1"},
+                           "items": [{"metadata": {"name": "default"}}]})
+                }
+                "/api/v1/namespaces/default/services/web" => {
+                    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "default", "name": "web"},
+                           "spec": {"clusterIPs": ["10.96.0.10"], "ports": [{"port": 80, "targetPort": 8080}]}})
+                }
+                "/api/v1/namespaces/default/endpoints/web" => {
+                    json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"namespace": "default", "name": "web"},
+                           "subsets": [{"addresses": [{"ip": "10.244.0.5",
+                                                       "targetRef": {"kind": "Pod", "namespace": "default", "name": "web-0"}}],
+                                        "ports": [{"port": 8080}]}]})
+                }
+                // Every other list and watch: a cluster too big to list in time.
+                _ => {
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+            };
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Response::new(Full::new(Bytes::from(answer.to_string()))))
+        });
+        let started = tokio::time::timeout(
+            Duration::from_secs(2),
+            ClusterCache::start(Client::new(service, "default"), "default"),
+        );
+        let cache = started.await.expect("the start waits for the Services' list").unwrap();
+        let web = Query::read(&Host::parse("web.default"), &Rules::new("cluster.local", "default"));
+        let snapshot = tokio::time::timeout(Duration::from_secs(2), cache.snapshot_for(&web)).await.unwrap().unwrap();
+        let target = route::resolve(web, 80, &snapshot).expect("the name answers from GETs");
+        let endpoint = route::Endpoint { namespace: "default".into(), pod: "web-0".into(), port: 8080 };
+        assert_eq!(target.endpoints, [endpoint]);
     }
 
     fn service_query(name: &str) -> Query {
