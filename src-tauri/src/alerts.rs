@@ -61,11 +61,8 @@ fn health_changes(before: &Live, after: &Live) -> Vec<Alert> {
         if std::mem::discriminant(old) == std::mem::discriminant(new) {
             continue;
         }
-        // A first list under way, or done, is nothing to tell.
-        if matches!(
-            (old, new),
-            (HealthState::Syncing { .. }, HealthState::Connected) | (_, HealthState::Syncing { .. })
-        ) {
+        // A first list done is nothing to tell (nor one under way, below).
+        if matches!((old, new), (HealthState::Syncing { .. }, HealthState::Connected)) {
             continue;
         }
         let context = &c.record.context;

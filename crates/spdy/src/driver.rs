@@ -127,8 +127,7 @@ async fn deliver(shared: &Shared, stream_id: u32, fin: bool, data: Bytes) {
     loop {
         let recheck_at = {
             let mut state = shared.lock();
-            let over_limit: usize = state.streams.values().map(|s| s.recv.len().saturating_sub(limit)).sum();
-            let Some(stream) = state.streams.get_mut(&stream_id) else {
+            let Some(stream) = state.streams.get(&stream_id) else {
                 trace!(stream_id, "DATA for a closed SPDY stream dropped");
                 return;
             };
@@ -138,7 +137,11 @@ async fn deliver(shared: &Shared, stream_id: u32, fin: bool, data: Bytes) {
             }
             let held = stream.recv.len();
             let more_over_limit = (held + data.len()).saturating_sub(limit) - held.saturating_sub(limit);
-            if held == 0 || more_over_limit == 0 || over_limit + more_over_limit <= config.session_receive_budget {
+            // Only a stream past its own buffer pays for a look at the others'.
+            let over_limit = || state.streams.values().map(|s| s.recv.len().saturating_sub(limit)).sum::<usize>();
+            let fits =
+                held == 0 || more_over_limit == 0 || over_limit() + more_over_limit <= config.session_receive_budget;
+            if fits && let Some(stream) = state.streams.get_mut(&stream_id) {
                 if held == 0 {
                     // The reader has had nothing to take until now.
                     stream.last_taken = Instant::now();
@@ -159,7 +162,7 @@ async fn deliver(shared: &Shared, stream_id: u32, fin: bool, data: Bytes) {
                     if !state.reader_paused {
                         state.reader_paused = true;
                         state.pauses += 1;
-                        trace!(stream_id, over_limit, "SPDY receive budget spent: pausing the transport reader");
+                        trace!(stream_id, "SPDY receive budget spent: pausing the transport reader");
                     }
                     at
                 }

@@ -115,8 +115,9 @@ impl Session {
         self.handle.shared.lock().check_requested = true;
     }
 
-    /// Whether the session's reader is paused: a stream's receive buffer is
-    /// full because its reader is slow, and until that reader reads, no
+    /// Whether the session's reader is paused: a stream's receive buffer and
+    /// the session's receive budget are full because a reader is slow, and
+    /// until that reader reads (or its stream is reset as stalled), no
     /// frame of any stream on this session is read (the peer does not widen
     /// windows, so this is the only back-pressure there is). A pool should
     /// open new streams on another session meanwhile.

@@ -6,9 +6,10 @@
 //! the [`State`] under a short-lived lock and wake the driver through a
 //! [`Notify`]; the driver does all I/O. Every queue in the state is bounded:
 //! outgoing DATA by [`Config::write_queue`] (writers wait), incoming DATA per
-//! stream by [`Config::stream_receive_buffer`] (the driver stops reading the
-//! transport once [`Config::session_receive_budget`] more is spent too), control frames the peer provokes (PING replies, refusals) by a
-//! fixed count. The frames the client itself queues (SYN_STREAM, RST_STREAM,
+//! stream by [`Config::stream_receive_buffer`] and, beyond that, per session
+//! by [`Config::session_receive_budget`] (then the driver stops reading the
+//! transport), control frames the peer provokes (PING replies, refusals) by
+//! a fixed count. The frames the client itself queues (SYN_STREAM, RST_STREAM,
 //! WINDOW_UPDATE) number at most a few per open stream.
 //!
 //! A module of its own, below `session`, `stream` and `driver`, so that all

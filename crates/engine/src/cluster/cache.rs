@@ -293,7 +293,8 @@ impl ClusterCache {
         let (namespaces, namespaces_listed) = if allowed(&client, None, "", "namespaces", "list").await?
             && allowed(&client, None, "", "namespaces", "watch").await?
         {
-            let (store, listed, task) = reflect(Api::<Namespace>::all(client.clone()), &health, None, vec![], ready());
+            let (store, listed, task) =
+                reflect(Api::<Namespace>::all(client.clone()), &health, None, vec![], std::future::ready(()));
             tasks.lock().unwrap().push(task);
             (Some(store), Some(listed))
         } else {
@@ -325,10 +326,7 @@ impl ClusterCache {
     /// far are listed (or [`SYNC_TIMEOUT`] passed): for what wants the whole
     /// picture rather than one name, such as an example Service to show.
     pub async fn listed(&self) {
-        let snapshot = self.snapshot().await;
-        for stores in snapshot.stores(None) {
-            let _ = stores.wait("the cluster").await;
-        }
+        let _ = self.snapshot().await.wait_listed().await;
     }
 
     /// In namespaced mode, starts watching `namespace` the first time it is
@@ -425,9 +423,7 @@ impl ClusterCache {
         let mut snapshot = self.snapshot().await;
         if let Query::Ip(_) = query {
             // Whether it is a ClusterIP is known once the Services are listed.
-            for stores in snapshot.stores(None) {
-                stores.wait("the cluster").await?;
-            }
+            snapshot.wait_listed().await?;
         }
         let pods_of = match query {
             Query::PodHostname { namespace, .. } | Query::PodIp { namespace, .. } => Some(Some(namespace.as_str())),
@@ -451,9 +447,7 @@ impl ClusterCache {
                 Ok(fetched) => snapshot.fetched = fetched,
                 Err(e) => {
                     tracing::debug!(name = %named, error = %e, "a GET before the first lists failed; waiting for them");
-                    for stores in snapshot.stores(None) {
-                        stores.wait("the cluster").await?;
-                    }
+                    snapshot.wait_listed().await?;
                 }
             }
         }
@@ -468,9 +462,9 @@ impl Stores {
         let pods_by_ip = Arc::new(Index::new(pod_ips));
         let pods_by_host = Arc::new(Index::new(pod_host));
         let (services, services_listed, a) =
-            reflect(api(client, namespace), health, namespace, vec![services_by_ip.clone()], ready());
+            reflect(api(client, namespace), health, namespace, vec![services_by_ip.clone()], std::future::ready(()));
         let (slices, slices_listed, b) =
-            reflect(api(client, namespace), health, namespace, vec![slices_by_service.clone()], ready());
+            reflect(api(client, namespace), health, namespace, vec![slices_by_service.clone()], std::future::ready(()));
         // Pods are listed once Services and slices are: those answer most names.
         let first = {
             let (services, slices) = (services_listed.clone(), slices_listed.clone());
@@ -479,7 +473,7 @@ impl Stores {
             }
         };
         let indexes: Vec<Arc<dyn Indexer<Pod>>> = vec![pods_by_ip.clone(), pods_by_host.clone()];
-        let (pods, pods_listed, c) = reflect(api(client, namespace), health, namespace, indexes, Box::pin(first));
+        let (pods, pods_listed, c) = reflect(api(client, namespace), health, namespace, indexes, first);
         let stores = Stores {
             services,
             slices,
@@ -537,22 +531,16 @@ impl Listed {
     }
 }
 
-/// A start that need not wait.
-fn ready() -> futures::future::BoxFuture<'static, ()> {
-    Box::pin(futures::future::ready(()))
-}
-
 /// Runs a reflector for `api` in the background, once `after` is done, and
 /// returns its store and whether it is listed, keeping `indexes` from the
-/// same events. Its first
-/// list, failures and recoveries are logged and told to `health`, under the
-/// name "KIND in the cluster" or "KIND in namespace NS".
+/// same events. Its first list, failures and recoveries are logged and told
+/// to `health`, under the name "KIND in the cluster" or "KIND in namespace NS".
 fn reflect<K>(
     api: Api<K>,
     health: &Health,
     namespace: Option<&str>,
     indexes: Vec<Arc<dyn Indexer<K>>>,
-    after: futures::future::BoxFuture<'static, ()>,
+    after: impl Future<Output = ()> + Send + 'static,
 ) -> (Store<K>, Listed, AbortHandle)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -590,16 +578,16 @@ where
                     index.event(&event);
                 }
                 reported.health.fed(watch);
-                // Namespaces are few, and their list comes before the first answer.
-                if matches!(event, watcher::Event::InitDone) && kind != "Namespace" {
-                    release_list_memory();
-                }
-                if matches!(event, watcher::Event::InitDone)
-                    && let Some(since) = listing_since.take()
-                {
-                    reported.health.synced(watch);
-                    listed.send_replace(true);
-                    tracing::debug!(%watch, took_ms = since.elapsed().as_millis() as u64, "first list done");
+                if matches!(event, watcher::Event::InitDone) {
+                    // Namespaces are few, and their list comes before the first answer.
+                    if kind != "Namespace" {
+                        release_list_memory();
+                    }
+                    if let Some(since) = listing_since.take() {
+                        reported.health.synced(watch);
+                        listed.send_replace(true);
+                        tracing::debug!(%watch, took_ms = since.elapsed().as_millis() as u64, "first list done");
+                    }
                 }
                 if failures > 0 {
                     tracing::info!(%watch, failures, "watch resumed");
@@ -766,6 +754,15 @@ impl Snapshot {
             }
         }
         names
+    }
+
+    /// Waits until the Services and EndpointSlices of every scope in this
+    /// snapshot are listed (each scope's wait bounded by [`SYNC_TIMEOUT`]).
+    async fn wait_listed(&self) -> Result<(), CacheError> {
+        for stores in self.stores(None) {
+            stores.wait("the cluster").await?;
+        }
+        Ok(())
     }
 
     /// Whether the cluster-wide Services or EndpointSlices are still being

@@ -139,9 +139,8 @@ impl Pool {
 }
 
 /// Logs why a session ended, once it does; without keeping it open, so a
-/// session ends when the pool that holds it (its engine) is gone.
-/// Logs how a session ended; one whose path died is a hint that the
-/// others' may have too.
+/// session ends when the pool that holds it (its engine) is gone. One whose
+/// path died is a hint that the others' may have too: they are checked.
 fn watch_session(tunnel: &Arc<Tunnel>, endpoint: &Endpoint, pool: Weak<Pool>) {
     let ended = tunnel.session.ended();
     let endpoint = endpoint.to_string();
