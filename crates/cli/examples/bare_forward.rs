@@ -39,7 +39,8 @@ struct Args {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let cluster = connect(&KubeSettings::default()).await?;
-    let pods: Api<Pod> = Api::namespaced(cluster.client, &args.namespace);
+    // Port-forwards are HTTP/1.1 upgrades: the client for them, not the HTTP/2 one.
+    let pods: Api<Pod> = Api::namespaced(cluster.upgrades, &args.namespace);
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     eprintln!("bare_forward: {} -> pod {}/{} port {}", listener.local_addr()?, args.namespace, args.pod, args.port);
     loop {
