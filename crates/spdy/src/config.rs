@@ -37,9 +37,15 @@ pub struct Config {
     /// for a moment costs the others nothing.
     pub session_receive_budget: usize,
     /// Once that budget is spent, a stream whose reader has taken nothing for
-    /// this long is reset (RST_STREAM CANCEL; its reader gets
-    /// [`StreamError::Stalled`](crate::StreamError::Stalled)), so that the
-    /// session's other streams go on.
+    /// this long while the session's other streams wait behind it (any that
+    /// has carried DATA either way) is reset (RST_STREAM CANCEL; its reader
+    /// gets [`StreamError::Stalled`](crate::StreamError::Stalled)), so that
+    /// they go on. Short: the others' clients are waiting.
+    pub holdup_timeout: Duration,
+    /// The same for a stream that holds up no other (the session's other
+    /// streams have carried nothing, as port-forward's error streams): its
+    /// client may pause longer. Bounded all the same, because a session
+    /// whose reader waits hears no keepalive answers either.
     pub stall_timeout: Duration,
     /// Bytes of DATA queued for sending, all streams together, before writers wait.
     pub write_queue: usize,
@@ -58,6 +64,7 @@ impl Default for Config {
             active_ping_timeout: Duration::from_secs(2),
             stream_receive_buffer: 256 << 10,
             session_receive_budget: 4 << 20,
+            holdup_timeout: Duration::from_millis(500),
             stall_timeout: Duration::from_secs(30),
             write_queue: 256 << 10,
             max_data_frame: 32 << 10,

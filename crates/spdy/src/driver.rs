@@ -120,7 +120,8 @@ async fn dispatch(shared: &Shared, frame: Frame) {
 /// `session_receive_budget` lasts. Past both, the reader waits for the
 /// stream's reader to take some, which holds up every stream of the session;
 /// so a stream holding up the others whose reader took nothing for
-/// `stall_timeout` is reset instead.
+/// `holdup_timeout` (`stall_timeout` when no other stream is in use) is
+/// reset instead.
 async fn deliver(shared: &Shared, stream_id: u32, fin: bool, data: Bytes) {
     let config = &shared.config;
     let limit = config.stream_receive_buffer;
@@ -147,6 +148,7 @@ async fn deliver(shared: &Shared, stream_id: u32, fin: bool, data: Bytes) {
                     stream.last_taken = Instant::now();
                 }
                 stream.recv.extend_from_slice(&data);
+                stream.carried_data |= !data.is_empty();
                 stream.remote_fin = fin;
                 stream.wake();
                 state.reader_paused = false;

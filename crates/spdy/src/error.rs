@@ -58,12 +58,12 @@ pub enum StreamError {
         /// The last stream the peer accepted.
         last_good_stream_id: u32,
     },
-    /// Its reader took nothing for [`Config::stall_timeout`] while the
-    /// session's receive budget was spent, holding up the session's other
-    /// streams: the session reset it.
+    /// Its reader took nothing for this long (see
+    /// [`Config::holdup_timeout`]) while the session's receive budget was
+    /// spent, holding up the session: the session reset it.
     ///
-    /// [`Config::stall_timeout`]: crate::Config::stall_timeout
-    #[error("stream reset: its reader took nothing for {0:?} while holding up the session's other streams")]
+    /// [`Config::holdup_timeout`]: crate::Config::holdup_timeout
+    #[error("stream reset: its reader took nothing for {0:?} while the session waited for it")]
     Stalled(Duration),
     /// The session ended before the stream did.
     #[error("SPDY session ended: {0}")]

@@ -31,7 +31,8 @@
 //!   that is spent too, the driver stops reading the transport
 //!   (backpressure reaches the peer through TCP, and every stream of the
 //!   session waits), and a stream holding the others up whose reader has
-//!   taken nothing for the stall timeout is reset. A full write queue makes
+//!   taken nothing for a moment (half a second by default; 30 s when no
+//!   other stream of the session is in use) is reset. A full write queue makes
 //!   writers wait; control frames go before DATA, so PING echoes and resets
 //!   are never stuck behind it.
 //! * No send-side flow control: Kubernetes' SPDY peer (moby/spdystream) never

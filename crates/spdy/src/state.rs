@@ -139,6 +139,9 @@ pub(crate) struct StreamState {
     /// When the reader last took bytes (or the stream opened): a stream
     /// whose reader stopped is reset once it holds up the others.
     pub(crate) last_taken: Instant,
+    /// DATA went either way: a connection in use, which a stalled
+    /// neighbour would hold up (an error stream carries none).
+    pub(crate) carried_data: bool,
 }
 
 impl Default for StreamState {
@@ -156,6 +159,7 @@ impl Default for StreamState {
             read_waker: None,
             write_waker: None,
             last_taken: Instant::now(),
+            carried_data: false,
         }
     }
 }
@@ -277,16 +281,23 @@ impl Shared {
     /// With the session's receive budget spent and `blocked` unable to take
     /// its DATA, resets the streams holding up the others (`blocked` itself,
     /// and those buffering beyond their own buffer) whose readers took
-    /// nothing for [`Config::stall_timeout`]. Their buffers are freed, and
-    /// RST_STREAM CANCEL queued (the caller wakes the writer).
+    /// nothing for [`Config::holdup_timeout`] (if another stream that carries
+    /// data waits behind them) or [`Config::stall_timeout`] (if none does).
+    /// Their buffers are freed, and RST_STREAM CANCEL queued (the caller
+    /// wakes the writer).
     pub(crate) fn reset_stalled(&self, state: &mut State, blocked: u32) -> Stalled {
-        let (limit, timeout) = (self.config.stream_receive_buffer, self.config.stall_timeout);
+        let limit = self.config.stream_receive_buffer;
+        let holding_up = |id: u32, stream: &StreamState| id == blocked || stream.recv.len() > limit;
+        let others_wait = state
+            .streams
+            .iter()
+            .any(|(&id, s)| !holding_up(id, s) && s.carried_data && s.reset.is_none() && !s.remote_fin);
+        let timeout = if others_wait { self.config.holdup_timeout } else { self.config.stall_timeout };
         let now = Instant::now();
         let mut first_due: Option<Instant> = None;
         let mut reset = Vec::new();
         for (&id, stream) in state.streams.iter_mut() {
-            let holding_up = id == blocked || stream.recv.len() > limit;
-            if !holding_up || stream.reset.is_some() {
+            if !holding_up(id, stream) || stream.reset.is_some() {
                 continue;
             }
             let due = stream.last_taken + timeout;

@@ -116,6 +116,7 @@ impl AsyncWrite for Stream {
         let mut guard = shared.lock();
         let ended = guard.ended.clone();
         let room = shared.config.write_queue.saturating_sub(guard.data_queued);
+        let paused = guard.reader_paused;
         let state = &mut *guard;
         let stream = stream_state(state, self.id)?;
         if let Some(e) = failure(stream, ended) {
@@ -132,11 +133,18 @@ impl AsyncWrite for Stream {
             return Poll::Pending;
         }
         let n = buf.len().min(room).min(shared.config.max_data_frame.max(1));
+        // A reader paused behind a stalled neighbour now has one more stream
+        // waiting, which shortens how long the neighbour may stall.
+        let rejudge = !stream.carried_data && paused;
+        stream.carried_data = true;
         stream.unsent += n;
         state.data.push_back(Outgoing { stream_id: self.id, fin: false, data: Bytes::copy_from_slice(&buf[..n]) });
         state.data_queued += n;
         drop(guard);
         shared.writer_wake.notify_one();
+        if rejudge {
+            shared.reader_wake.notify_one();
+        }
         Poll::Ready(Ok(n))
     }
 

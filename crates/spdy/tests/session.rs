@@ -562,6 +562,62 @@ async fn once_the_budget_is_spent_a_stream_whose_reader_took_nothing_for_the_sta
 }
 
 #[tokio::test]
+async fn a_stalled_stream_that_holds_up_a_stream_in_use_is_reset_after_the_short_holdup_timeout() {
+    const HOLDUP: Duration = Duration::from_millis(200);
+    let config = Config {
+        stream_receive_buffer: 64 << 10,
+        session_receive_budget: 256 << 10,
+        holdup_timeout: HOLDUP,
+        stall_timeout: Duration::from_secs(60),
+        ..quiet()
+    };
+    let (_session, mut peer, mut a, mut b) = two_streams(config).await;
+    // `b` is a connection in use: it has sent a request.
+    b.write_all(b"GET").await.unwrap();
+    match peer.next().await {
+        Frame::Data { stream_id, .. } => assert_eq!(stream_id, b.id()),
+        other => panic!("{other:?}"),
+    }
+    let started = tokio::time::Instant::now();
+    let flood = flood_then_hello(peer, a.id(), 2 << 20, b.id());
+
+    let mut hello = [0u8; 5];
+    timeout(Duration::from_secs(5), b.read_exact(&mut hello))
+        .await
+        .expect("b waited for the 60 s stall timeout, not the holdup timeout")
+        .unwrap();
+    let waited = started.elapsed();
+    println!("b, in use, held up for {waited:?} behind a stream that read nothing (holdup timeout {HOLDUP:?})");
+    assert!(waited >= HOLDUP, "a was reset before it had stalled for {HOLDUP:?} ({waited:?})");
+    assert_reset(a.read(&mut [0u8; 16]).await.unwrap_err(), "took nothing");
+    flood.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_in_use_that_comes_while_the_reader_waits_shortens_the_wait() {
+    let config = Config {
+        stream_receive_buffer: 64 << 10,
+        session_receive_budget: 256 << 10,
+        holdup_timeout: Duration::from_millis(200),
+        stall_timeout: Duration::from_secs(60),
+        ..quiet()
+    };
+    let (_session, peer, mut a, mut b) = two_streams(config).await;
+    let flood = flood_then_hello(peer, a.id(), 2 << 20, b.id());
+    // The reader pauses behind `a` with nobody in use waiting: the long timeout.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut hello = [0u8; 5];
+    assert!(timeout(Duration::from_millis(100), b.read_exact(&mut hello)).await.is_err(), "a was reset already");
+    // Then `b` is used: `a` now holds up a connection, and is reset soon.
+    let asked = tokio::time::Instant::now();
+    b.write_all(b"GET").await.unwrap();
+    timeout(Duration::from_secs(5), b.read_exact(&mut hello)).await.expect("b is held up for the stall timeout").unwrap();
+    println!("b waited {:?} once in use", asked.elapsed());
+    assert_reset(a.read(&mut [0u8; 16]).await.unwrap_err(), "took nothing");
+    flood.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_reader_that_keeps_taking_is_never_reset_however_slow() {
     let config = Config {
         stream_receive_buffer: 64 << 10,
