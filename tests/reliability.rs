@@ -23,7 +23,7 @@ use support::traffic::{
     TwoPods, download, echo, first_line, get, hello, open_fds, raise_own_fd_limit, read_some, read_to_end_or_error,
     sockets_to, socks, start_download, two_pods, who,
 };
-use support::{Backend, PodSpec, Proxy, cluster, repo_root, status_kib};
+use support::{Backend, PodSpec, Proxy, cluster, repo_root, status_kib, stub_sessions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -498,7 +498,8 @@ async fn an_api_server_out_of_reach_shows_as_reconnecting_clients_are_told_why_a
 /// within 5 s, and its descriptors are back where they were after the
 /// first; after the last its threads are back within 15 s (tokio's idle
 /// blocking threads linger 10 s), and its RSS is printed beside the first
-/// round's (and, in a soak of 100 or more, grew by at most 16 MiB).
+/// round's (and, in a soak of 100 or more, grew by at most 16 MiB); and the
+/// kubelet's log shows every port-forward session it served closed.
 /// (Sessions outlived their engine before: a task that logged a session's
 /// end kept it open, pinging.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,9 +555,22 @@ async fn connect_and_disconnect_cycles_leave_no_api_connection_or_descriptor_beh
             }
         }
     }
+    // The kubelet's side agrees: every session the daemon opened has ended there.
+    let since = Instant::now();
+    let (open, served) = loop {
+        let sessions = stub_sessions(&w.ns.name);
+        assert!(sessions.len() >= rounds, "{} port-forward sessions in the kubelet's log for {rounds} rounds", sessions.len());
+        let open: Vec<_> = sessions.iter().filter(|s| !s.closed).map(|s| format!("#{} {}", s.id, s.pod)).collect();
+        if open.is_empty() || since.elapsed() > RECOVERY {
+            break (open, sessions.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(open.is_empty(), "sessions the kubelet still holds {RECOVERY:?} after the last disconnect: {open:?}");
     let (first, last) = (first_rss.unwrap_or_default(), status_kib(pid, "VmRSS:"));
     println!(
-        "{rounds} connect/disconnect cycles: RSS {} MiB after the first, {} MiB after the last",
+        "{rounds} connect/disconnect cycles: RSS {} MiB after the first, {} MiB after the last; \
+         {served} port-forward sessions, all closed at the kubelet",
         first / 1024,
         last / 1024
     );
