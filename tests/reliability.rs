@@ -41,7 +41,12 @@ const RECOVERY: Duration = Duration::from_secs(5);
 /// A download of `size` bytes through the proxy, without panicking: the
 /// first line (`download from POD`) once it ended cleanly with all its bytes.
 async fn try_download(proxy: SocketAddr, host: &str, size: usize) -> Result<String, String> {
-    let mut s = start_download(proxy, host, 80, size).await.map_err(|code| format!("SOCKS reply {code:#04x}"))?;
+    try_download_from(proxy, host, 80, size).await
+}
+
+/// The same from `host:port` (a pod's own port, for a pod IP).
+async fn try_download_from(proxy: SocketAddr, host: &str, port: u16, size: usize) -> Result<String, String> {
+    let mut s = start_download(proxy, host, port, size).await.map_err(|code| format!("SOCKS reply {code:#04x}"))?;
     let mut all = Vec::new();
     match tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all)).await {
         Err(_) => return Err(format!("no end within 10 s after {} bytes", all.len())),
@@ -953,4 +958,146 @@ async fn a_slow_reader_of_1_gib_keeps_the_proxy_memory_bounded_and_loses_nothing
     );
     assert_eq!(got, SIZE, "every byte arrived");
     assert!(hwm <= rss_before + 64 * 1024, "the proxy's peak RSS grew from {rss_before} KiB to {hwm} KiB");
+}
+
+/// Mixed traffic for a while, with the network changing under it every few
+/// minutes as on a laptop: small and large downloads by Service name and
+/// small ones by pod IP, from three clients at once, while every so often
+/// each connection to the API server goes silent (the relay freezes them)
+/// and an address comes or goes on `lo`. Only what was in flight around a
+/// change may fail; the Service answers again within 5 s of each change;
+/// RSS, descriptors and threads are printed every minute, and after a run
+/// of 10 minutes or more RSS has grown by at most 16 MiB since the first
+/// minute. Half a minute with one change here; `tests/soak/run MINUTES`
+/// runs it for longer (`KUBESOCKS_SOAK_MINUTES`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_traffic_through_network_changes_keeps_being_served_with_bounded_memory() {
+    let _serial = SERIAL.lock().await;
+    let minutes: f64 = match std::env::var("KUBESOCKS_SOAK_MINUTES") {
+        Ok(m) => m.parse().unwrap_or_else(|_| panic!("KUBESOCKS_SOAK_MINUTES={m} is not a number of minutes")),
+        Err(_) => 0.5,
+    };
+    let length = Duration::from_secs_f64(minutes * 60.0);
+    // Every 3 minutes in a soak; once, half-way, in a short run.
+    let change_every = Duration::from_secs(180).min(length / 2);
+    let w = two_pods("soak", download).await;
+    let relay = FaultRelay::in_front_of(&cluster().admin_kubeconfig).await;
+    let proxy = Proxy::start(relay.relayed_kubeconfig(), &[]).await;
+    let pid = proxy.pid();
+    try_download(proxy.socks, &w.svc(), 1024).await.expect("the Service answers before the soak");
+
+    let started = Instant::now();
+    // Each client: (host, port, size) in turn, its outcomes as (start, result).
+    let svc = w.svc();
+    let pod_ip = w.ips["pod-a"].clone();
+    let plans: Vec<Vec<(String, u16, usize)>> = vec![
+        vec![(svc.clone(), 80, 1024)],
+        vec![(svc.clone(), 80, 8 << 20), (svc.clone(), 80, 64 << 10)],
+        vec![(pod_ip, 8080, 1024), (svc.clone(), 80, 1024)],
+    ];
+    let clients: Vec<_> = plans
+        .into_iter()
+        .map(|plan| {
+            let socks = proxy.socks;
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for (host, port, size) in plan.iter().cycle() {
+                    if started.elapsed() >= length {
+                        break;
+                    }
+                    let at = started.elapsed();
+                    outcomes.push((at, try_download_from(socks, host, *port, *size).await.map(|_| *size)));
+                    // Bulk now and then, not a load test.
+                    let pause = if *size >= 1 << 20 { 250 } else { 20 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                outcomes
+            })
+        })
+        .collect();
+
+    let mut changes = Vec::new();
+    let mut samples = Vec::new();
+    let mut address = None;
+    let mut next_change = change_every;
+    let mut next_sample = Duration::ZERO;
+    while started.elapsed() < length {
+        let now = started.elapsed();
+        if now >= next_change {
+            let frozen = relay.freeze_held();
+            // An address comes, or goes: the kernel announces a change either way.
+            address = match address.take() {
+                None => Some(AddedAddress::add("127.83.0.2/32")),
+                Some(added) => {
+                    drop(added);
+                    None
+                }
+            };
+            println!("{:>6.1} s: network change, {frozen} connections to the API server frozen", now.as_secs_f64());
+            changes.push(now);
+            next_change += change_every;
+        }
+        if now >= next_sample {
+            let sample = (status_kib(pid, "VmRSS:"), open_fds(pid), status_kib(pid, "Threads:"));
+            println!(
+                "{:>6.1} s: RSS {} MiB, {} descriptors, {} threads",
+                now.as_secs_f64(),
+                sample.0 / 1024,
+                sample.1,
+                sample.2
+            );
+            samples.push((now, sample));
+            next_sample += Duration::from_secs(60).min(length / 3);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(address);
+    let mut outcomes: Vec<(Duration, Result<usize, String>)> = Vec::new();
+    for client in clients {
+        outcomes.extend(client.await.expect("a client panicked"));
+    }
+    outcomes.sort_by_key(|(at, _)| *at);
+
+    // What started from 10 s before a change (the longest a download may
+    // take) to RECOVERY after it may fail; nothing else may.
+    let near_change = |at: Duration| changes.iter().any(|&c| at + Duration::from_secs(10) >= c && at <= c + RECOVERY);
+    let served: usize = outcomes.iter().filter_map(|(_, r)| r.as_ref().ok()).sum();
+    let ok = outcomes.iter().filter(|(_, r)| r.is_ok()).count();
+    let at_changes = outcomes.iter().filter(|(at, r)| r.is_err() && near_change(*at)).count();
+    let unexpected: Vec<_> = outcomes
+        .iter()
+        .filter(|(at, r)| r.is_err() && !near_change(*at))
+        .map(|(at, r)| format!("{:.1} s: {}", at.as_secs_f64(), r.as_ref().unwrap_err()))
+        .collect();
+    // After each change, how soon a download that started after it succeeded.
+    let recoveries: Vec<Option<Duration>> = changes
+        .iter()
+        .map(|&c| outcomes.iter().find(|(at, r)| *at >= c && r.is_ok()).map(|(at, _)| *at - c))
+        .collect();
+    let (first, last) = (samples.first().map(|s| s.1).unwrap_or_default(), samples.last().map(|s| s.1).unwrap_or_default());
+    println!(
+        "{:.1} min of mixed traffic, {} network changes: {ok} downloads served ({} MiB), {at_changes} failed around \
+         a change, {} at other times; served again after each change in {recoveries:?}; RSS {} -> {} MiB, \
+         descriptors {} -> {}, threads {} -> {}",
+        minutes,
+        changes.len(),
+        served >> 20,
+        unexpected.len(),
+        first.0 / 1024,
+        last.0 / 1024,
+        first.1,
+        last.1,
+        first.2,
+        last.2
+    );
+    assert!(!changes.is_empty(), "no network change in {minutes} min");
+    assert!(unexpected.is_empty(), "downloads failed away from any network change: {unexpected:#?}");
+    for (c, r) in changes.iter().zip(&recoveries) {
+        let r = r.unwrap_or_else(|| panic!("nothing served after the change at {c:?}"));
+        // The first download after the change started at most RECOVERY later.
+        assert!(r <= RECOVERY, "served again only {r:?} after the change at {c:?}");
+    }
+    if length >= Duration::from_secs(600) {
+        assert!(last.0 <= first.0 + 16 * 1024, "RSS grew from {} to {} KiB", first.0, last.0);
+    }
 }
