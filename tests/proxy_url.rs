@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use kube::config::Kubeconfig;
 use serde_json::json;
+use support::relay::FaultRelay;
 use support::{Backend, PodSpec, Proxy, TestNamespace, cluster, curl, free_port};
 
 /// A proxy server process of this test, stopped (SIGTERM, so dante's
@@ -424,4 +425,56 @@ async fn managed_connections_keep_the_proxy_url() {
     assert!(out.stdout.contains("hello from web-0 "), "{:?} {}", out.stdout, out.stderr);
     let daemon = conn["pid"].as_u64().expect("the daemon's pid") as u32;
     only_through(&server, server.port, daemon);
+}
+
+/// How long after `since` a GET of `url` through `proxy` first answered
+/// `hello from web-0` (tried every 100 ms, each for at most 3 s, for up to
+/// 30 s), and the last failure before.
+async fn first_answer(proxy: &Proxy, url: &str, since: std::time::Instant) -> (Duration, Option<String>) {
+    let mut last = None;
+    while since.elapsed() < Duration::from_secs(30) {
+        let out = curl(&["--max-time", "3", "--proxy", &proxy.socks_url(), url]).await;
+        if out.code == 0 && out.stdout.contains("hello from web-0 ") {
+            return (since.elapsed(), last);
+        }
+        last = Some(format!("curl {}: {}", out.code, out.stderr.trim()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url}: no answer within 30 s; last: {last:?}\nkubesocks:\n{}", proxy.log());
+}
+
+/// Through a proxy-url as without one, a path gone silent is found within
+/// seconds: every connection between the HTTP proxy and the API server
+/// freezes (a relay behind tinyproxy stops carrying bytes; tinyproxy keeps
+/// kubesocks' connections open and silent), and within 5 s the Service
+/// served before answers again, and a Service made after the freeze too.
+#[tokio::test]
+async fn through_an_http_proxy_url_a_frozen_path_is_found_and_served_again_within_5_s() {
+    let (ns, _web) = web_service("pxfreeze").await;
+    let server = ProxyServer::tinyproxy().await;
+    let relay = FaultRelay::in_front_of(&cluster().admin_kubeconfig).await;
+    let proxy_url = format!("http://127.0.0.1:{}", server.port);
+    let kubeconfig = kubeconfig_with(&server.dir, &proxy_url, Some(&format!("https://{}", relay.addr())));
+    let proxy = Proxy::start(&kubeconfig, &[]).await;
+    let known = format!("http://web.{}/", ns.name);
+    first_answer(&proxy, &known, std::time::Instant::now()).await;
+    assert!(!server.connects_to(&relay.addr().to_string()).is_empty(), "kubesocks went around the proxy");
+
+    let frozen = relay.freeze_held();
+    let since = std::time::Instant::now();
+    assert!(frozen >= 2, "{frozen} connection(s) through the relay: the API client's and a port-forward session");
+    let made = format!("http://made-after.{}/", ns.name);
+    let new = async {
+        ns.service("made-after", json!({"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}))
+            .await;
+        first_answer(&proxy, &made, since).await
+    };
+    let ((known, known_err), (new, new_err)) = tokio::join!(first_answer(&proxy, &known, since), new);
+    println!(
+        "through tinyproxy, {frozen} connections to the API server frozen: the known Service answered again {known:?} \
+         after the freeze (last failure before: {known_err:?}), a Service made after it {new:?} (last failure before: \
+         {new_err:?})"
+    );
+    assert!(known <= Duration::from_secs(5), "the known Service answered only {known:?} after the freeze");
+    assert!(new <= Duration::from_secs(5), "a Service made after the freeze answered only {new:?} after it");
 }
