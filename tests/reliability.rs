@@ -564,7 +564,11 @@ async fn connect_and_disconnect_cycles_leave_no_api_connection_or_descriptor_beh
     let since = Instant::now();
     let (open, served) = loop {
         let sessions = stub_sessions(&w.ns.name);
-        assert!(sessions.len() >= rounds, "{} port-forward sessions in the kubelet's log for {rounds} rounds", sessions.len());
+        assert!(
+            sessions.len() >= rounds,
+            "{} port-forward sessions in the kubelet's log for {rounds} rounds",
+            sessions.len()
+        );
         let open: Vec<_> = sessions.iter().filter(|s| !s.closed).map(|s| format!("#{} {}", s.id, s.pod)).collect();
         if open.is_empty() || since.elapsed() > RECOVERY {
             break (open, sessions.len());
@@ -1070,11 +1074,10 @@ async fn mixed_traffic_through_network_changes_keeps_being_served_with_bounded_m
         .map(|(at, r)| format!("{:.1} s: {}", at.as_secs_f64(), r.as_ref().unwrap_err()))
         .collect();
     // After each change, how soon a download that started after it succeeded.
-    let recoveries: Vec<Option<Duration>> = changes
-        .iter()
-        .map(|&c| outcomes.iter().find(|(at, r)| *at >= c && r.is_ok()).map(|(at, _)| *at - c))
-        .collect();
-    let (first, last) = (samples.first().map(|s| s.1).unwrap_or_default(), samples.last().map(|s| s.1).unwrap_or_default());
+    let recoveries: Vec<Option<Duration>> =
+        changes.iter().map(|&c| outcomes.iter().find(|(at, r)| *at >= c && r.is_ok()).map(|(at, _)| *at - c)).collect();
+    let (first, last) =
+        (samples.first().map(|s| s.1).unwrap_or_default(), samples.last().map(|s| s.1).unwrap_or_default());
     println!(
         "{:.1} min of mixed traffic, {} network changes: {ok} downloads served ({} MiB), {at_changes} failed around \
          a change, {} at other times; served again after each change in {recoveries:?}; RSS {} -> {} MiB, \

@@ -16,6 +16,8 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
@@ -151,9 +153,106 @@ pub(crate) struct EndpointPort {
     pub protocol: Option<String>,
 }
 
-/// A Pod: its per-pod DNS name (hostname and subdomain), IPs and phase.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A Pod as kubesocks keeps it: its names, its per-pod DNS name, its IPs,
+/// and whether it runs. Pods are most of a cluster's objects, so a kept pod
+/// is a few small fields and no `ObjectMeta` (360 bytes on its own, before
+/// any string in it); its namespace is one string shared by every pod of
+/// the namespace (see `cluster::pods`). Read from the API's JSON through
+/// [`PodAsSent`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "PodAsSent")]
 pub(crate) struct Pod {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    /// `spec.hostname` and `spec.subdomain`, when both are set: only then
+    /// does the pod have a per-pod name, `HOSTNAME.SUBDOMAIN.NS.svc`.
+    pub host: Option<Box<(Box<str>, Box<str>)>>,
+    pub phase: Phase,
+    /// `metadata.deletionTimestamp` is set: the pod is terminating.
+    pub deleting: bool,
+    /// `status.podIPs` (those that parse).
+    pub ips: Box<[IpAddr]>,
+}
+
+/// A pod's `status.phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    /// `Unknown`, none, or one this version does not know.
+    Unknown,
+}
+
+impl Phase {
+    fn parse(phase: Option<&str>) -> Phase {
+        match phase {
+            Some("Pending") => Phase::Pending,
+            Some("Running") => Phase::Running,
+            Some("Succeeded") => Phase::Succeeded,
+            Some("Failed") => Phase::Failed,
+            _ => Phase::Unknown,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Unknown => "Unknown",
+        }
+    }
+}
+
+impl Pod {
+    /// Running and not being deleted: a pod to dial.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.deleting && self.phase == Phase::Running
+    }
+
+    /// `NAMESPACE/NAME`.
+    pub(crate) fn full_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Its per-pod name's hostname and subdomain, if it has one.
+    pub(crate) fn host(&self) -> Option<(&str, &str)> {
+        self.host.as_deref().map(|(h, s)| (&**h, &**s))
+    }
+}
+
+impl From<PodAsSent> for Pod {
+    fn from(sent: PodAsSent) -> Pod {
+        let meta = sent.metadata;
+        let spec = sent.spec.unwrap_or_default();
+        let status = sent.status.unwrap_or_default();
+        Pod {
+            namespace: meta.namespace.unwrap_or_default().into(),
+            name: meta.name.unwrap_or_default().into(),
+            host: match (spec.hostname, spec.subdomain) {
+                (Some(h), Some(s)) => Some(Box::new((h.into(), s.into()))),
+                _ => None,
+            },
+            phase: Phase::parse(status.phase.as_deref()),
+            deleting: meta.deletion_timestamp.is_some(),
+            ips: status
+                .pod_ips
+                .into_iter()
+                .flatten()
+                .filter_map(|i| Some(i.ip.parse::<IpAddr>().ok()?.to_canonical()))
+                .collect(),
+        }
+    }
+}
+
+/// A Pod as the API server sends it, with only what [`Pod`] keeps read: the
+/// type the pods' watch reads (it must be a [`kube::Resource`]), each one
+/// turned into a [`Pod`] as it arrives.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct PodAsSent {
     #[serde(deserialize_with = "metadata")]
     pub metadata: ObjectMeta,
     pub spec: Option<PodSpec>,
@@ -217,7 +316,7 @@ macro_rules! resource {
 
 resource!(Service, NamespaceResourceScope, "Service", "", "v1", "services");
 resource!(EndpointSlice, NamespaceResourceScope, "EndpointSlice", "discovery.k8s.io", "v1", "endpointslices");
-resource!(Pod, NamespaceResourceScope, "Pod", "", "v1", "pods");
+resource!(PodAsSent, NamespaceResourceScope, "Pod", "", "v1", "pods");
 resource!(Namespace, ClusterResourceScope, "Namespace", "", "v1", "namespaces");
 
 #[cfg(test)]
@@ -249,10 +348,35 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_keeps_its_names_ips_phase_and_whether_it_is_deleted() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "db-0", "namespace": "shop", "resourceVersion": "9", "uid": "u",
+                         "deletionTimestamp": "2026-12-01T00:00:00Z", "labels": {"app": "db"}},
+            "spec": {"hostname": "db-0", "subdomain": "db", "containers": [{"name": "pg", "image": "postgres"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1",
+                       "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}, {"ip": "not an IP"}]}
+        }))
+        .unwrap();
+        assert_eq!(pod.full_name(), "shop/db-0");
+        assert_eq!(pod.host(), Some(("db-0", "db")));
+        assert_eq!(&*pod.ips, ["10.0.0.1".parse::<IpAddr>().unwrap(), "fd00::1".parse().unwrap()]);
+        assert_eq!((pod.phase, pod.deleting, pod.is_running()), (Phase::Running, true, false));
+
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "n"},
+                                                     "spec": {"hostname": "p"}, "status": {"phase": "Evicted"}}))
+        .unwrap();
+        assert_eq!(
+            (pod.host(), pod.phase.as_str(), pod.ips.len()),
+            (None, "Unknown", 0),
+            "a hostname alone is no name"
+        );
+    }
+
+    #[test]
     fn each_kind_is_the_api_servers_resource() {
         assert_eq!(Service::url_path(&(), Some("shop")), "/api/v1/namespaces/shop/services");
         assert_eq!(EndpointSlice::url_path(&(), None), "/apis/discovery.k8s.io/v1/endpointslices");
-        assert_eq!(Pod::url_path(&(), None), "/api/v1/pods");
+        assert_eq!(PodAsSent::url_path(&(), None), "/api/v1/pods");
         assert_eq!(Namespace::url_path(&(), None), "/api/v1/namespaces");
         assert_eq!(EndpointSlice::api_version(&()), "discovery.k8s.io/v1");
     }

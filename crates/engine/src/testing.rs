@@ -64,24 +64,12 @@ impl ClusterView for View {
             .collect()
     }
     fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
-        self.pods
-            .iter()
-            .filter(|p| {
-                let ips = p.status.as_ref().and_then(|s| s.pod_ips.as_ref()).into_iter().flatten();
-                has_ip(ips.map(|i| &i.ip), ip)
-            })
-            .cloned()
-            .collect()
+        self.pods.iter().filter(|p| p.ips.contains(&ip)).cloned().collect()
     }
     fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
         self.pods
             .iter()
-            .filter(|p| {
-                let spec = p.spec.as_ref();
-                in_namespace(&p.metadata, namespace)
-                    && spec.and_then(|s| s.hostname.as_deref()) == Some(hostname)
-                    && spec.and_then(|s| s.subdomain.as_deref()) == Some(subdomain)
-            })
+            .filter(|p| &*p.namespace == namespace && p.host() == Some((hostname, subdomain)))
             .cloned()
             .collect()
     }

@@ -611,7 +611,10 @@ async fn a_stream_in_use_that_comes_while_the_reader_waits_shortens_the_wait() {
     // Then `b` is used: `a` now holds up a connection, and is reset soon.
     let asked = tokio::time::Instant::now();
     b.write_all(b"GET").await.unwrap();
-    timeout(Duration::from_secs(5), b.read_exact(&mut hello)).await.expect("b is held up for the stall timeout").unwrap();
+    timeout(Duration::from_secs(5), b.read_exact(&mut hello))
+        .await
+        .expect("b is held up for the stall timeout")
+        .unwrap();
     println!("b waited {:?} once in use", asked.elapsed());
     assert_reset(a.read(&mut [0u8; 16]).await.unwrap_err(), "took nothing");
     flood.await.unwrap();

@@ -38,7 +38,8 @@ use tokio::task::AbortHandle;
 use crate::cluster::health::{Health, HealthState};
 use crate::cluster::index::{Index, Indexer};
 use crate::cluster::lookup::{self, Fetched};
-use crate::objects::{EndpointSlice, Namespace, Pod, Service};
+use crate::cluster::pods::Pods;
+use crate::objects::{EndpointSlice, Namespace, Pod, PodAsSent, Service};
 use crate::route::names::ClusterNames;
 use crate::route::{self, ClusterView, Query};
 
@@ -123,16 +124,13 @@ impl CacheError {
 struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    pods: Store<Pod>,
+    pods: Arc<Pods>,
     services_listed: Listed,
     slices_listed: Listed,
     pods_listed: Listed,
     services_by_ip: Arc<Index<Service, IpAddr>>,
     /// By (namespace, Service name).
     slices_by_service: Arc<Index<EndpointSlice, (String, String)>>,
-    pods_by_ip: Arc<Index<Pod, IpAddr>>,
-    /// By (namespace, hostname, subdomain).
-    pods_by_host: Arc<Index<Pod, (String, String, String)>>,
 }
 
 fn parse_ips<'a>(ips: impl IntoIterator<Item = &'a String>) -> Vec<IpAddr> {
@@ -145,19 +143,6 @@ fn service_ips(svc: &Service) -> Vec<IpAddr> {
 
 fn slice_service(slice: &EndpointSlice) -> Vec<(String, String)> {
     slice.service().map(|svc| (slice.namespace().unwrap_or_default(), svc.to_string())).into_iter().collect()
-}
-
-fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
-    let ips = pod.status.as_ref().and_then(|st| st.pod_ips.as_deref()).unwrap_or_default();
-    ips.iter().filter_map(|i| i.ip.parse().ok()).collect()
-}
-
-fn pod_host(pod: &Pod) -> Vec<(String, String, String)> {
-    let spec = pod.spec.as_ref();
-    match (spec.and_then(|s| s.hostname.clone()), spec.and_then(|s| s.subdomain.clone())) {
-        (Some(hostname), Some(subdomain)) => vec![(pod.namespace().unwrap_or_default(), hostname, subdomain)],
-        _ => vec![],
-    }
 }
 
 /// What is known about one namespace in namespaced mode.
@@ -293,8 +278,9 @@ impl ClusterCache {
         let (namespaces, namespaces_listed) = if allowed(&client, None, "", "namespaces", "list").await?
             && allowed(&client, None, "", "namespaces", "watch").await?
         {
-            let (store, listed, task) =
-                reflect(Api::<Namespace>::all(client.clone()), &health, None, vec![], std::future::ready(()));
+            let (store, apply) = kept(vec![]);
+            let (listed, task) =
+                reflect(Api::<Namespace>::all(client.clone()), &health, None, apply, std::future::ready(()));
             tasks.lock().unwrap().push(task);
             (Some(store), Some(listed))
         } else {
@@ -459,12 +445,10 @@ impl Stores {
     fn start(client: &Client, health: &Health, namespace: Option<&str>) -> (Stores, Vec<AbortHandle>) {
         let services_by_ip = Arc::new(Index::new(service_ips));
         let slices_by_service = Arc::new(Index::new(slice_service));
-        let pods_by_ip = Arc::new(Index::new(pod_ips));
-        let pods_by_host = Arc::new(Index::new(pod_host));
-        let (services, services_listed, a) =
-            reflect(api(client, namespace), health, namespace, vec![services_by_ip.clone()], std::future::ready(()));
-        let (slices, slices_listed, b) =
-            reflect(api(client, namespace), health, namespace, vec![slices_by_service.clone()], std::future::ready(()));
+        let (services, apply) = kept(vec![services_by_ip.clone()]);
+        let (services_listed, a) = reflect(api(client, namespace), health, namespace, apply, std::future::ready(()));
+        let (slices, apply) = kept(vec![slices_by_service.clone()]);
+        let (slices_listed, b) = reflect(api(client, namespace), health, namespace, apply, std::future::ready(()));
         // Pods are listed once Services and slices are: those answer most names.
         let first = {
             let (services, slices) = (services_listed.clone(), slices_listed.clone());
@@ -472,8 +456,12 @@ impl Stores {
                 futures::future::join(services.done(), slices.done()).await;
             }
         };
-        let indexes: Vec<Arc<dyn Indexer<Pod>>> = vec![pods_by_ip.clone(), pods_by_host.clone()];
-        let (pods, pods_listed, c) = reflect(api(client, namespace), health, namespace, indexes, first);
+        let pods = Arc::new(Pods::default());
+        let apply = {
+            let pods = pods.clone();
+            move |event: &watcher::Event<PodAsSent>| pods.event(event)
+        };
+        let (pods_listed, c) = reflect(api(client, namespace), health, namespace, apply, first);
         let stores = Stores {
             services,
             slices,
@@ -483,8 +471,6 @@ impl Stores {
             pods_listed,
             services_by_ip,
             slices_by_service,
-            pods_by_ip,
-            pods_by_host,
         };
         (stores, vec![a, b, c])
     }
@@ -531,22 +517,38 @@ impl Listed {
     }
 }
 
-/// Runs a reflector for `api` in the background, once `after` is done, and
-/// returns its store and whether it is listed, keeping `indexes` from the
-/// same events. Its first list, failures and recoveries are logged and told
+/// A kube-runtime store, and what keeps it and `indexes` from a watch's
+/// events (for [`reflect`]).
+fn kept<K>(indexes: Vec<Arc<dyn Indexer<K>>>) -> (Store<K>, impl FnMut(&watcher::Event<K>) + Send + 'static)
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, mut writer) = reflector::store();
+    let apply = move |event: &watcher::Event<K>| {
+        writer.apply_watcher_event(event);
+        for index in &indexes {
+            index.event(event);
+        }
+    };
+    (store, apply)
+}
+
+/// Watches `api` in the background, once `after` is done, handing each
+/// event to `apply` (which keeps a store), and returns whether the first
+/// list is done. Its first list, failures and recoveries are logged and told
 /// to `health`, under the name "KIND in the cluster" or "KIND in namespace NS".
 fn reflect<K>(
     api: Api<K>,
     health: &Health,
     namespace: Option<&str>,
-    indexes: Vec<Arc<dyn Indexer<K>>>,
+    mut apply: impl FnMut(&watcher::Event<K>) + Send + 'static,
     after: impl Future<Output = ()> + Send + 'static,
-) -> (Store<K>, Listed, AbortHandle)
+) -> (Listed, AbortHandle)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (store, writer) = reflector::store();
     let kind = K::kind(&Default::default()).to_string();
     let watch = match namespace {
         Some(ns) => format!("{kind} in namespace {ns}"),
@@ -561,7 +563,7 @@ where
     let reported = Reported { health: health.clone(), watch };
     let (listed, first_list) = tokio::sync::watch::channel(false);
     let mut listing_since = Some(Instant::now());
-    let watch = reflector::reflector(writer, stream).for_each(move |event| {
+    let watch = stream.for_each(move |event| {
         let watch = &reported.watch;
         match event {
             Err(e) => {
@@ -574,9 +576,7 @@ where
                 }
             }
             Ok(event) => {
-                for index in &indexes {
-                    index.event(&event);
-                }
+                apply(&event);
                 reported.health.fed(watch);
                 if matches!(event, watcher::Event::InitDone) {
                     // Namespaces are few, and their list comes before the first answer.
@@ -604,7 +604,7 @@ where
         }
         .in_current_span(),
     );
-    (store, Listed(first_list), task.abort_handle())
+    (Listed(first_list), task.abort_handle())
 }
 
 /// Gives back to the system the memory a list's pages were read into. A big
@@ -748,10 +748,7 @@ impl Snapshot {
                 let ips = svc.spec.as_ref().and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default();
                 names.addresses.extend(ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()));
             }
-            for pod in stores.pods.state() {
-                let ips = pod.status.as_ref().and_then(|st| st.pod_ips.as_deref()).unwrap_or_default();
-                names.addresses.extend(ips.iter().filter_map(|ip| ip.ip.parse::<IpAddr>().ok()));
-            }
+            names.addresses.extend(stores.pods.ips());
         }
         names
     }
@@ -850,21 +847,15 @@ impl ClusterView for Snapshot {
     }
 
     fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
-        self.stores(None).into_iter().flat_map(|s| s.pods_by_ip.lookup(&s.pods, &ip)).collect()
+        self.stores(None).into_iter().flat_map(|s| s.pods.by_ip(ip)).collect()
     }
 
     fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
-        let named = |pod: &Pod| {
-            let spec = pod.spec.as_ref();
-            in_namespace(pod, namespace)
-                && spec.and_then(|s| s.hostname.as_deref()) == Some(hostname)
-                && spec.and_then(|s| s.subdomain.as_deref()) == Some(subdomain)
-        };
+        let named = |pod: &Pod| &*pod.namespace == namespace && pod.host() == Some((hostname, subdomain));
         let fetched = self.fetched(namespace).into_iter().flat_map(|f| &f.pods).filter(|p| named(p)).cloned();
-        let key = (namespace.to_string(), hostname.to_string(), subdomain.to_string());
         self.stores(Some(namespace))
             .into_iter()
-            .flat_map(|s| s.pods_by_host.lookup(&s.pods, &key))
+            .flat_map(|s| s.pods.by_host(namespace, hostname, subdomain))
             .chain(fetched)
             .collect()
     }
@@ -987,14 +978,15 @@ mod tests {
     /// production-shaped objects of a kind, less that with none, over 2 000.
     /// The stores, their keys and the indexes all count. Kept as
     /// k8s-openapi's types (managedFields cleared), they held 23 777 bytes
-    /// per pod, 4 310 per Service and 4 716 per EndpointSlice.
+    /// per pod, 4 310 per Service and 4 716 per EndpointSlice; a pod in a
+    /// kube-runtime store of slim types, 1 159.
     #[tokio::test]
     async fn a_cached_object_holds_a_fraction_of_what_the_api_server_sends() {
         use crate::testing::{heap, realistic};
         const N: usize = 2000;
         type Make = fn(usize) -> serde_json::Value;
         let kinds: [(&str, Make, isize); 3] = [
-            ("pods", realistic::pod, 1300),
+            ("pods", realistic::pod, 400),
             ("services", realistic::service, 1450),
             ("endpointslices", realistic::slice, 2100),
         ];
@@ -1031,13 +1023,16 @@ mod tests {
             let cache = cache_of_pods(n).await;
             let snapshot = cache.snapshot().await;
             let SnapshotScope::Cluster(stores) = &snapshot.scope else { panic!("a cluster-wide cache") };
+            assert_eq!(stores.pods.len(), n);
+            let looked_at = || stores.pods.visited.swap(0, Ordering::Relaxed);
             let found = snapshot.pods_by_ip("10.1.0.7".parse().unwrap());
-            assert_eq!(found.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["pod-7"], "{n} pods");
+            assert_eq!(found.iter().map(|p| &*p.name).collect::<Vec<_>>(), ["pod-7"], "{n} pods");
+            let by_ip = looked_at();
             let found = snapshot.pods_by_hostname("ns-7", "host-7", "sub");
-            assert_eq!(found.iter().map(|p| p.name_any()).collect::<Vec<_>>(), ["pod-7"], "{n} pods");
+            assert_eq!(found.iter().map(|p| &*p.name).collect::<Vec<_>>(), ["pod-7"], "{n} pods");
+            let by_host = looked_at();
             assert!(snapshot.pods_by_ip("10.9.9.9".parse().unwrap()).is_empty());
-            let by_ip = stores.pods_by_ip.visited.load(Ordering::Relaxed);
-            let by_host = stores.pods_by_host.visited.load(Ordering::Relaxed);
+            assert_eq!(looked_at(), 0, "an IP no pod has");
             visited.push((n, by_ip, by_host));
         }
         println!("pods looked at per lookup (pods, by IP, by hostname): {visited:?}");

@@ -1,5 +1,5 @@
-//! Indexes beside the watch caches: pods by IP and by hostname, Services by
-//! ClusterIP, EndpointSlices by Service. Each is kept from the events its
+//! Indexes beside the kube-runtime stores: Services by ClusterIP,
+//! EndpointSlices by Service. (Pods keep their own tables: see `pods`.) Each is kept from the events its
 //! reflector applies to its store, so a connection's lookup costs the same
 //! however many objects the cluster holds, where filtering the store
 //! visited every object.
@@ -176,58 +176,61 @@ where
 mod tests {
     use std::net::IpAddr;
 
-    use crate::objects::Pod;
+    use serde_json::json;
+
+    use crate::objects::Service;
 
     use super::*;
-    use crate::testing::pod;
 
-    fn by_ip() -> Index<Pod, IpAddr> {
-        Index::new(|p: &Pod| {
-            let ips = p.status.as_ref().and_then(|s| s.pod_ips.as_deref()).unwrap_or_default();
-            ips.iter().filter_map(|i| i.ip.parse().ok()).collect()
+    fn by_ip() -> Index<Service, IpAddr> {
+        Index::new(|svc: &Service| {
+            let ips = svc.spec.as_ref().and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default();
+            ips.iter().filter_map(|i| i.parse().ok()).collect()
         })
     }
 
-    fn names(index: &Index<Pod, IpAddr>, ip: &str) -> Vec<String> {
-        index.get(&ip.parse().unwrap()).into_iter().map(|r| r.name).collect()
+    fn svc(name: &str, ips: &[&str]) -> Service {
+        (*crate::testing::service("ns", name, ips, json!([{"port": 80}]))).clone()
     }
 
-    fn apply(index: &Index<Pod, IpAddr>, p: std::sync::Arc<Pod>) {
-        index.event(&Event::Apply((*p).clone()));
+    fn names(index: &Index<Service, IpAddr>, ip: &str) -> Vec<String> {
+        index.get(&ip.parse().unwrap()).into_iter().map(|r| r.name).collect()
     }
 
     #[test]
     fn an_object_is_found_by_each_key_and_moves_when_its_keys_change() {
         let index = by_ip();
-        apply(&index, pod("ns", "a", &["10.0.0.1", "fd00::1"], "Running", None));
-        apply(&index, pod("ns", "b", &["10.0.0.2"], "Running", None));
+        index.event(&Event::Apply(svc("a", &["10.0.0.1", "fd00::1"])));
+        index.event(&Event::Apply(svc("b", &["10.0.0.2"])));
         assert_eq!(names(&index, "10.0.0.1"), ["a"]);
         assert_eq!(names(&index, "fd00::1"), ["a"]);
-        apply(&index, pod("ns", "a", &["10.0.0.3"], "Running", None));
+        index.event(&Event::Apply(svc("a", &["10.0.0.3"])));
         assert!(names(&index, "10.0.0.1").is_empty(), "the old IP is forgotten");
         assert_eq!(names(&index, "10.0.0.3"), ["a"]);
-        index.event(&Event::Delete((*pod("ns", "a", &["10.0.0.3"], "Running", None)).clone()));
+        index.event(&Event::Delete(svc("a", &["10.0.0.3"])));
         assert!(names(&index, "10.0.0.3").is_empty());
         assert_eq!(index.len(), 1, "only b's IP is left");
     }
 
     #[test]
-    fn a_pod_ip_reused_by_a_new_pod_lists_both_until_the_old_one_goes() {
+    fn a_key_two_objects_have_lists_both_until_one_goes() {
         let index = by_ip();
-        apply(&index, pod("ns", "old", &["10.0.0.9"], "Failed", None));
-        apply(&index, pod("ns", "new", &["10.0.0.9"], "Running", None));
+        index.event(&Event::Apply(svc("old", &["10.0.0.9"])));
+        index.event(&Event::Apply(svc("new", &["10.0.0.9"])));
         assert_eq!(names(&index, "10.0.0.9"), ["old", "new"]);
+        index.event(&Event::Delete(svc("old", &["10.0.0.9"])));
+        assert_eq!(names(&index, "10.0.0.9"), ["new"]);
     }
 
     #[test]
     fn a_relist_replaces_everything_once_it_is_done() {
         let index = by_ip();
-        apply(&index, pod("ns", "gone", &["10.0.0.1"], "Running", None));
+        index.event(&Event::Apply(svc("gone", &["10.0.0.1"])));
         index.event(&Event::Init);
-        index.event(&Event::InitApply((*pod("ns", "kept", &["10.0.0.2"], "Running", None)).clone()));
+        index.event(&Event::InitApply(svc("kept", &["10.0.0.2"])));
         assert_eq!(names(&index, "10.0.0.1"), ["gone"], "answers from the old tables until the relist is done");
         index.event(&Event::InitDone);
-        assert!(names(&index, "10.0.0.1").is_empty(), "a pod deleted while the watch was away is forgotten");
+        assert!(names(&index, "10.0.0.1").is_empty(), "an object deleted while the watch was away is forgotten");
         assert_eq!(names(&index, "10.0.0.2"), ["kept"]);
     }
 }

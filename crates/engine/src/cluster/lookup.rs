@@ -22,7 +22,7 @@ use kube::{Api, Client};
 
 use crate::objects::{
     Endpoint as SliceEndpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice, ObjectReference, Pod,
-    Service,
+    PodAsSent, Service,
 };
 use crate::route::Named;
 
@@ -52,11 +52,11 @@ pub(crate) async fn fetch(client: &Client, named: &Named) -> Result<Option<Fetch
             }
         }
         Named::PodHostname { hostname, subdomain, .. } => {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let pods: Api<PodAsSent> = Api::namespaced(client.clone(), &namespace);
             let mut found = Vec::new();
             if let Some(endpoints) = endpoints.get_opt(subdomain).await? {
                 for pod in pods_with_hostname(&endpoints, hostname) {
-                    found.extend(pods.get_opt(&pod).await?.map(Arc::new));
+                    found.extend(pods.get_opt(&pod).await?.map(|pod| Arc::new(Pod::from(pod))));
                 }
             }
             Fetched { namespace, pods: found, ..Fetched::default() }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::objects::{Endpoint as SliceEndpoint, EndpointSlice, Pod, Service};
 
 use super::name::{Host, Query, Rules, is_label, normalize};
-use super::rules::{ClusterView, Refusal, find_service, is_running, must_see};
+use super::rules::{ClusterView, Refusal, find_service, must_see};
 
 /// A name a DNS client asked about, read once. An SRV name
 /// (`_http._tcp.web.shop.svc.cluster.local`) is a port name and a protocol
@@ -118,7 +118,7 @@ fn find_records(question: DnsQuery, domain: &str, view: &impl ClusterView) -> Re
             let mut addresses: Vec<IpAddr> = view
                 .pods_by_hostname(&namespace, &hostname, &subdomain)
                 .iter()
-                .filter(|p| is_running(p))
+                .filter(|p| p.is_running())
                 .flat_map(|p| pod_ips(p))
                 .collect();
             if addresses.is_empty() {
@@ -142,10 +142,7 @@ fn find_records(question: DnsQuery, domain: &str, view: &impl ClusterView) -> Re
         }
         Query::PodIp { namespace, ip, name } => {
             must_see(view, &namespace)?;
-            let running = view
-                .pods_by_ip(ip)
-                .iter()
-                .any(|p| p.metadata.namespace.as_deref() == Some(&namespace) && is_running(p));
+            let running = view.pods_by_ip(ip).iter().any(|p| *p.namespace == *namespace && p.is_running());
             if running {
                 Ok(Records { addresses: vec![ip], ..Default::default() })
             } else {
@@ -241,8 +238,7 @@ fn dashed(ep: &SliceEndpoint) -> Option<String> {
 }
 
 fn pod_ips(pod: &Pod) -> impl Iterator<Item = IpAddr> + '_ {
-    let ips = pod.status.as_ref().and_then(|s| s.pod_ips.as_deref()).unwrap_or_default();
-    ips.iter().filter_map(|i| i.ip.parse::<IpAddr>().ok().map(|ip| ip.to_canonical()))
+    pod.ips.iter().copied()
 }
 
 #[cfg(test)]

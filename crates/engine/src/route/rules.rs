@@ -123,11 +123,7 @@ pub(crate) fn resolve(query: Query, port: u16, view: &impl ClusterView) -> Resul
         }
         Query::PodIp { namespace, ip, name } => {
             must_see(view, &namespace)?;
-            let pods: Vec<_> = view
-                .pods_by_ip(ip)
-                .into_iter()
-                .filter(|p| p.metadata.namespace.as_deref() == Some(&namespace))
-                .collect();
+            let pods: Vec<_> = view.pods_by_ip(ip).into_iter().filter(|p| *p.namespace == *namespace).collect();
             pod_target(&pods, port, name)
         }
         Query::UnknownClusterName(name) => Err(Refusal::UnknownPod { what: name }),
@@ -175,32 +171,16 @@ fn resolve_ip(ip: IpAddr, port: u16, view: &impl ClusterView) -> Result<Target, 
     pod_target(&pods, port, format!("pod IP {ip}"))
 }
 
-pub(super) fn is_running(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none() && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-}
-
 /// Pods found by IP or per-pod name: the running one wins (a finished pod may
 /// still hold an IP that a new pod reuses).
 fn pod_target(pods: &[Arc<Pod>], port: u16, what: String) -> Result<Target, Refusal> {
     let Some(first) = pods.first() else { return Err(Refusal::UnknownPod { what }) };
-    let Some(pod) = pods.iter().find(|p| is_running(p)) else {
-        let phase = if first.metadata.deletion_timestamp.is_some() {
-            "Terminating".to_string()
-        } else {
-            first.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".into())
-        };
-        return Err(Refusal::PodNotRunning { pod: full_name(&first.metadata), phase });
+    let Some(pod) = pods.iter().find(|p| p.is_running()) else {
+        let phase = if first.deleting { "Terminating" } else { first.phase.as_str() };
+        return Err(Refusal::PodNotRunning { pod: first.full_name(), phase: phase.to_string() });
     };
-    let endpoint = Endpoint {
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        pod: pod.metadata.name.clone().unwrap_or_default(),
-        port,
-    };
-    Ok(Target { what: format!("{} ({what})", full_name(&pod.metadata)), endpoints: vec![endpoint] })
-}
-
-fn full_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    format!("{}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
+    let endpoint = Endpoint { namespace: pod.namespace.to_string(), pod: pod.name.to_string(), port };
+    Ok(Target { what: format!("{} ({what})", pod.full_name()), endpoints: vec![endpoint] })
 }
 
 /// Service port → the pod ports behind it, read from its EndpointSlices.
@@ -369,7 +349,7 @@ mod tests {
     fn a_terminating_pod_is_not_dialled_by_ip() {
         let mut view = cluster();
         let mut p = (*view.pods[1]).clone();
-        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+        p.deleting = true;
         view.pods[1] = Arc::new(p);
         let r = resolve(&Host::parse("10.244.0.2"), 80, &rules(), &view);
         assert_eq!(r, Err(Refusal::PodNotRunning { pod: "default/web-2".into(), phase: "Terminating".into() }));
