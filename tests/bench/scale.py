@@ -6,20 +6,21 @@ local test cluster:
 
 1. an almost empty cluster: one namespace `scale-web` with Service `web`
    (two pods served by the cluster's `backend`);
-2. the cluster filled like a mid-size production one (by default 200
-   namespaces, 4 000 Services, 20 000 pods shaped like real ones: two
-   containers, env, probes, resources, labels and annotations, about 4 KiB of
+2. the cluster filled, size after size (by default 5 000 and then 20 000
+   pods: namespaces of 20 Services and 100 pods shaped like real ones: two
+   containers, env, probes, resources, labels and annotations, about 9 KiB of
    JSON each with their status; the controller manager makes the
    EndpointSlices, the kubelet stub the pods' status);
 
-and in each, for kubesocks (`proxy-out`) and `kubectl port-forward svc/web`:
-time from start to the first answer (and for kubesocks, to the first answer
-by pod IP, which needs the pods' list), RSS and CPU once ready, the pages
-of lists the API server served meanwhile (all clients), and the p50 of
-fresh connections (kubesocks by Service name, pod IP and ClusterIP; kubectl
-through its one forward). Then the cost of looking a pod IP up on demand (a
-pod list with a `status.podIP` field selector, the alternative to a pods
-cache) beside a GET of one pod by name.
+and at each size, for kubesocks (`proxy-out`) and `kubectl port-forward
+svc/web`, each started --starts times (medians): time from start to the
+first answer (and for kubesocks, to the first answer by pod IP, which needs
+the pods' list), RSS and CPU once ready, the pages of lists the API server
+served meanwhile (all clients); then the p50 of fresh connections (kubesocks
+by Service name, pod IP and ClusterIP; kubectl through its one forward).
+Then, at the largest size, the cost of looking a pod IP up on demand (a pod
+list with a `status.podIP` field selector, the alternative to a pods cache)
+beside a GET of one pod by name.
 
 Prints a Markdown table and writes it, with the JSON, under --out-dir. The
 filled namespaces are deleted at the end unless --keep.
@@ -178,8 +179,11 @@ class Scale:
                 raise ModeFailed(f"{len(left)} pods not Running after {timeout} s")
             time.sleep(5)
 
-    def fill(self):
+    def fill(self, namespaces):
+        """Fills the cluster up to `namespaces` namespaces of filler."""
         a = self.args
+        first = getattr(self, "filled", 0)
+        self.filled = namespaces
 
         def create(n):
             ns = f"scale-{n:03d}"
@@ -193,8 +197,9 @@ class Scale:
 
         started = time.time()
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            sizes = list(pool.map(create, range(a.namespaces)))
-        log(f"created {a.namespaces} namespaces in {time.time() - started:.0f} s; waiting for every pod to run")
+            sizes = list(pool.map(create, range(first, namespaces)))
+        log(f"created namespaces {first} to {namespaces - 1} in {time.time() - started:.0f} s; "
+            f"waiting for every pod to run")
         self.wait_running()
         took = time.time() - started
         _, body = self.api_get(f"/api/v1/namespaces/scale-000/pods?limit=1")
@@ -232,8 +237,19 @@ class Scale:
         return p50(json.loads(out)["runs"])
 
     def run_tool(self, tool, label):
+        """Starts `tool` --starts times; the medians of what each start measured, and the p50s
+        of fresh connections through the last one."""
+        starts = [self.start_tool(tool, label, k, fresh=k == self.args.starts - 1) for k in range(self.args.starts)]
+        res = {key: statistics.median(r[key] for r in starts)
+               for key in starts[0] if key != "fresh_p50_ms"}
+        res["first_answer_ms_each"] = [round(r["first_answer_ms"]) for r in starts]
+        res["fresh_p50_ms"] = starts[-1]["fresh_p50_ms"]
+        log(f"{tool} on the {label} cluster: {json.dumps(res)}")
+        return res
+
+    def start_tool(self, tool, label, k, fresh):
         port = free_port()
-        log_path = os.path.join(self.tmp, f"{tool}-{label}.log")
+        log_path = os.path.join(self.tmp, f"{tool}-{label}-{k}.log")
         env = dict(os.environ, KUBESOCKS_STATE_DIR=os.path.join(self.tmp, "state"))
         if tool == "kubesocks":
             cmd = [self.args.kubesocks, "--kubeconfig", self.args.kubeconfig, "proxy-out",
@@ -262,10 +278,10 @@ class Scale:
                 res["rss_mib"] = rss_mib(proc.pid)
                 res["cpu_s"] = cpu_seconds(proc.pid)
                 res["list_requests"] = self.list_requests() - requests_before
-                res["fresh_p50_ms"] = {what: self.fresh(t) for what, t in targets.items()}
+                if fresh:
+                    res["fresh_p50_ms"] = {what: self.fresh(t) for what, t in targets.items()}
             finally:
                 stop(proc, signal.SIGINT if tool == "kubesocks" else signal.SIGTERM)
-        log(f"{tool} on the {label} cluster: {json.dumps(res)}")
         return res
 
     def on_demand(self):
@@ -285,8 +301,8 @@ def fmt(v):
 
 def markdown(report):
     a = report["args"]
-    empty, full = report["empty"], report["full"]
-    size = f"{a['namespaces']} ns, {a['namespaces'] * a['services']} Services, {a['namespaces'] * a['pods']} pods"
+    runs = [("empty", report["empty"])] + [(f"{int(n):,} pods".replace(",", " "), report["sizes"][n])
+                                           for n in sorted(report["sizes"], key=int)]
     rows = [
         ("first answer by name (ms)", "first_answer_ms", None),
         ("first answer by pod IP (ms)", "first_pod_ip_answer_ms", None),
@@ -297,20 +313,22 @@ def markdown(report):
         ("fresh p50 by pod IP (ms)", "fresh_p50_ms", "pod IP"),
         ("fresh p50 by ClusterIP (ms)", "fresh_p50_ms", "ClusterIP"),
     ]
-    lines = [f"| | kubesocks, empty | kubesocks, {size} | kubectl, empty | kubectl, full |",
-             "| --- | --- | --- | --- | --- |"]
+    head = [f"{tool}, {label}" for tool in ("kubesocks", "kubectl") for label, _ in runs]
+    lines = ["| | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for title, key, sub in rows:
         cells = []
         for tool in ("kubesocks", "kubectl"):
-            for run in (empty, full):
+            for _, run in runs:
                 v = run[tool].get(key)
                 cells.append(fmt(v.get(sub) if sub and v else v))
-        lines.append(f"| {title} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    each = "; ".join(f"{label} {run['kubesocks']['first_answer_ms_each']}" for label, run in runs)
     od = report["on_demand"]
-    lines += ["", f"Pods' JSON as the API server sends it: {report['fill']['pod_json_bytes']} bytes each; "
-              f"filled in {report['fill']['fill_s']} s.",
+    lines += ["", f"Medians of {a['starts']} starts each (kubesocks' first answers by name, ms: {each}). "
+              f"Namespaces of {a['services']} Services and {a['pods']} pods; the pods' JSON as the API server "
+              f"sends it: {report['fill']['pod_json_bytes']} bytes each.",
               f"On demand instead of a pods cache: a pod list by `status.podIP` field selector took "
-              f"p50 {fmt(od['pod_by_ip_selector_p50_ms'])} ms on the filled cluster (a GET of one pod by name "
+              f"p50 {fmt(od['pod_by_ip_selector_p50_ms'])} ms at the largest size (a GET of one pod by name "
               f"{fmt(od['pod_by_name_get_p50_ms'])} ms)."]
     return "\n".join(lines)
 
@@ -322,9 +340,11 @@ def main():
     p.add_argument("--kubesocks", required=True)
     p.add_argument("--client", required=True, help="the bench_client example binary")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--namespaces", type=int, default=200)
+    p.add_argument("--sizes", default="5000,20000",
+                   help="the cluster sizes to measure, in pods, comma-separated (each a multiple of --pods)")
     p.add_argument("--services", type=int, default=20, help="Services per namespace")
     p.add_argument("--pods", type=int, default=100, help="pods per namespace")
+    p.add_argument("--starts", type=int, default=3, help="starts of each tool per size (medians are reported)")
     p.add_argument("--fresh", type=int, default=200, help="fresh connections per p50")
     p.add_argument("--startup-timeout", type=float, default=120)
     p.add_argument("--keep", action="store_true", help="leave the filled namespaces in the cluster")
@@ -338,9 +358,12 @@ def main():
                              f"delete them first (kubectl delete namespace -l {LABEL})")
         s.create_web()
         report["empty"] = {tool: s.run_tool(tool, "empty") for tool in ("kubesocks", "kubectl")}
-        log(f"filling: {args.namespaces} namespaces of {args.services} Services and {args.pods} pods")
-        report["fill"] = s.fill()
-        report["full"] = {tool: s.run_tool(tool, "full") for tool in ("kubesocks", "kubectl")}
+        report["sizes"] = {}
+        for size in sorted(int(n) for n in args.sizes.split(",")):
+            namespaces = size // args.pods
+            log(f"filling to {size} pods: {namespaces} namespaces of {args.services} Services and {args.pods} pods")
+            report["fill"] = s.fill(namespaces)
+            report["sizes"][str(size)] = {tool: s.run_tool(tool, f"{size}-pods") for tool in ("kubesocks", "kubectl")}
         report["on_demand"] = s.on_demand()
     except ModeFailed as e:
         log(f"error: {e}")
