@@ -371,6 +371,8 @@ struct AddedAddress(&'static str);
 
 impl AddedAddress {
     fn add(address: &'static str) -> AddedAddress {
+        // Left behind by a run that was killed: taken away first, so the change still happens.
+        let _ = std::process::Command::new("ip").args(["addr", "del", address, "dev", "lo"]).output();
         let out = std::process::Command::new("ip").args(["addr", "add", address, "dev", "lo"]).output();
         let out = out.expect("`ip` runs (Debian's iproute2)");
         assert!(

@@ -224,27 +224,31 @@ impl Pod {
     }
 }
 
-impl From<PodAsSent> for Pod {
-    fn from(sent: PodAsSent) -> Pod {
-        let meta = sent.metadata;
-        let spec = sent.spec.unwrap_or_default();
-        let status = sent.status.unwrap_or_default();
+impl Pod {
+    /// The pod `sent` describes, in `namespace` (its namespace, as a string
+    /// the caller may share). Borrows: a pod's watch event is read without
+    /// a copy, and only what is kept is allocated.
+    pub(crate) fn kept(sent: &PodAsSent, namespace: Arc<str>) -> Pod {
+        let (spec, status) = (sent.spec.as_ref(), sent.status.as_ref());
+        let ips = status.and_then(|s| s.pod_ips.as_deref()).unwrap_or_default();
         Pod {
-            namespace: meta.namespace.unwrap_or_default().into(),
-            name: meta.name.unwrap_or_default().into(),
-            host: match (spec.hostname, spec.subdomain) {
+            namespace,
+            name: sent.metadata.name.as_deref().unwrap_or_default().into(),
+            host: match (spec.and_then(|s| s.hostname.as_deref()), spec.and_then(|s| s.subdomain.as_deref())) {
                 (Some(h), Some(s)) => Some(Box::new((h.into(), s.into()))),
                 _ => None,
             },
-            phase: Phase::parse(status.phase.as_deref()),
-            deleting: meta.deletion_timestamp.is_some(),
-            ips: status
-                .pod_ips
-                .into_iter()
-                .flatten()
-                .filter_map(|i| Some(i.ip.parse::<IpAddr>().ok()?.to_canonical()))
-                .collect(),
+            phase: Phase::parse(status.and_then(|s| s.phase.as_deref())),
+            deleting: sent.metadata.deletion_timestamp.is_some(),
+            ips: ips.iter().filter_map(|i| Some(i.ip.parse::<IpAddr>().ok()?.to_canonical())).collect(),
         }
+    }
+}
+
+impl From<PodAsSent> for Pod {
+    fn from(sent: PodAsSent) -> Pod {
+        let namespace = sent.metadata.namespace.as_deref().unwrap_or_default().into();
+        Pod::kept(&sent, namespace)
     }
 }
 

@@ -6,17 +6,20 @@
 //! because they are most of a cluster's objects: a kube-runtime store keeps
 //! the watched type itself (which must carry a full `ObjectMeta`) and a key
 //! of four strings per object, and an index beside it a name per object
-//! again, about 1.2 KB per pod in all. Here the watch's [`PodAsSent`] is
-//! turned into a [`Pod`] as it arrives and dropped, and the tables share
-//! one `Arc<Pod>` and one namespace string per namespace: a few hundred
-//! bytes per pod (printed by the cache's test `a_cached_object_holds_…`).
+//! again, about 1.2 KB per pod in all. Here a [`Pod`] is made from the
+//! watch's [`PodAsSent`] as it arrives, allocating only what it keeps, and
+//! the tables share one `Arc<Pod>` and one namespace string per namespace: a
+//! few hundred bytes per pod (printed by the cache's test
+//! `a_cached_object_holds_…`). Allocating little while a list is read
+//! matters too: what a list leaves scattered among the kept objects is
+//! memory the process cannot give back.
 //!
 //! A relist (the watch started again and lists afresh) fills new tables
 //! while lookups still read the old ones, and swaps them in once it is
 //! done, so pods deleted while the watch was away are forgotten, as
 //! kube-runtime's store does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -39,36 +42,41 @@ type HostKey = (Arc<str>, Box<str>, Box<str>);
 
 #[derive(Default)]
 struct Tables {
-    /// By (namespace, name).
-    by_name: HashMap<(Arc<str>, Arc<str>), Arc<Pod>>,
+    /// By namespace, then name; each namespace's string is the one its pods share.
+    by_name: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Pod>>>,
     /// A pod IP may be held by more than one pod for a moment: a finished
     /// pod and the new one given its IP.
     by_ip: HashMap<IpAddr, Vec<Arc<Pod>>>,
     /// By (namespace, hostname, subdomain), for pods that have both.
     by_host: HashMap<HostKey, Vec<Arc<Pod>>>,
-    /// One string per namespace, shared by its pods.
-    namespaces: HashSet<Arc<str>>,
     /// While the watch lists afresh: the tables being filled.
     relisting: Option<Box<Tables>>,
 }
 
 impl Tables {
-    fn insert(&mut self, mut pod: Pod) {
-        pod.namespace = self.namespace(&pod.namespace);
-        let key = (pod.namespace.clone(), pod.name.clone());
-        self.remove(&key);
-        let pod = Arc::new(pod);
+    fn insert(&mut self, sent: &PodAsSent) {
+        let (namespace, name) = names_of(sent);
+        self.remove(namespace, name);
+        let shared = match self.by_name.get_key_value(namespace) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(namespace),
+        };
+        let pod = Arc::new(Pod::kept(sent, shared.clone()));
         for ip in &pod.ips {
             self.by_ip.entry(*ip).or_default().push(pod.clone());
         }
         if let Some(key) = host_key(&pod) {
             self.by_host.entry(key).or_default().push(pod.clone());
         }
-        self.by_name.insert(key, pod);
+        self.by_name.entry(shared).or_default().insert(pod.name.clone(), pod);
     }
 
-    fn remove(&mut self, key: &(Arc<str>, Arc<str>)) {
-        let Some(old) = self.by_name.remove(key) else { return };
+    fn remove(&mut self, namespace: &str, name: &str) {
+        let Some(pods) = self.by_name.get_mut(namespace) else { return };
+        let Some(old) = pods.remove(name) else { return };
+        if pods.is_empty() {
+            self.by_name.remove(namespace);
+        }
         for ip in &old.ips {
             remove_from(&mut self.by_ip, ip, &old);
         }
@@ -76,17 +84,11 @@ impl Tables {
             remove_from(&mut self.by_host, &key, &old);
         }
     }
+}
 
-    /// The shared string for `namespace`.
-    fn namespace(&mut self, namespace: &Arc<str>) -> Arc<str> {
-        match self.namespaces.get(namespace) {
-            Some(shared) => shared.clone(),
-            None => {
-                self.namespaces.insert(namespace.clone());
-                namespace.clone()
-            }
-        }
-    }
+fn names_of(sent: &PodAsSent) -> (&str, &str) {
+    let meta = &sent.metadata;
+    (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
 }
 
 fn host_key(pod: &Pod) -> Option<HostKey> {
@@ -110,22 +112,19 @@ impl Pods {
             // The first list fills the tables as it goes.
             Event::Init if tables.by_name.is_empty() => {}
             Event::Init => tables.relisting = Some(Box::default()),
-            Event::InitApply(sent) => {
-                let pod = Pod::from(sent.clone());
-                match tables.relisting.as_mut() {
-                    Some(next) => next.insert(pod),
-                    None => tables.insert(pod),
-                }
-            }
+            Event::InitApply(sent) => match tables.relisting.as_mut() {
+                Some(next) => next.insert(sent),
+                None => tables.insert(sent),
+            },
             Event::InitDone => {
                 if let Some(next) = tables.relisting.take() {
                     *tables = *next;
                 }
             }
-            Event::Apply(sent) => tables.insert(Pod::from(sent.clone())),
+            Event::Apply(sent) => tables.insert(sent),
             Event::Delete(sent) => {
-                let Pod { namespace, name, .. } = Pod::from(sent.clone());
-                tables.remove(&(namespace, name));
+                let (namespace, name) = names_of(sent);
+                tables.remove(namespace, name);
             }
         }
     }
@@ -152,7 +151,7 @@ impl Pods {
     /// How many pods it holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.inner.read().unwrap().by_name.len()
+        self.inner.read().unwrap().by_name.values().map(HashMap::len).sum()
     }
 
     fn seen(&self, pods: Vec<Arc<Pod>>) -> Vec<Arc<Pod>> {
