@@ -131,6 +131,19 @@ pub(crate) struct Endpoint {
     pub target_ref: Option<ObjectReference>,
 }
 
+impl Endpoint {
+    /// The pod it is, as (namespace, name), if its target is a pod.
+    pub(crate) fn pod(&self) -> Option<(&str, &str)> {
+        let r = self.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod"))?;
+        Some((r.namespace.as_deref()?, r.name.as_deref()?))
+    }
+
+    /// Whether one of its addresses is `ip`.
+    pub(crate) fn has_address(&self, ip: IpAddr) -> bool {
+        self.addresses.iter().any(|a| a.parse::<IpAddr>().is_ok_and(|a| a.to_canonical() == ip))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct EndpointConditions {
     pub ready: Option<bool>,

@@ -12,9 +12,10 @@
 //!
 //! Answer first, sync after: in each scope, Services and EndpointSlices are
 //! listed first, and a Service name answers as soon as they are; pods are
-//! listed after them (in a big cluster they are most of the bytes), and
-//! only names that need a pod (a pod IP, a per-pod name, an IP that is no
-//! ClusterIP) wait for that list. Cluster-wide, [`ClusterCache::start`]
+//! listed after them (in a big cluster they are most of the bytes).
+//! Meanwhile a pod IP behind a Service is found in the EndpointSlices and
+//! its pod fetched by name; only names that need another pod (a pod IP
+//! behind no Service, a per-pod name) wait for that list. Cluster-wide, [`ClusterCache::start`]
 //! does not wait for the lists at all: until Services and EndpointSlices
 //! are listed, a name is answered from GETs of what it names (as where
 //! RBAC allows only GETs), so the first connection is served in a few
@@ -394,7 +395,7 @@ impl ClusterCache {
             Scope::Cluster(stores) => SnapshotScope::Cluster(stores.clone()),
             Scope::Namespaced(map) => SnapshotScope::Namespaced(map.lock().unwrap().ready.clone()),
         };
-        Snapshot { scope, namespaces: self.namespaces.clone(), fetched: None }
+        Snapshot { scope, namespaces: self.namespaces.clone(), fetched: None, pods_fetched: Vec::new() }
     }
 
     /// Everything the resolution of `query` needs: the namespace its name points
@@ -417,9 +418,31 @@ impl ClusterCache {
             _ => None,
         };
         if let Some(namespace) = pods_of {
+            let ip = match query {
+                Query::Ip(ip) | Query::PodIp { ip, .. } => Some(*ip),
+                _ => None,
+            };
+            let mut fetched = Vec::new();
             for stores in snapshot.stores(namespace) {
+                if let Some(ip) = ip.filter(|_| !stores.pods_listed.is_done()) {
+                    // Until the pods are listed (in a big cluster, most of the
+                    // bytes), a pod IP behind a Service is found in the
+                    // EndpointSlices, listed first, and its pod fetched by name.
+                    let named = lookup::pods_at(stores.slices.state().iter().map(|s| &**s), ip);
+                    if !named.is_empty() {
+                        match lookup::fetch_pods(&self.client, &named).await {
+                            Ok(pods) if !pods.is_empty() => {
+                                fetched.extend(pods);
+                                continue;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(%ip, error = %e, "a GET of a pod before the pods' list failed"),
+                        }
+                    }
+                }
                 stores.pods_listed.wait("pods").await?;
             }
+            snapshot.pods_fetched = fetched;
         }
         let Some(named) = named else { return Ok(snapshot) };
         if snapshot.is_direct(named.namespace()) {
@@ -696,6 +719,8 @@ pub(crate) struct Snapshot {
     scope: SnapshotScope,
     namespaces: Option<Store<Namespace>>,
     fetched: Option<Fetched>,
+    /// Pods fetched by name for a pod IP asked before the pods were listed.
+    pods_fetched: Vec<Arc<Pod>>,
 }
 
 impl Snapshot {
@@ -847,7 +872,8 @@ impl ClusterView for Snapshot {
     }
 
     fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
-        self.stores(None).into_iter().flat_map(|s| s.pods.by_ip(ip)).collect()
+        let fetched = self.pods_fetched.iter().filter(|p| p.ips.contains(&ip)).cloned();
+        self.stores(None).into_iter().flat_map(|s| s.pods.by_ip(ip)).chain(fetched).collect()
     }
 
     fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
@@ -1040,8 +1066,9 @@ mod tests {
     }
 
     /// Services and slices are listed first and a Service name answers as
-    /// soon as they are; pods are listed only then, and only a name that
-    /// needs a pod waits for them, while the context says `syncing`.
+    /// soon as they are; pods are listed only then. Meanwhile the context
+    /// says `syncing`, a pod IP behind a Service answers from its slice and
+    /// a GET of the pod, and only a pod IP behind none waits for the list.
     #[tokio::test]
     async fn a_service_name_answers_while_pods_are_still_listed() {
         let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -1063,6 +1090,17 @@ mod tests {
                     } else if path == "/api/v1/services" {
                         vec![json!({"metadata": {"namespace": "default", "name": "web"},
                                     "spec": {"clusterIPs": ["10.96.0.1"], "ports": [{"port": 80}]}})]
+                    } else if path == "/apis/discovery.k8s.io/v1/endpointslices" {
+                        vec![json!({"metadata": {"namespace": "default", "name": "db-x",
+                                                 "labels": {"kubernetes.io/service-name": "db"}},
+                                    "endpoints": [{"addresses": ["10.244.0.2"], "conditions": {"ready": true},
+                                                   "targetRef": {"kind": "Pod", "namespace": "default", "name": "q"}}],
+                                    "ports": [{"port": 5432}]})]
+                    } else if path == "/api/v1/namespaces/default/pods/q" {
+                        log.lock().unwrap().push("pod q got".into());
+                        let pod = json!({"metadata": {"namespace": "default", "name": "q"},
+                                         "status": {"phase": "Running", "podIPs": [{"ip": "10.244.0.2"}]}});
+                        return Ok(Response::new(Full::new(Bytes::from(pod.to_string()))));
                     } else if path == "/api/v1/pods" {
                         log.lock().unwrap().push("pods asked".into());
                         pods_listed.notified().await;
@@ -1091,6 +1129,14 @@ mod tests {
         let cluster_ip = Query::read(&Host::parse("10.96.0.1"), &rules);
         assert!(tokio::time::timeout(Duration::from_secs(1), cache.snapshot_for(&cluster_ip)).await.is_ok());
 
+        // A pod IP behind a Service: found in its EndpointSlice, its pod fetched by name.
+        let behind_service = Query::read(&Host::parse("10.244.0.2"), &rules);
+        let snapshot =
+            tokio::time::timeout(Duration::from_secs(1), cache.snapshot_for(&behind_service)).await.unwrap().unwrap();
+        let target = route::resolve(behind_service, 5432, &snapshot).expect("the pod behind a Service");
+        assert_eq!((target.endpoints[0].pod.as_str(), target.endpoints[0].port), ("q", 5432));
+
+        // One behind none waits for the pods' list.
         let pod_ip = Query::read(&Host::parse("10.244.0.1"), &rules);
         let waiting = tokio::spawn({
             let cache = cache.clone();
@@ -1106,6 +1152,7 @@ mod tests {
         let at = |what: &str| log.iter().position(|l| l == what).unwrap_or_else(|| panic!("{what} not in {log:?}"));
         assert!(at("pods asked") > at("/api/v1/services answered"), "{log:?}");
         assert!(at("pods asked") > at("/apis/discovery.k8s.io/v1/endpointslices answered"), "{log:?}");
+        assert!(at("pod q got") < log.len(), "{log:?}");
     }
 
     /// Cluster-wide, the first connection does not wait for the Services'

@@ -14,6 +14,7 @@
 //! EndpointSlices the rules read. A pod cannot be found by IP with GETs alone:
 //! `a-b-c-d.ns.pod` names in such a namespace are refused, saying why.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
@@ -64,6 +65,29 @@ pub(crate) async fn fetch(client: &Client, named: &Named) -> Result<Option<Fetch
         Named::PodIp { .. } => return Ok(None),
     };
     Ok(Some(fetched))
+}
+
+/// The pods, as (namespace, name), that `slices` list at `ip`, ready or not.
+pub(crate) fn pods_at<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>, ip: IpAddr) -> Vec<(String, String)> {
+    let mut pods: Vec<(String, String)> = slices
+        .into_iter()
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .filter(|endpoint| endpoint.has_address(ip))
+        .filter_map(|endpoint| endpoint.pod().map(|(ns, name)| (ns.to_string(), name.to_string())))
+        .collect();
+    pods.sort();
+    pods.dedup();
+    pods
+}
+
+/// The pods `names` (namespace, name) names that exist, fetched by name.
+pub(crate) async fn fetch_pods(client: &Client, names: &[(String, String)]) -> Result<Vec<Arc<Pod>>, kube::Error> {
+    let mut found = Vec::new();
+    for (namespace, name) in names {
+        let pods: Api<PodAsSent> = Api::namespaced(client.clone(), namespace);
+        found.extend(pods.get_opt(name).await?.map(|pod| Arc::new(Pod::from(pod))));
+    }
+    Ok(found)
 }
 
 /// The names of the pods an Endpoints object lists under `hostname`, ready or not.
@@ -180,6 +204,14 @@ mod tests {
     fn empty_endpoints_give_no_slices() {
         let none: Endpoints = serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap();
         assert!(slices_of(&none).is_empty());
+    }
+
+    #[test]
+    fn the_pods_at_an_ip_are_those_the_slices_name_there() {
+        let slices = slices_of(&endpoints());
+        assert_eq!(pods_at(&slices, "10.0.0.3".parse().unwrap()), [("shop".to_string(), "web-3".to_string())]);
+        assert_eq!(pods_at(&slices, "fd00::2".parse().unwrap()), [("shop".to_string(), "web-2".to_string())]);
+        assert!(pods_at(&slices, "10.0.0.9".parse().unwrap()).is_empty());
     }
 
     #[test]

@@ -240,11 +240,7 @@ fn service_target(svc: &Service, port: u16, view: &impl ClusterView) -> Result<T
 
 /// Only endpoints backed by a Pod can be port-forwarded to.
 fn pod_of(ep: &SliceEndpoint) -> Option<(String, String)> {
-    let r = ep.target_ref.as_ref()?;
-    if r.kind.as_deref() != Some("Pod") {
-        return None;
-    }
-    Some((r.namespace.clone()?, r.name.clone()?))
+    ep.pod().map(|(namespace, name)| (namespace.to_string(), name.to_string()))
 }
 
 #[cfg(test)]
