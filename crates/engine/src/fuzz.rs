@@ -117,7 +117,7 @@ pub fn endpoints(json: &[u8]) {
     assert_eq!(slices.len(), subsets.len(), "one slice per subset");
     for (slice, subset) in slices.iter().zip(subsets) {
         assert_eq!(slice.service(), Some(service.as_str()));
-        assert_eq!(slice.metadata.namespace.as_ref(), Some(&namespace));
+        assert_eq!(&*slice.namespace, namespace);
         let addresses =
             subset.addresses.as_ref().map_or(0, Vec::len) + subset.not_ready_addresses.as_ref().map_or(0, Vec::len);
         let members = slice.endpoints.as_deref().unwrap_or_default();

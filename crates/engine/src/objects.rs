@@ -9,10 +9,13 @@
 //! and a cached pod holds a few hundred bytes (the figures per kind are
 //! printed by the cache's test `a_cached_object_holds_…`).
 //!
-//! Field names and nesting follow the API's, so a reader of the Kubernetes
-//! reference finds each field where they expect it. Each type is a
-//! [`kube::Resource`], so kube-runtime's watchers and reflectors keep it as
-//! they would the full type.
+//! Each kind comes twice. The `…AsSent` type is what the watch reads: a
+//! [`kube::Resource`], as kube-runtime's watcher needs, so with an
+//! `ObjectMeta` (name, namespace, the version a watch resumes from). The
+//! plain type is what the caches keep (see `cluster::store`): the same
+//! fields with the name and namespace as shared strings and no
+//! `ObjectMeta`. Field names and nesting follow the API's, so a reader of
+//! the Kubernetes reference finds each field where they expect it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -22,6 +25,28 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use serde::{Deserialize, Deserializer};
+
+/// A kind as the caches keep it (`cluster::store`), made from what its
+/// watch reads.
+pub(crate) trait Kept: Sized + Send + Sync + 'static {
+    /// The type the watch reads.
+    type Sent: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static;
+    /// What lookups find an object by, besides its name.
+    type Key: Eq + std::hash::Hash + Clone + Send + Sync + 'static;
+
+    /// What is kept of `sent`, in `namespace` (its namespace, shared).
+    fn keep(sent: &Self::Sent, namespace: Arc<str>) -> Self;
+    /// Its name (for the cluster-scoped Namespaces too).
+    fn name(&self) -> &Arc<str>;
+    /// The keys it is found by.
+    fn keys(&self) -> Vec<Self::Key>;
+}
 
 /// The label an EndpointSlice names its Service with.
 pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -60,10 +85,47 @@ fn metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D:
 
 /// A Service: its addresses, ports, and where an ExternalName points.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "ServiceAsSent")]
 pub(crate) struct Service {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub spec: Option<ServiceSpec>,
+}
+
+/// A Service as the watch reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct ServiceAsSent {
     #[serde(deserialize_with = "metadata")]
     pub metadata: ObjectMeta,
     pub spec: Option<ServiceSpec>,
+}
+
+impl From<ServiceAsSent> for Service {
+    fn from(sent: ServiceAsSent) -> Service {
+        let namespace = sent.metadata.namespace.as_deref().unwrap_or_default().into();
+        Service::keep(&sent, namespace)
+    }
+}
+
+impl Kept for Service {
+    type Sent = ServiceAsSent;
+    /// Its ClusterIPs.
+    type Key = IpAddr;
+
+    fn keep(sent: &ServiceAsSent, namespace: Arc<str>) -> Service {
+        Service { namespace, name: name_of(&sent.metadata), spec: sent.spec.clone() }
+    }
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn keys(&self) -> Vec<IpAddr> {
+        let ips = self.spec.as_ref().and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default();
+        ips.iter().filter_map(|ip| ip.parse().ok()).collect()
+    }
+}
+
+fn name_of(meta: &ObjectMeta) -> Arc<str> {
+    meta.name.as_deref().unwrap_or_default().into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -89,28 +151,69 @@ pub(crate) struct ServicePort {
 
 /// An EndpointSlice: its Service, ports and endpoints.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(from = "SliceAsSent")]
+#[serde(from = "EndpointSliceAsSent")]
 pub(crate) struct EndpointSlice {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    /// The Service it belongs to, from its [`SERVICE_NAME_LABEL`].
+    pub service: Option<Arc<str>>,
+    pub endpoints: Option<Vec<Endpoint>>,
+    pub ports: Option<Vec<EndpointPort>>,
+}
+
+/// An EndpointSlice as the watch reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "SliceJson")]
+pub(crate) struct EndpointSliceAsSent {
     pub metadata: ObjectMeta,
-    /// The Service it belongs to, from its [`SERVICE_NAME_LABEL`] (kept on
-    /// its own: a map of one label would take a whole B-tree node).
+    /// Its [`SERVICE_NAME_LABEL`] (kept on its own: a map of one label
+    /// would take a whole B-tree node).
     pub service: Option<String>,
     pub endpoints: Option<Vec<Endpoint>>,
     pub ports: Option<Vec<EndpointPort>>,
 }
 
 #[derive(Deserialize)]
-struct SliceAsSent {
+struct SliceJson {
     metadata: Metadata,
     endpoints: Option<Vec<Endpoint>>,
     ports: Option<Vec<EndpointPort>>,
 }
 
-impl From<SliceAsSent> for EndpointSlice {
-    fn from(sent: SliceAsSent) -> EndpointSlice {
+impl From<SliceJson> for EndpointSliceAsSent {
+    fn from(sent: SliceJson) -> EndpointSliceAsSent {
         let mut metadata = sent.metadata;
         let service = metadata.labels.take().and_then(|mut labels| labels.remove(SERVICE_NAME_LABEL));
-        EndpointSlice { metadata: metadata.into(), service, endpoints: sent.endpoints, ports: sent.ports }
+        EndpointSliceAsSent { metadata: metadata.into(), service, endpoints: sent.endpoints, ports: sent.ports }
+    }
+}
+
+impl From<EndpointSliceAsSent> for EndpointSlice {
+    fn from(sent: EndpointSliceAsSent) -> EndpointSlice {
+        let namespace = sent.metadata.namespace.as_deref().unwrap_or_default().into();
+        EndpointSlice::keep(&sent, namespace)
+    }
+}
+
+impl Kept for EndpointSlice {
+    type Sent = EndpointSliceAsSent;
+    /// Its (namespace, Service).
+    type Key = (Arc<str>, Arc<str>);
+
+    fn keep(sent: &EndpointSliceAsSent, namespace: Arc<str>) -> EndpointSlice {
+        EndpointSlice {
+            namespace,
+            name: name_of(&sent.metadata),
+            service: sent.service.as_deref().map(Arc::from),
+            endpoints: sent.endpoints.clone(),
+            ports: sent.ports.clone(),
+        }
+    }
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn keys(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        self.service.iter().map(|svc| (self.namespace.clone(), svc.clone())).collect()
     }
 }
 
@@ -237,16 +340,31 @@ impl Pod {
     }
 }
 
-impl Pod {
-    /// The pod `sent` describes, in `namespace` (its namespace, as a string
-    /// the caller may share). Borrows: a pod's watch event is read without
-    /// a copy, and only what is kept is allocated.
-    pub(crate) fn kept(sent: &PodAsSent, namespace: Arc<str>) -> Pod {
+/// What a pod is found by, besides its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum PodKey {
+    Ip(IpAddr),
+    /// Its per-pod name: (namespace, hostname, subdomain). Boxed: most pods
+    /// have none, and an IP key is then no bigger than an IP.
+    Host(Box<(Arc<str>, Box<str>, Box<str>)>),
+}
+
+impl PodKey {
+    pub(crate) fn host(namespace: Arc<str>, hostname: &str, subdomain: &str) -> PodKey {
+        PodKey::Host(Box::new((namespace, hostname.into(), subdomain.into())))
+    }
+}
+
+impl Kept for Pod {
+    type Sent = PodAsSent;
+    type Key = PodKey;
+
+    fn keep(sent: &PodAsSent, namespace: Arc<str>) -> Pod {
         let (spec, status) = (sent.spec.as_ref(), sent.status.as_ref());
         let ips = status.and_then(|s| s.pod_ips.as_deref()).unwrap_or_default();
         Pod {
             namespace,
-            name: sent.metadata.name.as_deref().unwrap_or_default().into(),
+            name: name_of(&sent.metadata),
             host: match (spec.and_then(|s| s.hostname.as_deref()), spec.and_then(|s| s.subdomain.as_deref())) {
                 (Some(h), Some(s)) => Some(Box::new((h.into(), s.into()))),
                 _ => None,
@@ -256,12 +374,19 @@ impl Pod {
             ips: ips.iter().filter_map(|i| Some(i.ip.parse::<IpAddr>().ok()?.to_canonical())).collect(),
         }
     }
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn keys(&self) -> Vec<PodKey> {
+        let host = self.host().map(|(h, s)| PodKey::host(self.namespace.clone(), h, s));
+        self.ips.iter().map(|ip| PodKey::Ip(*ip)).chain(host).collect()
+    }
 }
 
 impl From<PodAsSent> for Pod {
     fn from(sent: PodAsSent) -> Pod {
         let namespace = sent.metadata.namespace.as_deref().unwrap_or_default().into();
-        Pod::kept(&sent, namespace)
+        Pod::keep(&sent, namespace)
     }
 }
 
@@ -296,10 +421,31 @@ pub(crate) struct PodIp {
 }
 
 /// A Namespace: only that it exists.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Namespace {
+    pub name: Arc<str>,
+}
+
+/// A Namespace as the watch reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct NamespaceAsSent {
     #[serde(deserialize_with = "metadata")]
     pub metadata: ObjectMeta,
+}
+
+impl Kept for Namespace {
+    type Sent = NamespaceAsSent;
+    type Key = ();
+
+    fn keep(sent: &NamespaceAsSent, _: Arc<str>) -> Namespace {
+        Namespace { name: name_of(&sent.metadata) }
+    }
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn keys(&self) -> Vec<()> {
+        Vec::new()
+    }
 }
 
 /// Makes a type a [`kube::Resource`] of the API's kind, group and version.
@@ -331,10 +477,10 @@ macro_rules! resource {
     };
 }
 
-resource!(Service, NamespaceResourceScope, "Service", "", "v1", "services");
-resource!(EndpointSlice, NamespaceResourceScope, "EndpointSlice", "discovery.k8s.io", "v1", "endpointslices");
+resource!(ServiceAsSent, NamespaceResourceScope, "Service", "", "v1", "services");
+resource!(EndpointSliceAsSent, NamespaceResourceScope, "EndpointSlice", "discovery.k8s.io", "v1", "endpointslices");
 resource!(PodAsSent, NamespaceResourceScope, "Pod", "", "v1", "pods");
-resource!(Namespace, ClusterResourceScope, "Namespace", "", "v1", "namespaces");
+resource!(NamespaceAsSent, ClusterResourceScope, "Namespace", "", "v1", "namespaces");
 
 #[cfg(test)]
 mod tests {
@@ -345,7 +491,7 @@ mod tests {
 
     #[test]
     fn only_the_fields_resolution_reads_are_kept() {
-        let slice: EndpointSlice = serde_json::from_value(json!({
+        let slice: EndpointSliceAsSent = serde_json::from_value(json!({
             "metadata": {"name": "web-x", "namespace": "shop", "resourceVersion": "7",
                          "labels": {SERVICE_NAME_LABEL: "web", "team": "payments"},
                          "annotations": {"a": "b"}, "managedFields": [{"manager": "m"}]},
@@ -355,13 +501,15 @@ mod tests {
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}]
         }))
         .unwrap();
-        assert_eq!(slice.service(), Some("web"));
+        assert_eq!(slice.service.as_deref(), Some("web"));
         let meta = &slice.metadata;
         assert!(meta.labels.is_none() && meta.annotations.is_none() && meta.managed_fields.is_none());
         assert_eq!(slice.metadata.resource_version.as_deref(), Some("7"), "the watch resumes from it");
         let endpoint = &slice.endpoints.as_ref().unwrap()[0];
         assert_eq!(endpoint.target_ref.as_ref().unwrap().name.as_deref(), Some("web-1"));
         assert_eq!(slice.ports.as_ref().unwrap()[0].port, Some(8080));
+        let kept = EndpointSlice::from(slice);
+        assert_eq!((&*kept.namespace, &*kept.name, kept.service()), ("shop", "web-x", Some("web")));
     }
 
     #[test]
@@ -391,10 +539,10 @@ mod tests {
 
     #[test]
     fn each_kind_is_the_api_servers_resource() {
-        assert_eq!(Service::url_path(&(), Some("shop")), "/api/v1/namespaces/shop/services");
-        assert_eq!(EndpointSlice::url_path(&(), None), "/apis/discovery.k8s.io/v1/endpointslices");
+        assert_eq!(ServiceAsSent::url_path(&(), Some("shop")), "/api/v1/namespaces/shop/services");
+        assert_eq!(EndpointSliceAsSent::url_path(&(), None), "/apis/discovery.k8s.io/v1/endpointslices");
         assert_eq!(PodAsSent::url_path(&(), None), "/api/v1/pods");
-        assert_eq!(Namespace::url_path(&(), None), "/api/v1/namespaces");
-        assert_eq!(EndpointSlice::api_version(&()), "discovery.k8s.io/v1");
+        assert_eq!(NamespaceAsSent::url_path(&(), None), "/api/v1/namespaces");
+        assert_eq!(EndpointSliceAsSent::api_version(&()), "discovery.k8s.io/v1");
     }
 }

@@ -25,10 +25,6 @@ pub(crate) struct View {
     pub(crate) pods: Vec<Arc<Pod>>,
 }
 
-fn in_namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, namespace: &str) -> bool {
-    meta.namespace.as_deref() == Some(namespace)
-}
-
 fn has_ip<'a>(ips: impl IntoIterator<Item = &'a String>, ip: IpAddr) -> bool {
     ips.into_iter().any(|s| s.parse::<IpAddr>().ok() == Some(ip))
 }
@@ -45,10 +41,7 @@ impl ClusterView for View {
         }
     }
     fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
-        self.services
-            .iter()
-            .find(|s| in_namespace(&s.metadata, namespace) && s.metadata.name.as_deref() == Some(name))
-            .cloned()
+        self.services.iter().find(|s| &*s.namespace == namespace && &*s.name == name).cloned()
     }
     fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
         self.services
@@ -57,11 +50,7 @@ impl ClusterView for View {
             .cloned()
     }
     fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
-        self.slices
-            .iter()
-            .filter(|s| in_namespace(&s.metadata, namespace) && s.service() == Some(service))
-            .cloned()
-            .collect()
+        self.slices.iter().filter(|s| &*s.namespace == namespace && s.service() == Some(service)).cloned().collect()
     }
     fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
         self.pods.iter().filter(|p| p.ips.contains(&ip)).cloned().collect()
@@ -141,7 +130,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(values: &[Value]) -> Vec<Ar
 #[cfg(feature = "fuzzing")]
 pub(crate) static SMALL: std::sync::LazyLock<View> = std::sync::LazyLock::new(|| {
     let (namespaces, services, slices, pods) = objects();
-    let namespaces: Vec<Arc<crate::objects::Namespace>> = decode(&namespaces);
+    let namespaces: Vec<Arc<crate::objects::NamespaceAsSent>> = decode(&namespaces);
     View {
         namespaces: Some(namespaces.iter().filter_map(|n| n.metadata.name.clone()).collect()),
         hidden: vec!["secret".into()],

@@ -1,9 +1,10 @@
 //! Watch caches of the objects resolution needs: Services, EndpointSlices and
-//! Pods (and Namespaces where they may be listed), kept by kube-runtime
-//! reflectors so that a proxied connection costs no list or get request.
+//! Pods (and Namespaces where they may be listed), fed by kube-runtime
+//! watchers into stores of their own (see `store`) so that a proxied
+//! connection costs no list or get request.
 //!
 //! Scope follows RBAC. When the user may list and watch all three kinds
-//! cluster-wide, one reflector per kind covers the cluster. Otherwise each
+//! cluster-wide, one watch per kind covers the cluster. Otherwise each
 //! namespace a client names is checked (SelfSubjectAccessReview) the first time
 //! it is named, and watched on its own if allowed. Where RBAC allows no watch
 //! but GETs of services, endpoints and pods, names there are looked up with
@@ -27,20 +28,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
+use std::future::ready;
+
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use kube::api::PostParams;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
 use crate::cluster::health::{Health, HealthState};
-use crate::cluster::index::{Index, Indexer};
 use crate::cluster::lookup::{self, Fetched};
-use crate::cluster::pods::Pods;
-use crate::objects::{EndpointSlice, Namespace, Pod, PodAsSent, Service};
+use crate::cluster::store::Store;
+use crate::objects::{EndpointSlice, Kept, Namespace, Pod, PodKey, Service};
 use crate::route::names::ClusterNames;
 use crate::route::{self, ClusterView, Query};
 
@@ -119,31 +120,15 @@ impl CacheError {
     }
 }
 
-/// The three reflector stores for one scope (the cluster or one namespace),
-/// with the indexes lookups go through.
+/// The three stores for one scope (the cluster or one namespace).
 #[derive(Clone)]
 struct Stores {
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    pods: Arc<Pods>,
+    services: Arc<Store<Service>>,
+    slices: Arc<Store<EndpointSlice>>,
+    pods: Arc<Store<Pod>>,
     services_listed: Listed,
     slices_listed: Listed,
     pods_listed: Listed,
-    services_by_ip: Arc<Index<Service, IpAddr>>,
-    /// By (namespace, Service name).
-    slices_by_service: Arc<Index<EndpointSlice, (String, String)>>,
-}
-
-fn parse_ips<'a>(ips: impl IntoIterator<Item = &'a String>) -> Vec<IpAddr> {
-    ips.into_iter().filter_map(|ip| ip.parse().ok()).collect()
-}
-
-fn service_ips(svc: &Service) -> Vec<IpAddr> {
-    parse_ips(svc.spec.as_ref().and_then(|s| s.cluster_ips.as_ref()).into_iter().flatten())
-}
-
-fn slice_service(slice: &EndpointSlice) -> Vec<(String, String)> {
-    slice.service().map(|svc| (slice.namespace().unwrap_or_default(), svc.to_string())).into_iter().collect()
 }
 
 /// What is known about one namespace in namespaced mode.
@@ -255,7 +240,7 @@ pub(crate) struct ClusterCache {
     client: Client,
     health: Health,
     scope: Scope,
-    namespaces: Option<Store<Namespace>>,
+    namespaces: Option<Arc<Store<Namespace>>>,
     tasks: std::sync::Mutex<Vec<AbortHandle>>,
 }
 
@@ -279,9 +264,9 @@ impl ClusterCache {
         let (namespaces, namespaces_listed) = if allowed(&client, None, "", "namespaces", "list").await?
             && allowed(&client, None, "", "namespaces", "watch").await?
         {
-            let (store, apply) = kept(vec![]);
+            let store = Arc::new(Store::<Namespace>::default());
             let (listed, task) =
-                reflect(Api::<Namespace>::all(client.clone()), &health, None, apply, std::future::ready(()));
+                reflect(Api::all(client.clone()), &health, None, store.clone(), std::future::ready(()));
             tasks.lock().unwrap().push(task);
             (Some(store), Some(listed))
         } else {
@@ -324,7 +309,7 @@ impl ClusterCache {
         // A namespace that does not exist needs no watch (and `example.com` must
         // not cost an access review for namespace "com" on every connection).
         if let Some(ns) = &self.namespaces
-            && ns.get(&reflector::ObjectRef::new(namespace)).is_none()
+            && ns.get("", namespace).is_none()
         {
             return Ok(());
         }
@@ -428,7 +413,7 @@ impl ClusterCache {
                     // Until the pods are listed (in a big cluster, most of the
                     // bytes), a pod IP behind a Service is found in the
                     // EndpointSlices, listed first, and its pod fetched by name.
-                    let named = lookup::pods_at(stores.slices.state().iter().map(|s| &**s), ip);
+                    let named = lookup::pods_at(stores.slices.all().iter().map(|s| &**s), ip);
                     if !named.is_empty() {
                         match lookup::fetch_pods(&self.client, &named).await {
                             Ok(pods) if !pods.is_empty() => {
@@ -466,12 +451,11 @@ impl ClusterCache {
 
 impl Stores {
     fn start(client: &Client, health: &Health, namespace: Option<&str>) -> (Stores, Vec<AbortHandle>) {
-        let services_by_ip = Arc::new(Index::new(service_ips));
-        let slices_by_service = Arc::new(Index::new(slice_service));
-        let (services, apply) = kept(vec![services_by_ip.clone()]);
-        let (services_listed, a) = reflect(api(client, namespace), health, namespace, apply, std::future::ready(()));
-        let (slices, apply) = kept(vec![slices_by_service.clone()]);
-        let (slices_listed, b) = reflect(api(client, namespace), health, namespace, apply, std::future::ready(()));
+        let services: Arc<Store<Service>> = Arc::default();
+        let slices: Arc<Store<EndpointSlice>> = Arc::default();
+        let pods: Arc<Store<Pod>> = Arc::default();
+        let (services_listed, a) = reflect(api(client, namespace), health, namespace, Arc::clone(&services), ready(()));
+        let (slices_listed, b) = reflect(api(client, namespace), health, namespace, Arc::clone(&slices), ready(()));
         // Pods are listed once Services and slices are: those answer most names.
         let first = {
             let (services, slices) = (services_listed.clone(), slices_listed.clone());
@@ -479,22 +463,8 @@ impl Stores {
                 futures::future::join(services.done(), slices.done()).await;
             }
         };
-        let pods = Arc::new(Pods::default());
-        let apply = {
-            let pods = pods.clone();
-            move |event: &watcher::Event<PodAsSent>| pods.event(event)
-        };
-        let (pods_listed, c) = reflect(api(client, namespace), health, namespace, apply, first);
-        let stores = Stores {
-            services,
-            slices,
-            pods,
-            services_listed,
-            slices_listed,
-            pods_listed,
-            services_by_ip,
-            slices_by_service,
-        };
+        let (pods_listed, c) = reflect(api(client, namespace), health, namespace, Arc::clone(&pods), first);
+        let stores = Stores { services, slices, pods, services_listed, slices_listed, pods_listed };
         (stores, vec![a, b, c])
     }
 
@@ -540,39 +510,18 @@ impl Listed {
     }
 }
 
-/// A kube-runtime store, and what keeps it and `indexes` from a watch's
-/// events (for [`reflect`]).
-fn kept<K>(indexes: Vec<Arc<dyn Indexer<K>>>) -> (Store<K>, impl FnMut(&watcher::Event<K>) + Send + 'static)
-where
-    K: Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (store, mut writer) = reflector::store();
-    let apply = move |event: &watcher::Event<K>| {
-        writer.apply_watcher_event(event);
-        for index in &indexes {
-            index.event(event);
-        }
-    };
-    (store, apply)
-}
-
-/// Watches `api` in the background, once `after` is done, handing each
-/// event to `apply` (which keeps a store), and returns whether the first
-/// list is done. Its first list, failures and recoveries are logged and told
-/// to `health`, under the name "KIND in the cluster" or "KIND in namespace NS".
-fn reflect<K>(
-    api: Api<K>,
+/// Watches `api` in the background, once `after` is done, keeping `store`
+/// from its events, and returns whether the first list is done. Its first
+/// list, failures and recoveries are logged and told to `health`, under
+/// the name "KIND in the cluster" or "KIND in namespace NS".
+fn reflect<T: Kept>(
+    api: Api<T::Sent>,
     health: &Health,
     namespace: Option<&str>,
-    mut apply: impl FnMut(&watcher::Event<K>) + Send + 'static,
+    store: Arc<Store<T>>,
     after: impl Future<Output = ()> + Send + 'static,
-) -> (Listed, AbortHandle)
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let kind = K::kind(&Default::default()).to_string();
+) -> (Listed, AbortHandle) {
+    let kind = T::Sent::kind(&()).to_string();
     let watch = match namespace {
         Some(ns) => format!("{kind} in namespace {ns}"),
         None => format!("{kind} in the cluster"),
@@ -599,7 +548,7 @@ where
                 }
             }
             Ok(event) => {
-                apply(&event);
+                store.event(&event);
                 reported.health.fed(watch);
                 if matches!(event, watcher::Event::InitDone) {
                     // Namespaces are few, and their list comes before the first answer.
@@ -717,7 +666,7 @@ enum SnapshotScope {
 /// was fetched for this one resolution in a namespace without a cache.
 pub(crate) struct Snapshot {
     scope: SnapshotScope,
-    namespaces: Option<Store<Namespace>>,
+    namespaces: Option<Arc<Store<Namespace>>>,
     fetched: Option<Fetched>,
     /// Pods fetched by name for a pod IP asked before the pods were listed.
     pods_fetched: Vec<Arc<Pod>>,
@@ -731,14 +680,14 @@ impl Snapshot {
         let mut found: Vec<(String, i32)> = self
             .stores(Some(namespace))
             .into_iter()
-            .flat_map(|s| s.services.state_filter(|svc| in_namespace(svc, namespace)))
-            .filter(|svc| svc.name_any() != "kubernetes")
+            .flat_map(|s| s.services.all())
+            .filter(|svc| &*svc.namespace == namespace && &*svc.name != "kubernetes")
             .filter_map(|svc| {
                 let spec = svc.spec.as_ref()?;
                 if spec.type_.as_deref() == Some("ExternalName") {
                     return None;
                 }
-                Some((svc.name_any(), spec.ports.as_ref()?.first()?.port))
+                Some((svc.name.to_string(), spec.ports.as_ref()?.first()?.port))
             })
             // Only a Service that answers: its port resolves to a ready endpoint.
             .filter(|(name, port)| {
@@ -757,23 +706,23 @@ impl Snapshot {
         let mut names = ClusterNames { domain: domain.to_string(), ..ClusterNames::default() };
         names.namespaces.insert(default_namespace.to_string());
         match &self.namespaces {
-            Some(store) => names.namespaces.extend(store.state().iter().map(|ns| ns.name_any())),
+            Some(store) => names.namespaces.extend(store.all().iter().map(|ns| ns.name.to_string())),
             None => {
                 if let SnapshotScope::Namespaced(map) = &self.scope {
                     let seen = map.iter().filter(|(_, a)| !matches!(a, Access::Forbidden { .. }));
                     names.namespaces.extend(seen.map(|(ns, _)| ns.clone()));
                 }
                 for stores in self.stores(None) {
-                    names.namespaces.extend(stores.services.state().iter().filter_map(|svc| svc.namespace()));
+                    names.namespaces.extend(stores.services.all().iter().map(|svc| svc.namespace.to_string()));
                 }
             }
         }
         for stores in self.stores(None) {
-            for svc in stores.services.state() {
-                let ips = svc.spec.as_ref().and_then(|s| s.cluster_ips.as_deref()).unwrap_or_default();
-                names.addresses.extend(ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()));
-            }
-            names.addresses.extend(stores.pods.ips());
+            names.addresses.extend(stores.services.keys());
+            names.addresses.extend(stores.pods.keys().into_iter().filter_map(|key| match key {
+                PodKey::Ip(ip) => Some(ip),
+                PodKey::Host(..) => None,
+            }));
         }
         names
     }
@@ -821,14 +770,10 @@ impl Snapshot {
     }
 }
 
-fn in_namespace<K: ResourceExt>(o: &K, namespace: &str) -> bool {
-    o.namespace().as_deref() == Some(namespace)
-}
-
 impl ClusterView for Snapshot {
     fn namespace_exists(&self, namespace: &str) -> Option<bool> {
         let store = self.namespaces.as_ref()?;
-        Some(store.get(&reflector::ObjectRef::new(namespace)).is_some())
+        Some(store.get("", namespace).is_some())
     }
 
     fn visible(&self, namespace: &str) -> Result<(), String> {
@@ -848,42 +793,33 @@ impl ClusterView for Snapshot {
     }
 
     fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
-        let key = reflector::ObjectRef::new(name).within(namespace);
-        self.stores(Some(namespace)).into_iter().find_map(|s| s.services.get(&key)).or_else(|| {
+        self.stores(Some(namespace)).into_iter().find_map(|s| s.services.get(namespace, name)).or_else(|| {
             let fetched = self.fetched(namespace)?.service.clone();
-            fetched.filter(|svc| svc.metadata.name.as_deref() == Some(name))
+            fetched.filter(|svc| &*svc.name == name)
         })
     }
 
     fn service_by_ip(&self, ip: IpAddr) -> Option<Arc<Service>> {
-        let stores = self.stores(None);
-        stores.into_iter().find_map(|s| s.services_by_ip.lookup(&s.services, &ip).pop())
+        self.stores(None).into_iter().find_map(|s| s.services.find(&ip).pop())
     }
 
     fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
-        let of_service = |slice: &EndpointSlice| in_namespace(slice, namespace) && slice.service() == Some(service);
+        let of_service = |slice: &EndpointSlice| &*slice.namespace == namespace && slice.service() == Some(service);
         let fetched = self.fetched(namespace).into_iter().flat_map(|f| &f.slices).filter(|s| of_service(s)).cloned();
-        let key = (namespace.to_string(), service.to_string());
-        self.stores(Some(namespace))
-            .into_iter()
-            .flat_map(|s| s.slices_by_service.lookup(&s.slices, &key))
-            .chain(fetched)
-            .collect()
+        let key = (Arc::from(namespace), Arc::from(service));
+        self.stores(Some(namespace)).into_iter().flat_map(|s| s.slices.find(&key)).chain(fetched).collect()
     }
 
     fn pods_by_ip(&self, ip: IpAddr) -> Vec<Arc<Pod>> {
         let fetched = self.pods_fetched.iter().filter(|p| p.ips.contains(&ip)).cloned();
-        self.stores(None).into_iter().flat_map(|s| s.pods.by_ip(ip)).chain(fetched).collect()
+        self.stores(None).into_iter().flat_map(|s| s.pods.find(&PodKey::Ip(ip))).chain(fetched).collect()
     }
 
     fn pods_by_hostname(&self, namespace: &str, hostname: &str, subdomain: &str) -> Vec<Arc<Pod>> {
         let named = |pod: &Pod| &*pod.namespace == namespace && pod.host() == Some((hostname, subdomain));
         let fetched = self.fetched(namespace).into_iter().flat_map(|f| &f.pods).filter(|p| named(p)).cloned();
-        self.stores(Some(namespace))
-            .into_iter()
-            .flat_map(|s| s.pods.by_host(namespace, hostname, subdomain))
-            .chain(fetched)
-            .collect()
+        let key = PodKey::host(namespace.into(), hostname, subdomain);
+        self.stores(Some(namespace)).into_iter().flat_map(|s| s.pods.find(&key)).chain(fetched).collect()
     }
 }
 
@@ -1004,8 +940,9 @@ mod tests {
     /// production-shaped objects of a kind, less that with none, over 2 000.
     /// The stores, their keys and the indexes all count. Kept as
     /// k8s-openapi's types (managedFields cleared), they held 23 777 bytes
-    /// per pod, 4 310 per Service and 4 716 per EndpointSlice; a pod in a
-    /// kube-runtime store of slim types, 1 159.
+    /// per pod, 4 310 per Service and 4 716 per EndpointSlice; as slim
+    /// types in kube-runtime's stores with indexes beside them, 1 159, 1 274
+    /// and 1 826.
     #[tokio::test]
     async fn a_cached_object_holds_a_fraction_of_what_the_api_server_sends() {
         use crate::testing::{heap, realistic};
@@ -1013,8 +950,8 @@ mod tests {
         type Make = fn(usize) -> serde_json::Value;
         let kinds: [(&str, Make, isize); 3] = [
             ("pods", realistic::pod, 400),
-            ("services", realistic::service, 1450),
-            ("endpointslices", realistic::slice, 2100),
+            ("services", realistic::service, 650),
+            ("endpointslices", realistic::slice, 1200),
         ];
         let mut figures = Vec::new();
         for (kind, make, most) in kinds {

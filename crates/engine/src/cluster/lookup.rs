@@ -18,12 +18,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client};
 
 use crate::objects::{
     Endpoint as SliceEndpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice, ObjectReference, Pod,
-    PodAsSent, Service,
+    PodAsSent, Service, ServiceAsSent,
 };
 use crate::route::Named;
 
@@ -40,13 +39,13 @@ pub(crate) struct Fetched {
 /// Objects that do not exist are simply absent: the rules then refuse the name.
 pub(crate) async fn fetch(client: &Client, named: &Named) -> Result<Option<Fetched>, kube::Error> {
     let namespace = named.namespace().to_string();
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<ServiceAsSent> = Api::namespaced(client.clone(), &namespace);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
     let fetched = match named {
         Named::Service { name, .. } => {
             let (service, endpoints) = tokio::try_join!(services.get_opt(name), endpoints.get_opt(name))?;
             Fetched {
-                service: service.map(Arc::new),
+                service: service.map(|svc| Arc::new(Service::from(svc))),
                 slices: endpoints.iter().flat_map(slices_of).map(Arc::new).collect(),
                 namespace,
                 pods: Vec::new(),
@@ -110,8 +109,8 @@ fn pods_with_hostname(endpoints: &Endpoints, hostname: &str) -> Vec<String> {
 /// Endpoints keep only ready and not-ready addresses, so a not-ready one
 /// becomes `ready: false` with `serving` unknown: the rules never use it.
 pub(crate) fn slices_of(endpoints: &Endpoints) -> Vec<EndpointSlice> {
-    let service = endpoints.metadata.name.clone().unwrap_or_default();
-    let namespace = endpoints.metadata.namespace.clone();
+    let service: Arc<str> = endpoints.metadata.name.as_deref().unwrap_or_default().into();
+    let namespace: Arc<str> = endpoints.metadata.namespace.as_deref().unwrap_or_default().into();
     let endpoint = |address: &EndpointAddress, ready: bool| SliceEndpoint {
         addresses: vec![address.ip.clone()],
         conditions: Some(EndpointConditions { ready: Some(ready), ..Default::default() }),
@@ -132,11 +131,8 @@ pub(crate) fn slices_of(endpoints: &Endpoints) -> Vec<EndpointSlice> {
             let not_ready = subset.not_ready_addresses.iter().flatten().map(|a| endpoint(a, false));
             let members: Vec<SliceEndpoint> = ready.chain(not_ready).collect();
             EndpointSlice {
-                metadata: ObjectMeta {
-                    name: Some(format!("{service}-endpoints-{i}")),
-                    namespace: namespace.clone(),
-                    ..Default::default()
-                },
+                namespace: namespace.clone(),
+                name: format!("{service}-endpoints-{i}").into(),
                 service: Some(service.clone()),
                 endpoints: Some(members),
                 ports: Some(
@@ -179,10 +175,10 @@ mod tests {
         let slices = slices_of(&endpoints());
         assert_eq!(slices.len(), 2);
         for slice in &slices {
-            assert_eq!(slice.metadata.namespace.as_deref(), Some("shop"));
+            assert_eq!(&*slice.namespace, "shop");
             assert_eq!(slice.service(), Some("web"));
         }
-        assert_ne!(slices[0].metadata.name, slices[1].metadata.name);
+        assert_ne!(slices[0].name, slices[1].name);
 
         let ports = slices[1].ports.as_ref().unwrap();
         assert_eq!((ports[0].name.as_deref(), ports[0].port), (Some("http"), Some(8081)));

@@ -5,12 +5,12 @@
 //!   it, with [`exec`] running credential plugins and [`proxy_url`] putting
 //!   the kubeconfig's `proxy-url` under the TLS.
 //! * [`cache`] keeps a snapshot of Services, EndpointSlices and Pods current
-//!   from kube-runtime watches, as the slim types of `crate::objects`, in
+//!   from kube-runtime watchers, as the slim types of `crate::objects`, in
 //!   the widest scope RBAC allows; where RBAC allows no watch but GETs,
 //!   [`lookup`] fetches the few objects one name needs. The rules in
-//!   `crate::route` read that snapshot, through [`index`]es kept beside the
-//!   kube-runtime stores (Services by IP, EndpointSlices by Service), and
-//!   [`pods`], the pods' own slim store (by IP and by per-pod name).
+//!   `crate::route` read that snapshot. Each kind is kept in a [`store`]:
+//!   by name, and by the keys lookups use (Services by ClusterIP,
+//!   EndpointSlices by Service, pods by IP and per-pod name).
 //! * [`health`] sums up whether the watches are fed: connected,
 //!   reconnecting (the API server unreachable) or degraded.
 
@@ -18,8 +18,7 @@ pub(crate) mod cache;
 pub(crate) mod connect;
 pub(crate) mod exec;
 pub(crate) mod health;
-pub(crate) mod index;
 pub mod kubeconfig;
 pub(crate) mod lookup;
-pub(crate) mod pods;
 pub(crate) mod proxy_url;
+pub(crate) mod store;

@@ -166,8 +166,8 @@ fn service_records(
     domain: &str,
     view: &impl ClusterView,
 ) -> Result<Records, Refusal> {
-    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
-    let name = svc.metadata.name.clone().unwrap_or_default();
+    let namespace = svc.namespace.to_string();
+    let name = svc.name.to_string();
     let spec = svc.spec.as_ref();
     let fqdn = format!("{name}.{namespace}.svc.{domain}");
     let headless = spec.and_then(|s| s.cluster_ip.as_deref()) == Some("None");

@@ -185,8 +185,8 @@ fn pod_target(pods: &[Arc<Pod>], port: u16, what: String) -> Result<Target, Refu
 
 /// Service port → the pod ports behind it, read from its EndpointSlices.
 fn service_target(svc: &Service, port: u16, view: &impl ClusterView) -> Result<Target, Refusal> {
-    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
-    let name = svc.metadata.name.clone().unwrap_or_default();
+    let namespace = svc.namespace.to_string();
+    let name = svc.name.to_string();
     let id = format!("{namespace}/{name}");
     let spec = svc.spec.as_ref();
     if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
