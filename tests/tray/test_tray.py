@@ -243,6 +243,10 @@ def test_the_window_lists_every_context_of_the_kubeconfig(driver, cluster):
     assert field(driver, RESTRICTED, "namespace") == cluster["env"]["KUBESOCKS_RESTRICTED_NAMESPACE"]
     assert driver.find_element(By.ID, "headline").text == "Not connected"
     assert not connected_state(driver, ADMIN)
+    # No shared port is open: no URL bar for it, and no buttons to copy one.
+    for hidden in ("shared-port", "copy-shared-url", "copy-shared-pac", "banner"):
+        assert not driver.find_element(By.ID, hidden).is_displayed(), f"#{hidden} is shown with nothing to show"
+
     background = driver.execute_script("return getComputedStyle(document.documentElement).backgroundColor")
     assert background == "rgb(244, 245, 247)", f"light palette expected, got {background}"
 
