@@ -14,8 +14,9 @@ local test cluster:
 
 and at each size, for kubesocks (`proxy-out`) and `kubectl port-forward
 svc/web`, each started --starts times (medians): time from start to the
-first answer (and for kubesocks, to the first answer by pod IP, which needs
-the pods' list), RSS and CPU once ready, the pages of lists the API server
+first answer (and for kubesocks, to the first answer by pod IP, and by the
+IP of a pod behind no Service, which waits for the pods' list), RSS and CPU
+once ready (every pod listed), the pages of lists the API server
 served meanwhile (all clients); then the p50 of fresh connections (kubesocks
 by Service name, pod IP and ClusterIP; kubectl through its one forward).
 Then, at the largest size, the cost of looking a pod IP up on demand (a pod
@@ -46,6 +47,8 @@ from bench import ModeFailed, free_port, read_env, rss_mib, stop, tail  # noqa: 
 WEB_NS = "scale-web"
 LABEL = "kubesocks.test/scale"
 WEB_PODS = [("web-0", "127.0.4.1", "10.244.254.1"), ("web-1", "127.0.4.2", "10.244.254.2")]
+# A pod behind no Service: kubesocks finds its IP only once every pod is listed.
+LONE_POD = ("lone-0", "127.0.4.3", "10.244.254.3")
 WEB_PORT = 8080
 
 
@@ -151,10 +154,10 @@ class Scale:
 
     def create_web(self):
         objects = [namespace(WEB_NS), service(WEB_NS, "web", "web", 80, WEB_PORT)]
-        for name, backend, ip in WEB_PODS:
+        for name, backend, ip in [*WEB_PODS, LONE_POD]:
             objects.append({
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": WEB_NS, "labels": {"app": "web"},
+                "metadata": {"name": name, "namespace": WEB_NS, "labels": {"app": name.split("-")[0]},
                              "annotations": {"kubesocks.test/backend": backend, "kubesocks.test/pod-ip": ip}},
                 "spec": {"nodeName": "node-spdy",
                          "containers": [{"name": "web", "image": "web", "ports": [{"containerPort": WEB_PORT}]}]},
@@ -162,7 +165,7 @@ class Scale:
         self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
         self.backend = subprocess.Popen(
             [self.env["KUBESOCKS_BACKEND_BIN"], "--tag", "kubesocks-scale",
-             *[f"--serve={name}={backend}:{WEB_PORT}" for name, backend, _ in WEB_PODS]],
+             *[f"--serve={name}={backend}:{WEB_PORT}" for name, backend, _ in [*WEB_PODS, LONE_POD]]],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_running()
         self.cluster_ip = self.kubectl("-n", WEB_NS, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}").strip()
@@ -257,6 +260,7 @@ class Scale:
             socks = ["--connect", f"127.0.0.1:{port}", "--socks"]
             targets = {"name": socks + [f"web.{WEB_NS}.svc.cluster.local:80"],
                        "pod IP": socks + [f"{WEB_PODS[0][2]}:{WEB_PORT}"],
+                       "lone pod IP": socks + [f"{LONE_POD[2]}:{WEB_PORT}"],
                        "ClusterIP": socks + [f"{self.cluster_ip}:80"]}
         else:
             cmd = [self.args.kubectl, "--kubeconfig", self.args.kubeconfig, "-n", WEB_NS, "port-forward",
@@ -273,13 +277,15 @@ class Scale:
                 res["first_answer_ms"] = waits["name"]()
                 if "pod IP" in waits:
                     res["first_pod_ip_answer_ms"] = waits["pod IP"]()
+                    # Only once every pod is listed: what follows is measured with the caches full.
+                    res["first_lone_pod_ip_answer_ms"] = waits["lone pod IP"]()
                 # What start-up left running (the rest of a first list, a session) settles first.
                 time.sleep(2)
                 res["rss_mib"] = rss_mib(proc.pid)
                 res["cpu_s"] = cpu_seconds(proc.pid)
                 res["list_requests"] = self.list_requests() - requests_before
                 if fresh:
-                    res["fresh_p50_ms"] = {what: self.fresh(t) for what, t in targets.items()}
+                    res["fresh_p50_ms"] = {what: self.fresh(t) for what, t in targets.items() if what != "lone pod IP"}
             finally:
                 stop(proc, signal.SIGINT if tool == "kubesocks" else signal.SIGTERM)
         return res
@@ -306,6 +312,7 @@ def markdown(report):
     rows = [
         ("first answer by name (ms)", "first_answer_ms", None),
         ("first answer by pod IP (ms)", "first_pod_ip_answer_ms", None),
+        ("first answer by the IP of a pod behind no Service (ms)", "first_lone_pod_ip_answer_ms", None),
         ("RSS once ready (MiB)", "rss_mib", None),
         ("CPU to ready (s)", "cpu_s", None),
         ("list requests (pages) at start", "list_requests", None),
