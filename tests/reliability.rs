@@ -504,8 +504,7 @@ async fn an_api_server_out_of_reach_shows_as_reconnecting_clients_are_told_why_a
     let svc = w.svc();
     let known = first_success(socks, &svc, back);
     let made = first_success(socks, &fresh, back);
-    let baseline = kubectl_serves_again(&mut kubectl, forwarded, back);
-    let ((known, known_err), (made, made_err), baseline) = tokio::join!(known, made, baseline);
+    let ((known, known_err), (made, made_err)) = tokio::join!(known, made);
     let connected = loop {
         let h = health().await;
         if h["state"] == "connected" {
@@ -514,6 +513,7 @@ async fn an_api_server_out_of_reach_shows_as_reconnecting_clients_are_told_why_a
         assert!(back.elapsed() < RECOVERY, "status still says {h} {:?} after the API server came back", back.elapsed());
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let baseline = kubectl_serves_again(&mut kubectl, forwarded, back).await;
     println!(
         "API server out of reach for {AWAY:?}: status said reconnecting after {seen:?}; once reachable, the known \
          Service served after {known:?} (before: {known_err:?}), a Service made while away after {made:?} (before: \
