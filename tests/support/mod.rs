@@ -449,6 +449,15 @@ impl Proxy {
             }
         }
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesocks"));
+        // A test run killed (a soak stopped early, a CI timeout) takes its
+        // proxies with it: `kill_on_drop` runs only when the test ends normally.
+        // SAFETY: between fork and exec only prctl runs, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
         if let Some(nofile) = nofile {
             let limit = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
             // SAFETY: between fork and exec only setrlimit runs, which is
