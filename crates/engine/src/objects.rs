@@ -42,6 +42,12 @@ pub(crate) trait Kept: Sized + Send + Sync + 'static {
 
     /// What is kept of `sent`, in `namespace` (its namespace, shared).
     fn keep(sent: &Self::Sent, namespace: Arc<str>) -> Self;
+    /// The same with a namespace string of its own, for an object fetched
+    /// alone rather than kept in a store.
+    fn keep_alone(sent: &Self::Sent) -> Self {
+        let namespace = kube::Resource::meta(sent).namespace.as_deref().unwrap_or_default().into();
+        Self::keep(sent, namespace)
+    }
     /// Its name (for the cluster-scoped Namespaces too).
     fn name(&self) -> &Arc<str>;
     /// The keys it is found by.
@@ -102,8 +108,7 @@ pub(crate) struct ServiceAsSent {
 
 impl From<ServiceAsSent> for Service {
     fn from(sent: ServiceAsSent) -> Service {
-        let namespace = sent.metadata.namespace.as_deref().unwrap_or_default().into();
-        Service::keep(&sent, namespace)
+        Service::keep_alone(&sent)
     }
 }
 
@@ -190,8 +195,7 @@ impl From<SliceJson> for EndpointSliceAsSent {
 
 impl From<EndpointSliceAsSent> for EndpointSlice {
     fn from(sent: EndpointSliceAsSent) -> EndpointSlice {
-        let namespace = sent.metadata.namespace.as_deref().unwrap_or_default().into();
-        EndpointSlice::keep(&sent, namespace)
+        EndpointSlice::keep_alone(&sent)
     }
 }
 
@@ -385,8 +389,7 @@ impl Kept for Pod {
 
 impl From<PodAsSent> for Pod {
     fn from(sent: PodAsSent) -> Pod {
-        let namespace = sent.metadata.namespace.as_deref().unwrap_or_default().into();
-        Pod::keep(&sent, namespace)
+        Pod::keep_alone(&sent)
     }
 }
 

@@ -23,12 +23,10 @@
 //! round trips however big the cluster.
 
 use std::collections::HashMap;
+use std::future::ready;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument as _;
-
-use std::future::ready;
 
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
@@ -37,6 +35,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
+use tracing::Instrument as _;
 
 use crate::cluster::health::{Health, HealthState};
 use crate::cluster::lookup::{self, Fetched};
@@ -265,8 +264,7 @@ impl ClusterCache {
             && allowed(&client, None, "", "namespaces", "watch").await?
         {
             let store = Arc::new(Store::<Namespace>::default());
-            let (listed, task) =
-                reflect(Api::all(client.clone()), &health, None, store.clone(), std::future::ready(()));
+            let (listed, task) = reflect(Api::all(client.clone()), &health, None, store.clone(), ready(()));
             tasks.lock().unwrap().push(task);
             (Some(store), Some(listed))
         } else {
@@ -680,8 +678,8 @@ impl Snapshot {
         let mut found: Vec<(String, i32)> = self
             .stores(Some(namespace))
             .into_iter()
-            .flat_map(|s| s.services.all())
-            .filter(|svc| &*svc.namespace == namespace && &*svc.name != "kubernetes")
+            .flat_map(|s| s.services.all_in(namespace))
+            .filter(|svc| &*svc.name != "kubernetes")
             .filter_map(|svc| {
                 let spec = svc.spec.as_ref()?;
                 if spec.type_.as_deref() == Some("ExternalName") {

@@ -52,14 +52,13 @@ pub(crate) async fn fetch(client: &Client, named: &Named) -> Result<Option<Fetch
             }
         }
         Named::PodHostname { hostname, subdomain, .. } => {
-            let pods: Api<PodAsSent> = Api::namespaced(client.clone(), &namespace);
-            let mut found = Vec::new();
-            if let Some(endpoints) = endpoints.get_opt(subdomain).await? {
-                for pod in pods_with_hostname(&endpoints, hostname) {
-                    found.extend(pods.get_opt(&pod).await?.map(|pod| Arc::new(Pod::from(pod))));
+            let names: Vec<(String, String)> = match endpoints.get_opt(subdomain).await? {
+                Some(endpoints) => {
+                    pods_with_hostname(&endpoints, hostname).into_iter().map(|pod| (namespace.clone(), pod)).collect()
                 }
-            }
-            Fetched { namespace, pods: found, ..Fetched::default() }
+                None => Vec::new(),
+            };
+            Fetched { pods: fetch_pods(client, &names).await?, namespace, ..Fetched::default() }
         }
         Named::PodIp { .. } => return Ok(None),
     };

@@ -131,13 +131,21 @@ impl<T: Kept> Store<T> {
     pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
         let tables = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let found = tables.by_name.get(namespace).and_then(|objects| objects.get(name)).cloned();
-        self.seen(found.into_iter().collect()).pop()
+        #[cfg(test)]
+        self.visited.fetch_add(usize::from(found.is_some()), std::sync::atomic::Ordering::Relaxed);
+        found
     }
 
     /// The objects that have `key`.
     pub(crate) fn find(&self, key: &T::Key) -> Vec<Arc<T>> {
         let tables = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         self.seen(tables.by_key.get(key).cloned().unwrap_or_default())
+    }
+
+    /// Every object of `namespace`, in no order.
+    pub(crate) fn all_in(&self, namespace: &str) -> Vec<Arc<T>> {
+        let tables = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        tables.by_name.get(namespace).map(|objects| objects.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Every object, in no order.

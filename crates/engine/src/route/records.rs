@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::objects::{Endpoint as SliceEndpoint, EndpointSlice, Pod, Service};
+use crate::objects::{Endpoint as SliceEndpoint, EndpointSlice, Service};
 
 use super::name::{Host, Query, Rules, is_label, normalize};
 use super::rules::{ClusterView, Refusal, find_service, must_see};
@@ -119,7 +119,7 @@ fn find_records(question: DnsQuery, domain: &str, view: &impl ClusterView) -> Re
                 .pods_by_hostname(&namespace, &hostname, &subdomain)
                 .iter()
                 .filter(|p| p.is_running())
-                .flat_map(|p| pod_ips(p))
+                .flat_map(|p| p.ips.iter().copied())
                 .collect();
             if addresses.is_empty() {
                 // The SRV targets of a headless Service's endpoints that
@@ -235,10 +235,6 @@ fn endpoint_ips(ep: &SliceEndpoint) -> impl Iterator<Item = IpAddr> + '_ {
 fn dashed(ep: &SliceEndpoint) -> Option<String> {
     let ip = endpoint_ips(ep).next()?;
     Some(ip.to_string().replace(['.', ':'], "-")).filter(|label| is_label(label))
-}
-
-fn pod_ips(pod: &Pod) -> impl Iterator<Item = IpAddr> + '_ {
-    pod.ips.iter().copied()
 }
 
 #[cfg(test)]
