@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::activity::ActivitySnapshot;
 use crate::cluster::cache::ClusterCache;
 use crate::cluster::kubeconfig::Cluster;
 use crate::config::{ProxyConfig, pac_url};
@@ -115,6 +116,19 @@ impl Engine {
             health: dialer.cache().health(),
             ..self.backend.stats.snapshot()
         }
+    }
+
+    /// What its clients are doing: the connections open now, the latest
+    /// failures and the traffic of the last minutes (whichever port they
+    /// came through: its own or a gateway's).
+    pub fn activity(&self) -> ActivitySnapshot {
+        self.backend.activity.snapshot()
+    }
+
+    /// Closes one open client connection, resetting both sides. False if
+    /// no connection with that ID is open.
+    pub fn close_client(&self, id: u64) -> bool {
+        self.backend.activity.close(id)
     }
 
     /// A URL of a real Service in `namespace` (else a template), for a first try.

@@ -18,7 +18,7 @@
 //!     ──name or IP─────▶ route/    read the name, the rules → target or refusal (pure)
 //!                        cluster/  …against the caches' snapshot (kubeconfig, client, caches)
 //!     ──endpoints──────▶ dial/failover → portforward/ (SPDY or WebSocket session per pod)
-//!     ──bytes──────────▶ relay     both ways, counted in stats
+//!     ──bytes──────────▶ relay     both ways, counted in stats and activity
 //! ```
 //!
 //! [`Engine`] (one cluster behind its listeners) and [`Gateway`] (one port
@@ -29,6 +29,7 @@
 
 #![deny(missing_docs)]
 
+mod activity;
 mod byte_stream;
 mod cluster;
 mod config;
@@ -51,6 +52,9 @@ mod stats;
 mod testing;
 mod wake;
 
+pub use activity::{
+    ActivitySnapshot, ConnState, FailedConnection, OpenConnection, Program, ReasonCount, TrafficSecond, Via,
+};
 pub use cluster::cache::CacheError;
 pub use cluster::health::HealthState;
 pub use cluster::kubeconfig;

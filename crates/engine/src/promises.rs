@@ -178,3 +178,49 @@ async fn a_gateway_routes_by_alias_and_refuses_names_without_one() {
     let (status, body) = http(addr, &format!("GET /proxy.pac HTTP/1.1\r\nHost: {addr}\r\n\r\n")).await;
     assert!(status.contains(" 200 ") && body.contains("lab"), "the PAC lists the alias: {body}");
 }
+
+#[tokio::test]
+async fn refused_connections_are_listed_with_the_program_that_asked_and_the_reason_it_was_told() {
+    let engine = engine(ProxyConfig::default()).await;
+    let socks = engine.socks_addr().unwrap();
+    assert_eq!(socks_connect(socks, "nope.default.svc", 80).await, 0x04);
+    assert_eq!(socks_connect(socks, "web.default.svc", 80).await, 0x02);
+    let (status, _) =
+        http(engine.http_addr().unwrap(), "GET http://nope.default.svc/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(status.contains(" 502 "), "{status}");
+    let this = std::process::id();
+    let activity = engine.activity();
+    let seen: Vec<_> = activity.failures.iter().map(|f| (f.via, f.asked.as_str())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (crate::Via::Http, "nope.default.svc:80"),
+            (crate::Via::Socks5, "web.default.svc:80"),
+            (crate::Via::Socks5, "nope.default.svc:80"),
+        ],
+        "newest first"
+    );
+    for failure in &activity.failures {
+        assert_eq!(failure.program.as_ref().map(|p| p.pid), Some(this), "this test asked: {failure:?}");
+    }
+    assert!(activity.failures[1].reason.contains("forbidden"), "{:?}", activity.failures[1]);
+    assert!(activity.failures[2].reason.contains("no service nope"), "{:?}", activity.failures[2]);
+    assert_eq!(activity.reasons.len(), 2, "one reason for both unknown names: {:?}", activity.reasons);
+    assert_eq!(activity.reasons[0].count, 2);
+    assert!(activity.open.is_empty(), "nothing stays open: {:?}", activity.open);
+}
+
+#[tokio::test]
+async fn a_connection_through_a_gateway_is_its_engines_and_says_it_came_through_the_shared_port() {
+    let engine = engine(ProxyConfig::default()).await;
+    let mut routes = Routes::new();
+    routes.insert("lab", engine.route());
+    let gateway = Gateway::start(GatewayConfig::new(Listen::exact(loopback(0))), routes).await.unwrap();
+    assert_eq!(socks_connect(gateway.addr(), "web.default.lab", 81).await, 0x05);
+    let failures = engine.activity().failures;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].asked, "web.default:81", "the name without its alias, as the engine reads it");
+    assert!(failures[0].shared_port);
+    assert_eq!(socks_connect(engine.socks_addr().unwrap(), "web.default", 81).await, 0x05);
+    assert!(!engine.activity().failures[0].shared_port, "its own port");
+}

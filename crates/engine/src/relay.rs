@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-use crate::stats::Stats;
+use crate::activity::{ConnState, Tracked};
 
 const BUF: usize = 64 * 1024;
 
@@ -32,20 +32,38 @@ const AFTER_UPSTREAM_FIN_PAUSE: Duration = Duration::from_secs(5);
 /// the upstream's reading side's to say: an error there (above all an
 /// upstream that broke: a session reset) is returned without a FIN to the
 /// client, which the caller then resets ([`reset`]), so a truncated stream
-/// never looks complete.
+/// never looks complete. So is a connection closed from the connections
+/// list ([`Tracked::closed`]).
 ///
 /// `linger`: for upstreams that cannot carry a FIN (a pod stream, see
 /// [`crate::portforward::PodStream`]) the pod never learns that the client
 /// left, and a keep-alive server would hold the session open for ever. So
 /// once the client has closed its side, the relay ends after the upstream has
 /// been silent for `linger` (an answer still on its way keeps it going).
-pub(crate) async fn relay<C, U>(client: C, upstream: U, stats: &Arc<Stats>, linger: Option<Duration>) -> io::Result<()>
+pub(crate) async fn relay<C, U>(client: C, upstream: U, conn: &Arc<Tracked>, linger: Option<Duration>) -> io::Result<()>
+where
+    C: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.set_state(ConnState::Open);
+    let relayed = async {
+        let result = relay_both_ways(client, upstream, conn, linger).await;
+        conn.set_state(ConnState::Closing);
+        result
+    };
+    tokio::select! {
+        result = relayed => result,
+        () = conn.closed() => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "closed from the connections list")),
+    }
+}
+
+async fn relay_both_ways<C, U>(client: C, upstream: U, conn: &Arc<Tracked>, linger: Option<Duration>) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let (client_rx, mut client_tx) = tokio::io::split(client);
-    let (mut up_rx, mut up_tx) = tokio::io::split(Counted::new(upstream, stats.clone()));
+    let (mut up_rx, mut up_tx) = tokio::io::split(Counted::new(upstream, conn.clone()));
     let (client_done, mut client_done_rx) = tokio::sync::watch::channel(false);
     // Set once the upstream's FIN is with the client.
     let (answered, mut answered_rx) = tokio::sync::watch::channel(false);
@@ -80,6 +98,7 @@ where
         if upstream_takes {
             let _ = up_tx.shutdown().await;
         }
+        conn.set_state(if *answered_rx.borrow() { ConnState::Closing } else { ConnState::HalfClosed });
         let _ = client_done.send(true);
         Ok::<_, io::Error>(())
     };
@@ -106,6 +125,7 @@ where
             }
         }
         client_tx.shutdown().await?;
+        conn.set_state(if *client_done_rx.borrow() { ConnState::Closing } else { ConnState::HalfClosed });
         let _ = answered.send(true);
         Ok::<_, io::Error>(())
     };
@@ -140,16 +160,17 @@ pub(crate) fn reset(client: tokio::net::TcpStream) {
     drop(client);
 }
 
-/// An upstream stream that counts the bytes through it: reads are bytes
-/// down to the client, writes are bytes up to the cluster.
+/// An upstream stream that counts the bytes through it (in its connection
+/// and its engine's totals): reads are bytes down to the client, writes are
+/// bytes up to the cluster.
 pub(crate) struct Counted<T> {
     inner: T,
-    stats: Arc<Stats>,
+    conn: Arc<Tracked>,
 }
 
 impl<T> Counted<T> {
-    pub fn new(inner: T, stats: Arc<Stats>) -> Counted<T> {
-        Counted { inner, stats }
+    pub fn new(inner: T, conn: Arc<Tracked>) -> Counted<T> {
+        Counted { inner, conn }
     }
 }
 
@@ -161,7 +182,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     ) -> std::task::Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.stats.add_down((buf.filled().len() - before) as u64);
+        self.conn.add_down((buf.filled().len() - before) as u64);
         poll
     }
 }
@@ -174,7 +195,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     ) -> std::task::Poll<io::Result<usize>> {
         let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if let std::task::Poll::Ready(Ok(n)) = &poll {
-            self.stats.add_up(*n as u64);
+            self.conn.add_up(*n as u64);
         }
         poll
     }

@@ -71,6 +71,15 @@ impl Stats {
         *self.last_error.lock().unwrap() = Some(ErrorReport { message, at });
     }
 
+    /// The running totals the traffic ring is filled from.
+    pub(crate) fn totals(&self) -> crate::activity::traffic::Totals {
+        crate::activity::traffic::Totals {
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+            opened: self.total.load(Ordering::Relaxed),
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             active_connections: self.active.load(Ordering::Relaxed),

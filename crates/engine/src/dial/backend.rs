@@ -4,19 +4,26 @@
 //! gateway picks one per request by alias ([`super::routes`]), and the
 //! request then counts, and logs, as that engine's.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{DialError, Dialed, Dialer};
+use crate::activity::{Activity, Asked, Tracked};
 use crate::route::Host;
 use crate::route::names::ClusterNames;
 use crate::stats::{ActiveGuard, Stats};
+
+/// How long a refusal may wait for the program behind its client to be
+/// found (a lookup takes a millisecond or so; a first one, reading every
+/// process, some more).
+const PROGRAM_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One cluster, as the listeners dial into it.
 pub(crate) struct Backend {
     dialer: Arc<Dialer>,
     pub(crate) stats: Arc<Stats>,
+    /// Its open connections, recent failures and traffic.
+    pub(crate) activity: Arc<Activity>,
     ids: AtomicU64,
     /// The span the engine was started in (a managed connection's, which
     /// writes its log): every request dialled here logs in it, whichever
@@ -25,20 +32,35 @@ pub(crate) struct Backend {
 }
 
 /// One client request on its way to the cluster. It counts as an active
-/// connection of its back end until dropped; `id` tags its log lines, and
-/// its bytes count in `stats`.
+/// connection of its back end, and is listed in its activity, until
+/// dropped; `id` tags its log lines, and its bytes count in `tracked`.
 pub(crate) struct ClientConn {
     pub(crate) id: u64,
-    pub(crate) stats: Arc<Stats>,
+    pub(crate) tracked: Arc<Tracked>,
+    activity: Arc<Activity>,
     _active: ActiveGuard,
 }
 
 impl ClientConn {
-    /// Logs a connection that could not be made or broke, and keeps it as
-    /// its engine's last error.
+    /// Logs a connection that could not be made, and keeps it as its
+    /// engine's last error and among its failures.
     pub(crate) fn failed(&self, target: &str, e: &dyn std::error::Error) {
         let chain = not_forwarded(Some(self.id), target, e);
-        self.stats.record_error(format!("{target}: {chain}"));
+        self.tracked.stats.record_error(format!("{target}: {chain}"));
+        self.activity.failed(&self.tracked, chain);
+    }
+
+    /// Logs a connection that broke after it was made (the client is reset),
+    /// and keeps it among its engine's failures.
+    pub(crate) fn broke(&self, e: &std::io::Error) {
+        tracing::info!(conn = self.id, error = %e, "connection broke; resetting the client");
+        self.activity.failed(&self.tracked, format!("the connection broke: {e}"));
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        self.activity.remove(self.id);
     }
 }
 
@@ -53,36 +75,42 @@ pub(crate) fn not_forwarded(conn: Option<u64>, target: &str, e: &dyn std::error:
 impl Backend {
     /// A back end over `dialer`, logging in the current span.
     pub(crate) fn new(dialer: Arc<Dialer>) -> Backend {
-        Backend { dialer, stats: Arc::new(Stats::default()), ids: AtomicU64::new(0), span: tracing::Span::current() }
+        let stats = Arc::new(Stats::default());
+        let activity = Activity::start(&stats);
+        Backend { dialer, stats, activity, ids: AtomicU64::new(0), span: tracing::Span::current() }
     }
 
     pub(crate) fn dialer(&self) -> &Arc<Dialer> {
         &self.dialer
     }
 
-    /// Resolves and connects one client request (`what` names its protocol
-    /// in the log). A failure is logged with its reason and kept as the last
-    /// error before it is returned for the listener to answer.
+    /// Resolves and connects one client request. A failure is logged with
+    /// its reason and kept as the last error and among the failures before
+    /// it is returned for the listener to answer.
     pub(crate) async fn dial(
         &self,
-        what: &str,
-        peer: SocketAddr,
+        asked: Asked<'_>,
         host: &Host,
         port: u16,
     ) -> Result<(ClientConn, Dialed), DialError> {
+        let (what, peer) = (asked.via.log_name(), asked.client.addr);
+        let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = ClientConn {
-            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
-            stats: self.stats.clone(),
+            id,
             _active: self.stats.connection(),
+            tracked: self.activity.add(id, asked, format!("{host}:{port}"), self.stats.clone()),
+            activity: self.activity.clone(),
         };
-        let target = format!("{host}:{port}");
-        match self.dialer.dial(host, port, conn.id).await {
+        let target = &conn.tracked.asked;
+        match self.dialer.dial(host, port, &conn.tracked).await {
             Ok(d) => {
                 tracing::info!(conn = conn.id, %peer, %target, reached = %d.reached, "{what}");
                 Ok((conn, d))
             }
             Err(e) => {
-                conn.failed(&target, &e);
+                // Before the client is told and leaves: its program is listed with the failure.
+                conn.tracked.program().wait(PROGRAM_WAIT).await;
+                conn.failed(&target.clone(), &e);
                 Err(e)
             }
         }

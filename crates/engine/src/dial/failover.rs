@@ -143,6 +143,11 @@ impl Failover {
         })
     }
 
+    /// The endpoint the connection goes to now.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// Whether a FIN toward the pod is carried (else the relay must linger).
     pub(crate) fn carries_fin(&self) -> bool {
         self.stream.carries_fin()

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::activity::Tracked;
 use crate::byte_stream::AsyncReadWrite;
 use crate::cluster::cache::{CacheError, ClusterCache};
 use crate::cluster::health::HealthState;
@@ -202,10 +203,11 @@ impl Dialer {
         &self.rules
     }
 
-    /// Resolves and connects, within [`DIAL_TIMEOUT`]. `conn` tags the logs.
-    /// While the API server cannot be reached, a failure that may come of
-    /// that says so ([`DialError::ApiUnreachable`]).
-    pub async fn dial(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
+    /// Resolves and connects, within [`DIAL_TIMEOUT`], telling `conn` (whose
+    /// ID tags the logs) where it got to. While the API server cannot be
+    /// reached, a failure that may come of that says so
+    /// ([`DialError::ApiUnreachable`]).
+    pub async fn dial(&self, host: &Host, port: u16, conn: &Tracked) -> Result<Dialed, DialError> {
         let e = match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner(host, port, conn)).await {
             Ok(Ok(dialed)) => return Ok(dialed),
             Ok(Err(e)) => e,
@@ -225,16 +227,27 @@ impl Dialer {
         }
     }
 
-    async fn dial_inner(&self, host: &Host, port: u16, conn: u64) -> Result<Dialed, DialError> {
+    async fn dial_inner(&self, host: &Host, port: u16, conn: &Tracked) -> Result<Dialed, DialError> {
         let query = Query::read(host, &self.rules);
         let snapshot = self.cache.snapshot_for(&query).await?;
         match route::resolve(query, port, &snapshot) {
             Ok(target) => {
-                let upstream = self.forward(&target.endpoints, conn).await?;
+                conn.resolved(&target.what);
+                let upstream = self.forward(&target.endpoints, conn.id).await?;
+                if let Upstream::Pod(pod) = &upstream {
+                    let e = pod.endpoint();
+                    conn.opened(Some(format!("{}/{}:{}", e.namespace, e.pod, e.port)), self.protocol());
+                }
                 Ok(Dialed { upstream, reached: target.what })
             }
-            Err(Refusal::OutsideCluster { .. }) if self.passthrough => self.direct(&host.to_string(), port).await,
-            Err(Refusal::ExternalName { external, .. }) if self.passthrough => self.direct(&external, port).await,
+            Err(Refusal::OutsideCluster { .. }) if self.passthrough => {
+                conn.resolved("outside the cluster (passthrough)");
+                self.direct(&host.to_string(), port).await
+            }
+            Err(Refusal::ExternalName { external, .. }) if self.passthrough => {
+                conn.resolved(&format!("{external} (ExternalName, passthrough)"));
+                self.direct(&external, port).await
+            }
             Err(refusal) => Err(refusal.into()),
         }
     }

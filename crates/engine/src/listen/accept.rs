@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 
 use super::front_door::{Admission, FrontDoor};
 use super::{http, socks};
+use crate::activity::Client;
 
 /// The accept loops of a set of listeners, stopped together.
 #[derive(Default)]
@@ -44,9 +45,11 @@ impl Listeners {
                 let for_task = shared.clone();
                 match shared.admit() {
                     Admission::Served(slot) => shared.spawn_tracked(async move {
+                        // Its program is looked up while it is served.
+                        let client = Client::accepted(peer, stream.local_addr().ok());
                         match Speaks::sniff(kind, &stream, &for_task).await {
-                            Some(Speaks::Socks) => socks::serve(stream, peer, for_task, slot).await,
-                            Some(Speaks::Http(port)) => http::serve(stream, peer, port, for_task, slot).await,
+                            Some(Speaks::Socks) => socks::serve(stream, client, for_task, slot).await,
+                            Some(Speaks::Http(port)) => http::serve(stream, client, port, for_task, slot).await,
                             None => tracing::info!(%peer, "client sent nothing within the handshake timeout; closing"),
                         }
                     }),

@@ -5,7 +5,6 @@
 //! it, and sends each request to its back end: the engine's own, or on a
 //! gateway the one the name's alias picks.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use tracing::Instrument as _;
 
 use super::auth::Credentials;
 use super::pac;
+use crate::activity::{Asked, Client, Via};
 use crate::dial::backend::{Backend, ClientConn, not_forwarded};
 use crate::dial::routes::Routes;
 use crate::dial::{DialError, Dialed};
@@ -143,24 +143,24 @@ impl FrontDoor {
     }
 
     /// Resolves and connects one client request through its back end
-    /// (`what` names its protocol in the log). A failure has been logged
+    /// (`via` names its protocol in the log). A failure has been logged
     /// when it is returned, for the listener to answer.
     pub(crate) async fn dial(
         &self,
-        what: &str,
-        peer: SocketAddr,
+        via: Via,
+        client: &Client,
         host: &Host,
         port: u16,
     ) -> Result<(ClientConn, Dialed), DialError> {
         match &self.back_ends {
-            BackEnds::One(backend) => backend.dial(what, peer, host, port).await,
+            BackEnds::One(backend) => backend.dial(Asked { client, via, shared_port: false }, host, port).await,
             BackEnds::ByAlias(routes) => {
                 let picked = routes.read().unwrap().pick(host);
                 match picked {
-                    // The request runs as one of that engine's: in its log.
+                    // The request runs as one of that engine's: in its log and its activity.
                     Ok((backend, host)) => {
                         let span = backend.span().clone();
-                        backend.dial(what, peer, &host, port).instrument(span).await
+                        backend.dial(Asked { client, via, shared_port: true }, &host, port).instrument(span).await
                     }
                     Err(refusal) => {
                         let e = DialError::from(refusal);

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
 use super::front_door::{FrontDoor, Slot};
+use crate::activity::{Client, Via};
 use crate::dial::{DialError, Failure};
 use crate::relay::{relay, reset};
 use crate::route::{Escaped, Host};
@@ -43,7 +44,9 @@ pub(crate) enum Port {
 /// Serves one client connection (possibly many requests) to its end; it
 /// holds `slot` under the connection cap until then (and so does a CONNECT
 /// tunnel it opens, until the tunnel ends).
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, shared: Arc<FrontDoor>, slot: Slot) {
+pub(crate) async fn serve(stream: TcpStream, client: Client, port: Port, shared: Arc<FrontDoor>, slot: Slot) {
+    let peer = client.addr;
+    let client = Arc::new(client);
     let shared_timeout = shared.handshake_timeout;
     // The address the client reached is the one the PAC file gives back.
     let local = stream.local_addr().ok();
@@ -52,8 +55,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, share
         let asked = asked.clone();
         move |req| {
             asked.store(true, Ordering::Relaxed);
-            let (shared, slot) = (shared.clone(), slot.clone());
-            async move { Ok::<_, Infallible>(handle(req, peer, (port, local), shared, slot).await) }
+            let (client, shared, slot) = (client.clone(), shared.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(handle(req, &client, (port, local), shared, slot).await) }
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -102,7 +105,7 @@ pub(crate) async fn refuse_busy(stream: TcpStream, peer: SocketAddr, shared: Arc
 
 async fn handle(
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client: &Client,
     (port, local): (Port, Option<SocketAddr>),
     shared: Arc<FrontDoor>,
     slot: Slot,
@@ -117,7 +120,7 @@ async fn handle(
         }
     }
     if req.method() == Method::CONNECT {
-        connect(req, peer, shared, slot).await
+        connect(req, client, shared, slot).await
     } else if req.uri().scheme().is_none() && req.uri().path().starts_with('/') {
         let mut resp = own_page(&req, port, local, &shared).await;
         // Never sniffed into a script or a style, never kept by a cache.
@@ -126,7 +129,7 @@ async fn handle(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     } else {
-        forward(req, peer, shared).await
+        forward(req, client, shared).await
     }
 }
 
@@ -236,11 +239,11 @@ fn welcome(port: Port, local: SocketAddr) -> String {
 }
 
 /// `CONNECT host:port`: answer 200 once the pod is reached, then relay bytes.
-async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<FrontDoor>, slot: Slot) -> Response<Body> {
+async fn connect(req: Request<Incoming>, client: &Client, shared: Arc<FrontDoor>, slot: Slot) -> Response<Body> {
     let Some((host, port)) = req.uri().authority().and_then(|a| Some((Host::parse(a.host()), a.port_u16()?))) else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let (conn, dialed) = match shared.dial("HTTP CONNECT", peer, &host, port).await {
+    let (conn, dialed) = match shared.dial(Via::HttpConnect, client, &host, port).await {
         Ok(dialed) => dialed,
         Err(e) => return refusal(&host, port, &e),
     };
@@ -259,7 +262,7 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<FrontDoor
                 let early = async {
                     // Bytes the client sent after its CONNECT head, already read.
                     upstream.write_all(&parts.read_buf).await?;
-                    relay(&mut client, upstream, &conn.stats, linger).await
+                    relay(&mut client, upstream, &conn.tracked, linger).await
                 };
                 let result = early.await;
                 if result.is_err() {
@@ -267,17 +270,17 @@ async fn connect(req: Request<Incoming>, peer: SocketAddr, shared: Arc<FrontDoor
                 }
                 result
             }
-            Err(upgraded) => relay(TokioIo::new(upgraded), dialed.upstream, &conn.stats, linger).await,
+            Err(upgraded) => relay(TokioIo::new(upgraded), dialed.upstream, &conn.tracked, linger).await,
         };
         if let Err(e) = result {
-            tracing::info!(conn = conn.id, error = %e, "connection broke; resetting the client");
+            conn.broke(&e);
         }
     });
     Response::new(empty())
 }
 
 /// Absolute-form request: send it to the pod in origin form and stream the answer back.
-async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<FrontDoor>) -> Response<Body> {
+async fn forward(mut req: Request<Incoming>, client: &Client, shared: Arc<FrontDoor>) -> Response<Body> {
     let uri = req.uri().clone();
     match uri.scheme_str() {
         Some("http") => {}
@@ -300,8 +303,9 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Front
     let host = Host::parse(authority.host());
     let port = authority.port_u16().unwrap_or(80);
     let target = format!("{host}:{port}");
-    // `request` counts as an active connection until its answer's head is back.
-    let (request, dialed) = match shared.dial("HTTP request", peer, &host, port).await {
+    // `request` counts as an active connection (and is listed) until its
+    // answer has been streamed back.
+    let (request, dialed) = match shared.dial(Via::Http, client, &host, port).await {
         Ok(dialed) => dialed,
         Err(e) => return refusal(&host, port, &e),
     };
@@ -309,15 +313,24 @@ async fn forward(mut req: Request<Incoming>, peer: SocketAddr, shared: Arc<Front
     // The path only: a query string may carry tokens.
     tracing::debug!(conn, method = %req.method(), path = %Escaped(uri.path()), "HTTP request forwarded");
 
-    let counted = crate::relay::Counted::new(dialed.upstream, request.stats.clone());
+    request.tracked.set_state(crate::activity::ConnState::Open);
+    let counted = crate::relay::Counted::new(dialed.upstream, request.tracked.clone());
     let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(counted)).await {
         Ok(parts) => parts,
         Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("talking HTTP to {target} failed: {e}")),
     };
+    let request = Arc::new(request);
+    let held = request.clone();
     tokio::spawn(
         async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(conn, error = %e, "upstream HTTP connection ended with an error");
+            let tracked = &held.tracked;
+            // Closed from the connections list: the answer is cut, and hyper
+            // closes the client's connection with it.
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(conn, error = %e, "upstream HTTP connection ended with an error");
+                },
+                () = tracked.closed() => tracing::info!(conn, "closed from the connections list"),
             }
         }
         .in_current_span(),

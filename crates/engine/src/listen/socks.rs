@@ -16,6 +16,7 @@ use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::TcpStream;
 
 use super::front_door::{FrontDoor, Slot};
+use crate::activity::{Client, Via};
 use crate::dial::Failure;
 use crate::relay::{relay, reset};
 use crate::route::Host;
@@ -24,7 +25,8 @@ type Authenticated = Socks5ServerProtocol<TcpStream, fast_socks5::server::states
 
 /// Serves one client connection to its end; it holds `_slot` under the
 /// connection cap until then.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<FrontDoor>, _slot: Slot) {
+pub(crate) async fn serve(stream: TcpStream, client: Client, shared: Arc<FrontDoor>, _slot: Slot) {
+    let peer = client.addr;
     let handshake = async {
         let proto = authenticate(stream, &shared).await?;
         proto.read_command().await
@@ -50,7 +52,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Front
         TargetAddr::Ip(addr) => (Host::Ip(addr.ip()), addr.port()),
         TargetAddr::Domain(name, port) => (Host::parse(name), *port),
     };
-    let (conn, dialed) = match shared.dial("SOCKS CONNECT", peer, &host, port).await {
+    let (conn, dialed) = match shared.dial(Via::Socks5, &client, &host, port).await {
         Ok(dialed) => dialed,
         Err(e) => {
             let reply = match e.failure() {
@@ -64,18 +66,17 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Front
         }
     };
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-    let client = match proto.reply_success(unspecified).await {
-        Ok(client) => client,
+    let mut stream = match proto.reply_success(unspecified).await {
+        Ok(stream) => stream,
         Err(e) => {
             tracing::info!(conn = conn.id, error = %e, "client left before the reply");
             return;
         }
     };
-    let mut client = client;
     let linger = dialed.upstream.linger();
-    if let Err(e) = relay(&mut client, dialed.upstream, &conn.stats, linger).await {
-        tracing::info!(conn = conn.id, error = %e, "connection broke; resetting the client");
-        reset(client);
+    if let Err(e) = relay(&mut stream, dialed.upstream, &conn.tracked, linger).await {
+        conn.broke(&e);
+        reset(stream);
     }
     tracing::debug!(conn = conn.id, "closed");
 }
