@@ -708,3 +708,115 @@ async fn failing_plugin_leaks_nothing(name: &str, from: SecretFrom) {
     }
     let _ = std::fs::remove_dir_all(&bin);
 }
+
+/// A backend that sends an HTTP head announcing a 1 MiB body, one byte of
+/// it, then holds the rest: a download that stays open.
+async fn slow_download(mut stream: tokio::net::TcpStream) {
+    let _ = support::read_head(&mut stream).await;
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\nx").await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+/// A SOCKS5 client in Python (no library: the handshake by hand) that asks
+/// for `host:port`, sends an HTTP request and holds the connection until
+/// killed: a second program, with a name of its own.
+const PYTHON_CLIENT: &str = r#"
+import socket, struct, sys, time
+proxy_host, proxy_port, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+s = socket.create_connection((proxy_host, proxy_port))
+s.sendall(b"\x05\x01\x00"); assert s.recv(2) == b"\x05\x00"
+s.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host.encode() + struct.pack(">H", port))
+reply = s.recv(10)
+print("reply", reply[1], flush=True)
+if reply[1] == 0:
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+time.sleep(120)
+"#;
+
+#[tokio::test]
+async fn connections_and_failures_name_each_program_its_target_and_why() {
+    let m = Managed::new("activity");
+    let ns = TestNamespace::new("activity").await;
+    let backend = Backend::start_serving("slow", &[8080], slow_download).await;
+    ns.pod(support::PodSpec {
+        labels: json!({"app": "slow"}),
+        ..support::PodSpec::new("slow", &backend, &[("http", 8080)])
+    })
+    .await;
+    ns.service("slow", json!({"selector": {"app": "slow"}, "ports": [{"port": 80, "targetPort": 8080}]})).await;
+    ns.ready_endpoints("slow", 1).await;
+    let conn = m.connect(&["--context", "kubesocks-test", "-n", &ns.name, "--listen-socks", "127.0.0.1:0"]).await;
+    let (id, socks_url) = (conn["id"].as_str().unwrap().to_string(), conn["socks_url"].as_str().unwrap().to_string());
+    let socks = addr(&conn, "socks");
+
+    // curl holds a download open; python holds another; curl asks for a name that does not exist.
+    let mut curl_child = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--proxy", &socks_url, "http://slow/"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl");
+    let mut python = tokio::process::Command::new("python3")
+        .args(["-c", PYTHON_CLIENT, &socks.ip().to_string(), &socks.port().to_string(), "slow", "80"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 (tests/setup installs it)");
+    let refused = curl(&["--proxy", &socks_url, "http://nope/"]).await;
+    assert_ne!(refused.code, 0, "an unknown name is refused");
+
+    let listed = support::wait_for("both downloads listed open with their programs and some bytes", || async {
+        let run = m.ok(&["connections", &id, "-o", "json"]).await;
+        let json: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+        let open = json[0]["open"].as_array().cloned().unwrap_or_default();
+        let ready = open.len() == 2
+            && open
+                .iter()
+                .all(|c| c["program"].is_object() && c["bytes_down"].as_u64() > Some(0) && c["state"] == "open");
+        ready.then_some(open)
+    })
+    .await;
+    let by_name = |name: &str| {
+        listed.iter().find(|c| c["program"]["name"] == name).unwrap_or_else(|| panic!("{name} in {listed:?}")).clone()
+    };
+    let (by_curl, by_python) = (by_name("curl"), by_name("python3"));
+    assert_eq!(by_curl["program"]["pid"], curl_child.id().unwrap());
+    assert_eq!(by_python["program"]["pid"], python.id().unwrap());
+    for c in [&by_curl, &by_python] {
+        assert_eq!(c["asked"], "slow:80");
+        assert_eq!(c["via"], "socks5");
+        assert_eq!(c["reached"], format!("service {}/slow:80", ns.name), "{c}");
+        assert!(c["pod"].as_str().unwrap().starts_with(&format!("{}/slow:8080", ns.name)), "{c}");
+        assert!(c["protocol"].is_string(), "{c}");
+    }
+    assert!(by_curl["bytes_up"].as_u64().unwrap() > 20, "curl's request went up: {by_curl}");
+
+    let failures = m.ok(&["failures", &id, "-o", "json"]).await;
+    let failures: Value = serde_json::from_str(&failures.stdout).unwrap();
+    let newest = &failures[0]["failures"][0];
+    assert_eq!(newest["asked"], "nope:80");
+    assert_eq!(newest["program"]["name"], "curl");
+    assert_eq!(newest["reason"], format!("no service nope in namespace {}", ns.name));
+    assert_eq!(failures[0]["reasons"][0]["count"], 1);
+
+    // The table says the same for people.
+    let table = m.ok(&["connections"]).await.stdout;
+    assert!(table.contains("curl (") && table.contains("python3 (") && table.contains("slow:80"), "{table}");
+    let table = m.ok(&["failures"]).await.stdout;
+    assert!(table.contains("nope:80") && table.contains("no service nope"), "{table}");
+
+    // Closing curl's connection from the list resets it: curl fails at once.
+    let close = by_curl["id"].as_u64().unwrap().to_string();
+    m.ok(&["connections", &id, "--close", &close]).await;
+    let status = tokio::time::timeout(Duration::from_secs(5), curl_child.wait()).await.expect("curl ends").unwrap();
+    assert!(!status.success(), "curl saw its download cut");
+    let unknown = m.run(&["connections", &id, "--close", &close]).await;
+    assert_ne!(unknown.code, 0, "it is gone: {}", unknown.stdout);
+    assert!(unknown.stderr.contains(&format!("no open client connection {close}")), "{}", unknown.stderr);
+    let open = m.ok(&["connections", &id, "-o", "json"]).await.stdout;
+    let open: Value = serde_json::from_str(&open).unwrap();
+    assert_eq!(open[0]["open"].as_array().unwrap().len(), 1, "python's is left: {open}");
+    let failures = m.ok(&["failures", &id, "-o", "json"]).await.stdout;
+    assert!(failures.contains("closed from the connections list"), "the cut is listed among failures: {failures}");
+    python.kill().await.unwrap();
+    m.ok(&["quit"]).await;
+}

@@ -53,6 +53,49 @@ pub enum Command {
     /// names to the default context. Connections made later are reachable
     /// on it too.
     SharedPort(SharedPortArgs),
+    /// List the client connections open through background proxies: the
+    /// program that opened each, what it asked for, the pod it reached,
+    /// its bytes and state. `--close` ends one (both sides are reset).
+    Connections(ConnectionsArgs),
+    /// List the latest refused or failed client connections of background
+    /// proxies, newest first, with the reason each client was told.
+    Failures(FailuresArgs),
+    /// Print a shell completion script: `kubesocks completions bash >
+    /// ~/.local/share/bash-completion/completions/kubesocks`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), for `man -l -`.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConnectionsArgs {
+    /// Only this background proxy's (its ID from `status`); default: all.
+    pub id: Option<String>,
+    /// Close this client connection (its CONN number) of proxy ID.
+    #[arg(long, value_name = "CONN", requires = "id", conflicts_with = "watch")]
+    pub close: Option<u64>,
+    /// Print the list again every second until Ctrl-C (with `-o json`, one
+    /// JSON document per line).
+    #[arg(short, long)]
+    pub watch: bool,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FailuresArgs {
+    /// Only this background proxy's (its ID from `status`); default: all.
+    pub id: Option<String>,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +153,11 @@ pub struct ProxyOutArgs {
     pub handshake_timeout: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Every SECONDS, print one line on stderr: client connections open
+    /// (by program), opened and failed since the last line, the latest
+    /// failure's reason, and the traffic each way.
+    #[arg(long, value_name = "SECONDS", value_parser = value_parser!(u64).range(1..=MAX_SECONDS))]
+    pub stats: Option<u64>,
     /// `json`: once listening, print one JSON line (listeners, URLs, context,
     /// namespace) on stdout for scripts, and nothing else there.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]

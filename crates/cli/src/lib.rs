@@ -5,9 +5,10 @@
 //! This is the top of the headless stack: it shapes what the user typed
 //! (`args`) into calls of the engine (`proxy_out`: `proxy-out`, `contexts`)
 //! and of managed mode (`manage`: `connect`, `disconnect`, `quit`, `status`,
-//! `daemon`), prints their results (`output`), and adds to their errors the
+//! `daemon`; `activity`: `connections`, `failures`), prints their results (`output`), and adds to their errors the
 //! advice that fits a command-line user (`hints`: which flag to pass).
 
+mod activity;
 mod args;
 mod hints;
 mod manage;
@@ -50,5 +51,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(out) => crate::manage::status(&state()?, out.output).await,
         Command::SharedPort(args) => crate::manage::shared_port(&state()?, args).await,
         Command::Daemon => crate::manage::daemon(state()?).await,
+        Command::Connections(args) => crate::activity::connections(&state()?, args).await,
+        Command::Failures(args) => crate::activity::failures(&state()?, args).await,
+        Command::Completions(args) => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                args.shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "kubesocks",
+                &mut script,
+            );
+            crate::output::write_out(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            crate::output::write_out(&page)
+        }
     }
 }

@@ -320,7 +320,7 @@ fn protocol_name(protocol: Option<Protocol>) -> &'static str {
 
 /// Sends a request to the running daemon. `None` when no daemon runs; if one
 /// died, what it left behind is cleaned up and reported first.
-async fn call_running(state: &StateDir, request: &Request) -> Result<Option<Response>> {
+pub(crate) async fn call_running(state: &StateDir, request: &Request) -> Result<Option<Response>> {
     let deadline = tokio::time::Instant::now() + DAEMON_START;
     loop {
         match control::call(state, request, QUICK).await {
@@ -430,7 +430,7 @@ fn spawn_daemon() -> Result<std::process::Child> {
 }
 
 /// An error or unexpected answer from the daemon, as an error.
-fn refusal(response: Response) -> anyhow::Error {
+pub(crate) fn refusal(response: Response) -> anyhow::Error {
     match response {
         Response::Error { kind, message } => Refused { kind, message }.into(),
         other => anyhow!("the daemon gave an unexpected answer: {other:?}"),

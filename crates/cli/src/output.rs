@@ -15,6 +15,15 @@ macro_rules! say {
 }
 pub(crate) use say;
 
+/// Writes `bytes` to stdout; a closed pipe ends it quietly, as with [`say!`].
+pub(crate) fn write_out(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// `1536` → `1.5 KiB`.
 pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -70,7 +70,17 @@ pub(crate) async fn run(kube: &KubeSettings, args: &ProxyOutArgs) -> Result<()> 
         say!("Ctrl-C stops the proxy.");
     }
 
-    interrupt.recv().await;
+    match args.stats {
+        Some(every) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                () = crate::activity::print_stats(&engine, Duration::from_secs(every)) => {}
+            }
+        }
+        None => {
+            interrupt.recv().await;
+        }
+    }
     eprintln!("stopping: open connections get {}s to finish", args.drain_seconds);
     engine.shutdown(Duration::from_secs(args.drain_seconds)).await;
     Ok(())

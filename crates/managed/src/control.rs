@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kubesocks_engine::{Listen, ProxyConfig, StatsSnapshot};
+use kubesocks_engine::{ActivitySnapshot, Listen, ProxyConfig, StatsSnapshot};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -55,6 +55,20 @@ pub enum Request {
     Quit,
     /// Open, move or close the port shared by every connection.
     SharedPort(SharedPortRequest),
+    /// What the clients of one connection (or of all) are doing: open
+    /// client connections, recent failures, traffic.
+    Activity {
+        /// The connection's ID; none: every connection.
+        #[serde(default)]
+        id: Option<String>,
+    },
+    /// Close one client connection of a connection (both sides are reset).
+    CloseClient {
+        /// The connection's ID.
+        id: String,
+        /// The client connection's ID, as `activity` lists it.
+        client: u64,
+    },
 }
 
 /// The port every connected context is reached on by its alias
@@ -166,6 +180,13 @@ pub enum Response {
         /// As they were.
         connections: Vec<ConnectionStatus>,
     },
+    /// The answer to [`Request::Activity`], one entry per connection, oldest first.
+    Activity {
+        /// Each connection's activity.
+        connections: Vec<ConnectionActivity>,
+    },
+    /// The client connection was closed.
+    ClientClosed,
     /// The request failed.
     Error {
         /// What kind of failure, for a client to act on.
@@ -194,6 +215,8 @@ pub enum ErrorKind {
     BadRequest,
     /// No connection has that ID.
     UnknownConnection,
+    /// The connection has no open client connection with that ID.
+    UnknownClient,
     /// The context is being connected by another request right now.
     Busy,
     /// The context already has a connection with other listeners.
@@ -238,6 +261,19 @@ impl ConnectionStatus {
             stats,
         }
     }
+}
+
+/// What the clients of one managed connection are doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
+pub struct ConnectionActivity {
+    /// The connection's ID.
+    pub id: String,
+    /// Its context.
+    pub context: String,
+    /// Its clients' connections, failures and traffic.
+    #[serde(flatten)]
+    pub activity: ActivitySnapshot,
 }
 
 /// Why a client's [`call`] failed.

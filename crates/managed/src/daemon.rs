@@ -25,8 +25,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::control::{
-    self, ConnectRequest, ConnectionStatus, DaemonInfo, ErrorKind, Request, Response, SharedPortRequest,
-    SharedPortStatus, is_valid_id,
+    self, ConnectRequest, ConnectionActivity, ConnectionStatus, DaemonInfo, ErrorKind, Request, Response,
+    SharedPortRequest, SharedPortStatus, is_valid_id,
 };
 use crate::state::{ConnectionRecord, DaemonLock, StateDir, StateError};
 
@@ -67,6 +67,14 @@ pub enum DaemonError {
     UnknownConnection {
         /// What was given.
         id: String,
+    },
+    /// The connection has no open client connection with this ID.
+    #[error("connection {id} has no open client connection {client}")]
+    UnknownClient {
+        /// The connection.
+        id: String,
+        /// The client connection asked for.
+        client: u64,
     },
     /// Another request is connecting this context right now.
     #[error("context {context} is being connected by another request")]
@@ -135,6 +143,7 @@ impl DaemonError {
         match self {
             DaemonError::MalformedId { .. } | DaemonError::NoListener => ErrorKind::BadRequest,
             DaemonError::UnknownConnection { .. } => ErrorKind::UnknownConnection,
+            DaemonError::UnknownClient { .. } => ErrorKind::UnknownClient,
             DaemonError::Busy { .. } => ErrorKind::Busy,
             DaemonError::Mismatch { .. } | DaemonError::AliasTaken { .. } => ErrorKind::AlreadyConnected,
             DaemonError::SharedPort(_) => ErrorKind::Listen,
@@ -177,6 +186,8 @@ struct Inner {
     /// Contexts whose `connect` is under way.
     connecting: Mutex<HashSet<String>>,
     updates: watch::Sender<Vec<ConnectionStatus>>,
+    /// Every connection's activity, for watchers.
+    activity: watch::Sender<Vec<ConnectionActivity>>,
     /// Cancelled when a client asks the daemon to quit.
     quit: CancellationToken,
     /// Ends the control socket's accept loop and the ticker.
@@ -253,6 +264,7 @@ impl Daemon {
                 next_seq: Default::default(),
                 connecting: Mutex::default(),
                 updates: watch::Sender::new(Vec::new()),
+                activity: watch::Sender::new(Vec::new()),
                 quit: CancellationToken::new(),
                 stopping: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -537,6 +549,43 @@ impl Daemon {
         port.gateway.set_routes(routes);
     }
 
+    /// What the clients of connection `id` (none: of every connection,
+    /// oldest first) are doing.
+    pub fn activity(&self, id: Option<&str>) -> Result<Vec<ConnectionActivity>, DaemonError> {
+        let connections = self.inner.connections.lock().unwrap();
+        let mut picked: Vec<&Managed> = match id {
+            Some(id) => match connections.get(id) {
+                Some(managed) => vec![managed],
+                None if !is_valid_id(id) => return Err(DaemonError::MalformedId { id: id.to_string() }),
+                None => return Err(DaemonError::UnknownConnection { id: id.to_string() }),
+            },
+            None => connections.values().collect(),
+        };
+        picked.sort_by_key(|m| m.seq);
+        Ok(picked.into_iter().map(activity_of).collect())
+    }
+
+    /// Closes client connection `client` of connection `id`, resetting both sides.
+    pub fn close_client(&self, id: &str, client: u64) -> Result<(), DaemonError> {
+        let connections = self.inner.connections.lock().unwrap();
+        let Some(managed) = connections.get(id) else {
+            return Err(DaemonError::UnknownConnection { id: id.to_string() });
+        };
+        if managed.engine.close_client(client) {
+            tracing::info!(id, client, "client connection closed on request");
+            Ok(())
+        } else {
+            Err(DaemonError::UnknownClient { id: id.to_string(), client })
+        }
+    }
+
+    /// Every connection's activity, re-sent about once a second while it
+    /// changes and someone watches (the tray's window): nothing is
+    /// gathered while no one does.
+    pub fn watch_activity(&self) -> watch::Receiver<Vec<ConnectionActivity>> {
+        self.inner.activity.subscribe()
+    }
+
     /// Every connection with its live figures, oldest first.
     pub fn status(&self) -> Vec<ConnectionStatus> {
         let connections = self.inner.connections.lock().unwrap();
@@ -606,6 +655,14 @@ impl Daemon {
                 connections: self.status(),
                 shared_port: self.shared_port(),
             },
+            Request::Activity { id } => match self.activity(id.as_deref()) {
+                Ok(connections) => Response::Activity { connections },
+                Err(e) => e.response(&Redactor::default()),
+            },
+            Request::CloseClient { id, client } => match self.close_client(&id, client) {
+                Ok(()) => Response::ClientClosed,
+                Err(e) => e.response(&Redactor::default()),
+            },
             Request::SharedPort(req) => match self.set_shared_port(req).await {
                 Ok(shared_port) => Response::SharedPort { shared_port },
                 Err(e) => e.response(&Redactor::default()),
@@ -624,6 +681,14 @@ impl Daemon {
             *current = now;
             changed
         });
+        if self.inner.activity.receiver_count() > 0 {
+            let now = self.activity(None).unwrap_or_default();
+            self.inner.activity.send_if_modified(|current| {
+                let changed = *current != now;
+                *current = now;
+                changed
+            });
+        }
     }
 
     /// Pushes changed figures to watchers.
@@ -693,6 +758,14 @@ impl<'a> Claim<'a> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         self.inner.connecting.lock().unwrap().remove(&self.context);
+    }
+}
+
+fn activity_of(managed: &Managed) -> ConnectionActivity {
+    ConnectionActivity {
+        id: managed.record.id.clone(),
+        context: managed.record.context.clone(),
+        activity: managed.engine.activity(),
     }
 }
 
