@@ -6,6 +6,7 @@
 //! kubeconfig ──actions::refresh_contexts──▶ AppState.contexts ───────┴─▶ forward:
 //!     view::build ──▶ events::VIEW to the window, tray redraw; alerts ──▶ notifications
 //! tray menu ──Action──▶ actions::perform ─┐
+//! daemon ──watch_activity──▶ forward_activity ──▶ events::ACTIVITY to the window
 //! window ──invoke──▶ commands ────────────┴─▶ actions (connect, disconnect, copy, ...)
 //! `kubesocks quit` ──▶ daemon.quit_requested ──▶ app exit ──▶ every proxy stopped
 //! ```
@@ -126,6 +127,7 @@ fn setup(
     app.manage(TrayItem(Mutex::new(tray)));
 
     tauri::async_runtime::spawn(forward(app.clone()));
+    tauri::async_runtime::spawn(forward_activity(app.clone()));
     tauri::async_runtime::spawn(handle_clicks(app.clone(), click_rx));
     if let Some(signals) = signals {
         tauri::async_runtime::spawn(exit_on_signals(app.clone(), signals));
@@ -215,6 +217,19 @@ async fn forward(app: AppHandle) {
         }
         if let Some(text) = announcement {
             let _ = events::ANNOUNCE.emit(&app, &text);
+        }
+    }
+}
+
+/// Pushes what the connections' clients are doing to the window (event
+/// `activity`) as the daemon re-sends it: at most about once a second, and
+/// only when it changed.
+async fn forward_activity(app: AppHandle) {
+    let mut activity = app.state::<AppState>().host.activity();
+    while activity.changed().await.is_ok() {
+        let now = activity.borrow_and_update().clone();
+        if let Err(e) = events::ACTIVITY.emit(&app, &now) {
+            tracing::warn!(error = %e, "cannot send the connections' activity to the window");
         }
     }
 }

@@ -8,6 +8,7 @@
 //! not a click at run time. An argument of type `AppHandle` is Tauri's, not
 //! the window's, and a command that returns `Err(text)` rejects with `text`.
 
+use kubesocks_managed::control::ConnectionActivity;
 use tauri::{AppHandle, Manager as _};
 
 use crate::actions::{self, AppState};
@@ -30,7 +31,17 @@ pub struct Snapshot {
 
 /// Every command the window may call.
 pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
-    tauri::generate_handler![snapshot, connect, disconnect, copy_text, open_logs, save_settings, reload_contexts]
+    tauri::generate_handler![
+        snapshot,
+        connect,
+        disconnect,
+        copy_text,
+        open_logs,
+        save_settings,
+        reload_contexts,
+        activity,
+        close_client
+    ]
 }
 
 /// Everything the window needs to draw itself the first time.
@@ -81,4 +92,16 @@ pub async fn save_settings(app: AppHandle, settings: Settings) -> Result<Setting
 #[tauri::command]
 pub fn reload_contexts(app: AppHandle) {
     actions::refresh_contexts(&app);
+}
+
+/// What each connection's clients are doing now; changes arrive as `activity` events.
+#[tauri::command]
+pub fn activity(app: AppHandle) -> Vec<ConnectionActivity> {
+    app.state::<AppState>().host.current_activity()
+}
+
+/// Closes client connection `client` of connection `id`: both sides are reset.
+#[tauri::command]
+pub fn close_client(app: AppHandle, id: String, client: u64) -> Result<(), String> {
+    app.state::<AppState>().host.close_client(&id, client)
 }

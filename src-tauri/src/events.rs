@@ -8,6 +8,8 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use tauri::{AppHandle, Emitter as _};
 
+use kubesocks_managed::control::ConnectionActivity;
+
 use crate::view::View;
 
 /// An event name bound to its payload's type.
@@ -32,3 +34,7 @@ pub const VIEW: Event<View> = Event::new("view");
 
 /// What started or stopped, wherever it came from (switch, tray menu or a terminal).
 pub const ANNOUNCE: Event<String> = Event::new("announce");
+
+/// What each connection's clients are doing (open connections, recent
+/// failures, traffic), pushed about once a second while it changes.
+pub const ACTIVITY: Event<Vec<ConnectionActivity>> = Event::new("activity");

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use kubesocks_engine::kubeconfig::{self, ContextInfo, KubeSettings};
 use kubesocks_engine::{Listen, ProxyConfig, error_chain, loopback};
-use kubesocks_managed::control::{ConnectRequest, ConnectionStatus, SharedPortRequest, SharedPortStatus};
+use kubesocks_managed::control::{
+    ConnectRequest, ConnectionActivity, ConnectionStatus, SharedPortRequest, SharedPortStatus,
+};
 use kubesocks_managed::state::StateDir;
 use kubesocks_managed::{Daemon, DaemonError};
 use tokio::sync::watch;
@@ -151,6 +153,22 @@ impl Host {
             self.daemon.disconnect(&id).await.map_err(|e| error_chain(&e))?;
         }
         Ok(())
+    }
+
+    /// What every connection's clients are doing, re-sent about once a
+    /// second while it changes (the daemon gathers it only while watched).
+    pub fn activity(&self) -> watch::Receiver<Vec<ConnectionActivity>> {
+        self.daemon.watch_activity()
+    }
+
+    /// What every connection's clients are doing now.
+    pub fn current_activity(&self) -> Vec<ConnectionActivity> {
+        self.daemon.activity(None).unwrap_or_default()
+    }
+
+    /// Closes one client connection of connection `id` (both sides reset).
+    pub fn close_client(&self, id: &str, client: u64) -> Result<(), String> {
+        self.daemon.close_client(id, client).map_err(|e| error_chain(&e))
     }
 
     /// Resolves when a client asked the daemon to quit (`kubesocks quit`).

@@ -37,6 +37,7 @@ fn render() -> String {
     out.visit::<Snapshot>();
     out.visit::<View>();
     out.visit::<Settings>();
+    out.visit::<kubesocks_managed::control::ConnectionActivity>();
     let mut text = format!(
         "// The window's side of the app: the types it gets, the commands it calls\n\
          // and the events it listens for, generated from their Rust definitions by\n\

@@ -45,10 +45,16 @@ import sys
 import tempfile
 import time
 
-# kubesocks modes and the --portforward-protocol each forces.
+# kubesocks modes and the --portforward-protocol each forces. kubesocks-watched
+# is kubesocks with its connections list read every second (`--stats 1`, what
+# a tray window subscribed costs the engine); kubesocks-before is another
+# build of kubesocks (--kubesocks-before, e.g. one without a change), for a
+# before/after in one run.
 KUBESOCKS_MODES = {"kubesocks": "auto", "kubesocks-tunnel": "tunnel", "kubesocks-spdy": "spdy",
-                   "kubesocks-websocket": "websocket"}
-MODES = ["direct", "kubectl-ws", "kubectl-spdy", "kube-rs-bare", *KUBESOCKS_MODES]
+                   "kubesocks-websocket": "websocket", "kubesocks-watched": "auto", "kubesocks-before": "auto"}
+MODES = ["direct", "kubectl-ws", "kubectl-spdy", "kube-rs-bare", "kubesocks", "kubesocks-tunnel", "kubesocks-spdy",
+         "kubesocks-websocket", "kubesocks-watched"]
+ALL_MODES = [*MODES, "kubesocks-before"]
 REMOTE_MODES = ["kubectl-ws", "kubectl-spdy", "kube-rs-bare", "kubesocks"]
 REFERENCES = ["kubectl-ws", "direct"]
 SERVICE = "bench"
@@ -428,8 +434,11 @@ http {{
                    "--pod", self.pods[0][0], "--port", str(BACKEND_PORT)]
         elif mode in KUBESOCKS_MODES:
             env["KUBESOCKS_STATE_DIR"] = os.path.join(self.tmp, "kubesocks-state")
-            cmd = [self.args.kubesocks, "--kubeconfig", kubeconfig, "proxy-out",
+            binary = self.args.kubesocks_before if mode == "kubesocks-before" else self.args.kubesocks
+            cmd = [binary, "--kubeconfig", kubeconfig, "proxy-out",
                    "--listen-socks", f"127.0.0.1:{port}", "--portforward-protocol", KUBESOCKS_MODES[mode]]
+            if mode == "kubesocks-watched":
+                cmd += ["--stats", "1"]
         else:
             raise AssertionError(mode)
 
@@ -809,6 +818,7 @@ def markdown(report):
             rs = [ratio(get(r, *path), get(results.get(ref, {}), *path)) for ref in REFERENCES]
             cells.append(" / ".join(cell_ratio(x) for x in rs))
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    lines.extend(bookkeeping(report, results, conc))
     lines.append("")
     lines.append("Where the CPU goes (bulk: CPU s per GiB moved; fresh: CPU ms per connection), per process "
                  "(the API server and the stub kubelet are shared: other clients' work lands there too):")
@@ -902,6 +912,23 @@ def held_limit(r):
     if set_ is not None and seen != set_:
         return f"{seen} (started at {set_}; the proxy raised it)"
     return f"{seen} (set by the benchmark)"
+
+
+def bookkeeping(report, results, conc):
+    """What the connections list costs: kubesocks against kubesocks-watched
+    (its list read every second) and kubesocks-before (another build), if run."""
+    base = results.get("kubesocks")
+    others = [m for m in ("kubesocks-before", "kubesocks-watched") if "concurrent" in results.get(m, {})]
+    if not base or "concurrent" not in base or not others:
+        return []
+    lines = ["", "What the connections list costs (each cell: the figure, and its ratio to kubesocks):", "",
+             f"| mode | fresh p50 ms | fresh p99 ms | {conc} wall s | RSS after MiB |", "|---|---|---|---|---|"]
+    paths = [("fresh", "p50_ms"), ("fresh", "p99_ms"), ("concurrent", "wall_s"), ("rss_after_mib",)]
+    for mode in ["kubesocks", *others]:
+        r = results[mode]
+        cells = [f"{fmt(get(r, *p))} ({cell_ratio(ratio(get(r, *p), get(base, *p)))})" for p in paths]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def goals(report):
@@ -1205,7 +1232,9 @@ def main():
     p.add_argument("--out-dir", required=True)
     p.add_argument("--namespace", default="kubesocks-bench")
     p.add_argument("--net", default="127.0.3", help="/24 prefix of the two backend IPs")
-    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--modes", default=None,
+                   help=f"default: {','.join(MODES)}, and kubesocks-before with --kubesocks-before")
+    p.add_argument("--kubesocks-before", default=None, help="another kubesocks binary, run as mode kubesocks-before")
     p.add_argument("--bulk-mib", type=int, default=256)
     p.add_argument("--bulk-runs", type=int, default=3)
     p.add_argument("--fresh", type=int, default=300)
@@ -1226,10 +1255,14 @@ def main():
     p.add_argument("--held-timeout", type=float, default=60.0, help="seconds each held connection may take to "
                                                                      "open, and to complete")
     args = p.parse_args()
+    if args.modes is None:
+        args.modes = ",".join(MODES + (["kubesocks-before"] if args.kubesocks_before else []))
     modes = [m for m in args.modes.split(",") if m]
-    unknown = set(modes) - set(MODES)
+    unknown = set(modes) - set(ALL_MODES)
     if unknown:
-        p.error(f"unknown modes {sorted(unknown)}; known: {MODES}")
+        p.error(f"unknown modes {sorted(unknown)}; known: {ALL_MODES}")
+    if "kubesocks-before" in modes and not args.kubesocks_before:
+        p.error("mode kubesocks-before needs --kubesocks-before PATH")
     held_modes = [m for m in args.held_modes.split(",") if m]
     unknown = set(held_modes) - set(MODES) | {"direct"} & set(held_modes)
     if unknown:

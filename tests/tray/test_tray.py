@@ -346,6 +346,110 @@ def test_curl_through_the_shown_url_reaches_the_demo_pod_and_the_counters_move(d
     assert re.fullmatch(r"\d+(\.\d)? (B|KiB)", received), received
 
 
+SLOW_URL = "http://productpage.default.svc.cluster.local:9080/slow"
+
+
+def open_connections_view(driver, context):
+    # Found and clicked in one script: the row may be redrawn between two calls (see `field`).
+    driver.execute_script(
+        "document.querySelector(arguments[0]).click()",
+        f'.row[data-context="{context}"] button[data-action="connections"]',
+    )
+    wait_for("the Connections view", lambda: driver.find_element(By.ID, "connections-view").is_displayed(), timeout=10)
+
+
+def close_connections_view(driver):
+    driver.execute_script("document.getElementById('close-connections').click()")
+    wait_for("the contexts again", lambda: driver.find_element(By.ID, "contexts-view").is_displayed(), timeout=10)
+
+
+def listed_open(driver):
+    """The Connections view's open connections as {conn: {field: text}}, read in one script."""
+    return driver.execute_script(
+        """
+        const rows = {};
+        for (const tr of document.querySelectorAll('#open-connections tr[data-conn]')) {
+          const fields = {};
+          for (const f of tr.querySelectorAll('[data-field]')) fields[f.dataset.field] = f.textContent;
+          rows[tr.dataset.conn] = fields;
+        }
+        return rows;
+        """
+    )
+
+
+def test_the_connections_view_shows_curls_download_and_its_close_button_resets_it(driver, connected):
+    url = field(driver, ADMIN, "url")
+    download = subprocess.Popen(
+        ["curl", "--silent", "--show-error", "--output", "/dev/null", "--proxy", url, SLOW_URL],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            "the row's sparkline and Connections button",
+            lambda: driver.execute_script(
+                "return document.querySelector(arguments[0]) !== null",
+                f'.row[data-context="{ADMIN}"] .activity-line .sparkline',
+            ),
+            timeout=15,
+        )
+        open_connections_view(driver, ADMIN)
+        # Pushed by the app as the download goes: its program (found by the
+        # engine from the socket), the pod it reached, bytes that grow.
+        mine = f"curl ({download.pid})"
+        conn, fields = wait_for(
+            "curl's download in the list with bytes received",
+            lambda: next(((c, f) for c, f in listed_open(driver).items()
+                          if f.get("program") == mine and f.get("down") not in (None, "", "0 B")), None),
+            timeout=20,
+        )
+        assert fields["asked"] == "productpage.default.svc.cluster.local:9080", fields
+        assert fields["destination"].startswith("default/productpage-v1-"), fields
+        assert fields["state"] == "open", fields
+        screenshot(driver, screenshot_path(connected, "-connections"))
+        driver.execute_script(
+            "document.querySelector(arguments[0]).click()",
+            f'#open-connections tr[data-conn="{conn}"] button[data-action="close"]',
+        )
+        code = download.wait(timeout=10)
+        assert code != 0, "curl saw its download cut"
+        assert "reset" in download.stderr.read().lower() or code in (18, 56), f"curl exit {code}"
+        wait_for("the closed connection to leave the list", lambda: conn not in listed_open(driver), timeout=10)
+    finally:
+        if download.poll() is None:
+            download.kill()
+        close_connections_view(driver)
+
+
+def test_a_refused_name_shows_in_the_failures_with_its_reason(driver, connected):
+    url = field(driver, ADMIN, "url")
+    out = subprocess.run(["curl", "--silent", "--proxy", url, "http://nope.default.svc.cluster.local/"], capture_output=True)
+    assert out.returncode != 0, "an unknown Service is refused"
+    open_connections_view(driver, ADMIN)
+    try:
+        driver.execute_script("document.querySelector('#connections-view [data-tab=failures]').click()")
+        failure = wait_for(
+            "the refusal in the failures list",
+            lambda: driver.execute_script(
+                """
+                for (const tr of document.querySelectorAll('#failed-connections tr')) {
+                  const f = (name) => tr.querySelector(`[data-field="${name}"]`)?.textContent;
+                  if (f('asked') === 'nope.default.svc.cluster.local:80') return {program: f('program'), reason: f('reason')};
+                }
+                return null;
+                """
+            ),
+            timeout=15,
+        )
+        assert failure["reason"] == "no service nope in namespace default", failure
+        assert failure["program"].startswith("curl ("), failure
+        reasons = driver.find_element(By.ID, "failure-reasons").text
+        assert "no service nope in namespace default" in reasons, reasons
+    finally:
+        close_connections_view(driver)
+
+
 def test_the_shared_port_reaches_the_connected_context_by_its_alias(driver, binaries, app_env, connected):
     state = connected
     shared = f"socks5h://127.0.0.1:{state['shared_port']}"
@@ -532,6 +636,14 @@ def test_dark_mode_follows_the_desktop(binaries, app_env, home, state):
         background = dark.execute_script("return getComputedStyle(document.documentElement).backgroundColor")
         assert background == "rgb(26, 28, 32)", background
         screenshot(dark, screenshot_path(state, "-dark"))
+        url = field(dark, ADMIN, "url")
+        download = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--proxy", url, SLOW_URL])
+        try:
+            open_connections_view(dark, ADMIN)
+            wait_for("the download listed", lambda: any(f.get("program", "").startswith("curl (") for f in listed_open(dark).values()), timeout=20)
+            screenshot(dark, screenshot_path(state, "-connections-dark"))
+        finally:
+            download.kill()
         out = kubesocks(binaries, app_env, "quit")
         assert out.returncode == 0, out.stderr
 

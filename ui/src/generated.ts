@@ -6,6 +6,27 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 
+/** Where a connection is in its life. */
+export type ConnState = "resolving" | "opening" | "open" | "half_closed" | "closing";
+
+/** What the clients of one managed connection are doing. */
+export type ConnectionActivity = {
+  /** The connection's ID. */
+  id: string,
+  /** Its context. */
+  context: string,
+  /** The open connections, newest first (at most 500). */
+  open: Array<OpenConnection>,
+  /** How many are open, listed or not. */
+  open_count: number,
+  /** The latest refused or failed connections, newest first (at most 200). */
+  failures: Array<FailedConnection>,
+  /** The failures kept, counted by reason, the most common first. */
+  reasons: Array<ReasonCount>,
+  /** Traffic per second over the last five minutes, oldest first. */
+  traffic: Array<TrafficSecond>,
+};
+
 /**
  * A managed connection as `status` and the tray show it: its record and
  * its live figures, side by side in one JSON object.
@@ -80,6 +101,26 @@ export type ErrorReport = {
   at: number,
 };
 
+/** A connection that was refused or failed. */
+export type FailedConnection = {
+  /** When, in milliseconds since the Unix epoch. */
+  at_ms: number,
+  /** Its ID, as its log lines say. */
+  id: number,
+  /** The local program that asked; none when unknown. */
+  program: Program | null,
+  /** The client's address. */
+  client: string,
+  /** How it asked. */
+  via: Via,
+  /** Whether it came through the port shared by every context. */
+  shared_port: boolean,
+  /** The name or address and port asked for. */
+  asked: string,
+  /** Why, as the log says it and the client was told. */
+  reason: string,
+};
+
 /** A context's health, as `status` and the tray show it. */
 export type HealthState = { "state": "connected" } | { "state": "syncing", 
 /**
@@ -110,8 +151,59 @@ error: string, };
 /** What the tray icon shows. */
 export type Icon = "idle" | "connected" | "error";
 
+/** One open client connection, as listed. */
+export type OpenConnection = {
+  /** Its ID, as its log lines say (`conn=7`). */
+  id: number,
+  /**
+   * The local program that opened it; none when unknown (another
+   * user's, another machine's, or not found yet).
+   */
+  program: Program | null,
+  /** The client's address. */
+  client: string,
+  /** How it asked. */
+  via: Via,
+  /** Whether it came through the port shared by every context. */
+  shared_port: boolean,
+  /** The name or address and port asked for. */
+  asked: string,
+  /** What that turned out to be (`service shop/web:80`), once resolved. */
+  reached: string | null,
+  /** The pod port it is forwarded to (`shop/web-5d8f:8080`), once open. */
+  pod: string | null,
+  /** The port-forward protocol it uses, once open. */
+  protocol: Protocol | null,
+  /** Bytes from the client to the cluster. */
+  bytes_up: number,
+  /** Bytes from the cluster to the client. */
+  bytes_down: number,
+  /** When it was accepted, in milliseconds since the Unix epoch. */
+  opened_at_ms: number,
+  /** How long it has been open, in milliseconds. */
+  age_ms: number,
+  /** Where it is in its life. */
+  state: ConnState,
+};
+
+/** A local process. */
+export type Program = {
+  /** Its PID. */
+  pid: number,
+  /** Its name (`/proc/PID/comm`: at most 15 bytes). */
+  name: string,
+};
+
 /** A data-path protocol of `pods/portforward`. */
 export type Protocol = "tunnel" | "spdy" | "websocket";
+
+/** How many of the failures kept share one reason. */
+export type ReasonCount = {
+  /** The reason. */
+  reason: string,
+  /** How many failures kept gave it. */
+  count: number,
+};
 
 /** One context as the user sees it. */
 export type Row = {
@@ -202,6 +294,21 @@ export type Snapshot = {
   version: string,
 };
 
+/** One second of traffic. */
+export type TrafficSecond = {
+  /** The second it ended at, in seconds since the Unix epoch. */
+  at: number,
+  /** Bytes from clients to the cluster. */
+  bytes_up: number,
+  /** Bytes from the cluster to clients. */
+  bytes_down: number,
+  /** Client connections opened. */
+  opened: number,
+};
+
+/** How a client asked for its connection. */
+export type Via = "socks5" | "http_connect" | "http";
+
 /** Everything the window shows apart from the settings, pushed on every change. */
 export type View = {
   /** The kubeconfig's contexts in its order, then connected contexts it lacks. */
@@ -241,6 +348,12 @@ export const saveSettings = (settings: Settings): Promise<Settings> => invoke("s
 /** Re-reads the kubeconfig; a change arrives as a new view. */
 export const reloadContexts = (): Promise<void> => invoke("reload_contexts");
 
+/** What each connection's clients are doing now; changes arrive as `activity` events. */
+export const activity = (): Promise<Array<ConnectionActivity>> => invoke("activity");
+
+/** Closes client connection `client` of connection `id`: both sides are reset. */
+export const closeClient = (id: string, client: number): Promise<void> => invoke("close_client", { id, client });
+
 // The events the app pushes (src-tauri/src/events.rs).
 
 /** What the window shows, pushed by the app on every change. */
@@ -250,3 +363,10 @@ export const onView = (handler: (payload: View) => void): Promise<UnlistenFn> =>
 /** What started or stopped, wherever it came from (switch, tray menu or a terminal). */
 export const onAnnounce = (handler: (payload: string) => void): Promise<UnlistenFn> =>
   listen<string>("announce", (event) => handler(event.payload));
+
+/**
+ * What each connection's clients are doing (open connections, recent
+ * failures, traffic), pushed about once a second while it changes.
+ */
+export const onActivity = (handler: (payload: Array<ConnectionActivity>) => void): Promise<UnlistenFn> =>
+  listen<Array<ConnectionActivity>>("activity", (event) => handler(event.payload));

@@ -1,5 +1,6 @@
 // The window: the contexts with their switches, as the app computes them
-// and pushes them (a View on every change), and the settings page.
+// and pushes them (a View on every change), the Connections view of each
+// (pushed as `activity`), and the settings page.
 
 import logo from "../../icons/app.svg";
 import * as api from "./generated";
@@ -8,6 +9,7 @@ import type { Defaults, Row, Settings, View } from "./generated";
 import { toast, reason } from "./feedback";
 import { renderRows, tickUptimes } from "./rows";
 import { settingsPage } from "./settings";
+import { connectionsView, decorateRows, setActivity } from "./connections";
 
 const list = byId<HTMLDivElement>("contexts");
 let view: View | null = null;
@@ -28,6 +30,8 @@ function render(): void {
   } else {
     list.querySelector(".empty")?.remove();
   }
+  // A redrawn row gets its sparkline and Connections button back.
+  decorateRows(list);
   const banner = byId("banner");
   banner.hidden = !view.kubeconfig_error;
   banner.textContent = view.kubeconfig_error ?? "";
@@ -68,6 +72,13 @@ settingsPage({
   saved: (saved) => (settings = saved),
 });
 
+connectionsView((visible) => {
+  byId("contexts-view").hidden = visible;
+  byId("connections-view").hidden = !visible;
+});
+// The settings page replaces whichever view is shown.
+byId("open-settings").addEventListener("click", () => (byId("connections-view").hidden = true));
+
 byId("refresh").addEventListener("click", () => {
   api.reloadContexts().catch((e) => toast(reason(e), "error"));
 });
@@ -84,6 +95,7 @@ async function start(): Promise<void> {
     render();
   });
   await api.onAnnounce((text) => toast(text));
+  await api.onActivity((pushed) => setActivity(pushed, list));
   const snap = await api.snapshot();
   settings = snap.settings;
   defaults = snap.defaults;
@@ -91,6 +103,7 @@ async function start(): Promise<void> {
   byId("version").textContent = `v${snap.version}`;
   byId("open-logs").title = snap.log_dir;
   render();
+  setActivity(await api.activity(), list);
   document.body.dataset.ready = "true";
   window.setInterval(() => tickUptimes(list, Date.now()), 1000);
 }

@@ -5,7 +5,9 @@
 //	backend --serve NAME=IP:PORT [--serve ...]
 //
 // NAME is "namespace/pod" (or any label). Every path answers
-// "hello from POD (NAMESPACE) on port PORT\n"; /small answers exactly 100 bytes.
+// "hello from POD (NAMESPACE) on port PORT\n"; /small answers exactly 100 bytes;
+// /slow is a download that stays open: 10 MiB announced, 1 KiB sent every
+// 200 ms until the client goes.
 package main
 
 import (
@@ -88,6 +90,10 @@ func handler(t target) http.Handler {
 		hello = fmt.Sprintf("hello from %s (%s) on port %s\n", pod, ns, port)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			slow(w, r)
+			return
+		}
 		body := []byte(hello)
 		if r.URL.Path == "/small" {
 			body = small
@@ -98,4 +104,28 @@ func handler(t target) http.Handler {
 			_, _ = w.Write(body)
 		}
 	})
+}
+
+// slow trickles a 10 MiB body, 1 KiB every 200 ms, until the client goes.
+func slow(w http.ResponseWriter, r *http.Request) {
+	const total, chunk = 10 << 20, 1 << 10
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", fmt.Sprint(total))
+	flusher, _ := w.(http.Flusher)
+	block := make([]byte, chunk)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for sent := 0; sent < total; sent += chunk {
+		if _, err := w.Write(block); err != nil {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
