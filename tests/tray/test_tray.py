@@ -40,9 +40,34 @@ def test_the_deb_installs_the_tray_app_and_the_headless_cli():
     assert "/usr/bin/kubesocks" in paths, listing
     assert any(p.startswith("/usr/share/applications/") and p.endswith(".desktop") for p in paths), listing
     assert any(p.startswith("/usr/share/icons/hicolor/") and p.endswith(".png") for p in paths), listing
+    for extra in ("/usr/share/man/man1/kubesocks.1.gz", "/usr/share/bash-completion/completions/kubesocks",
+                  "/usr/share/zsh/vendor-completions/_kubesocks", "/usr/share/fish/vendor_completions.d/kubesocks.fish"):
+        assert extra in paths, f"{extra} not in the package:\n{listing}"
     fields = subprocess.run(["dpkg-deb", "-f", deb, "Package", "Depends"], capture_output=True, text=True, check=True)
     assert "Package: kubesocks" in fields.stdout
     assert "libwebkit2gtk-4.1" in fields.stdout, fields.stdout
+
+
+def test_the_debs_man_page_and_completions_describe_the_cli(tmp_path):
+    deb = os.environ["KUBESOCKS_DEB"]
+    subprocess.run(["dpkg-deb", "-x", deb, str(tmp_path)], check=True)
+    man = subprocess.run(["gzip", "-dc", str(tmp_path / "usr/share/man/man1/kubesocks.1.gz")],
+                         capture_output=True, text=True, check=True).stdout
+    assert man.startswith(".ie") and ".TH kubesocks 1" in man, man[:200]
+    text = man.replace("\\-", "-")  # roff escapes hyphens
+    for command in ("proxy-out", "connect", "connections", "failures"):
+        assert f"kubesocks-{command}(1)" in text, f"{command} not in the man page"
+    bash = (tmp_path / "usr/share/bash-completion/completions/kubesocks").read_text()
+    # bash itself loads the completion and offers the subcommands.
+    words = subprocess.run(
+        ["bash", "-c", f"source {tmp_path}/usr/share/bash-completion/completions/kubesocks; "
+                       "COMP_WORDS=(kubesocks conn); COMP_CWORD=1; _kubesocks kubesocks conn kubesocks; "
+                       "echo ${COMPREPLY[@]}"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert {"connect", "connections"} <= set(words), words
+    assert "complete" in bash
+    assert "connections" in (tmp_path / "usr/share/fish/vendor_completions.d/kubesocks.fish").read_text()
+    assert "#compdef kubesocks" in (tmp_path / "usr/share/zsh/vendor-completions/_kubesocks").read_text()
 
 
 def test_the_headless_cli_in_the_deb_links_no_gui_library(binaries):
