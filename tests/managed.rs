@@ -820,3 +820,28 @@ async fn connections_and_failures_name_each_program_its_target_and_why() {
     python.kill().await.unwrap();
     m.ok(&["quit"]).await;
 }
+
+#[tokio::test]
+async fn proxy_out_stats_prints_its_connections_and_failures_every_second() {
+    let (_ns, _backend, url) = own_service("stats").await;
+    let proxy = support::Proxy::start(&cluster().admin_kubeconfig, &["--stats", "1"]).await;
+    let answer = support::wait_for("the new Service to answer", || async {
+        let out = curl(&["--proxy", &proxy.socks_url(), &url]).await;
+        (out.code == 0).then_some(out.stdout)
+    })
+    .await;
+    assert!(answer.contains("hello from stats"), "{answer}");
+    assert_ne!(curl(&["--proxy", &proxy.socks_url(), "http://nope.default/"]).await.code, 0);
+    let line = support::wait_for("a stats line with the refusal", || async {
+        let log = proxy.log();
+        log.lines().find(|l| l.starts_with("stats: ") && l.contains("last failure: nope.default:80")).map(str::to_string)
+    })
+    .await;
+    assert!(line.contains("no service nope in namespace default"), "{line}");
+    assert!(line.contains(" failed;"), "{line}");
+    let later = support::wait_for("a stats line with nothing new", || async {
+        proxy.log().lines().rev().find(|l| l.starts_with("stats: 0 open") && l.contains(", 0 failed;")).map(str::to_string)
+    })
+    .await;
+    assert!(!later.contains("last failure"), "a failure is told once: {later}");
+}
