@@ -787,6 +787,7 @@ async fn connections_and_failures_name_each_program_its_target_and_why() {
         assert_eq!(c["reached"], format!("service {}/slow:80", ns.name), "{c}");
         assert!(c["pod"].as_str().unwrap().starts_with(&format!("{}/slow:8080", ns.name)), "{c}");
         assert!(c["protocol"].is_string(), "{c}");
+        assert_eq!(c["node"], support::test_node(), "{c}");
     }
     assert!(by_curl["bytes_up"].as_u64().unwrap() > 20, "curl's request went up: {by_curl}");
 
@@ -834,13 +835,20 @@ async fn proxy_out_stats_prints_its_connections_and_failures_every_second() {
     assert_ne!(curl(&["--proxy", &proxy.socks_url(), "http://nope.default/"]).await.code, 0);
     let line = support::wait_for("a stats line with the refusal", || async {
         let log = proxy.log();
-        log.lines().find(|l| l.starts_with("stats: ") && l.contains("last failure: nope.default:80")).map(str::to_string)
+        log.lines()
+            .find(|l| l.starts_with("stats: ") && l.contains("last failure: nope.default:80"))
+            .map(str::to_string)
     })
     .await;
     assert!(line.contains("no service nope in namespace default"), "{line}");
     assert!(line.contains(" failed;"), "{line}");
     let later = support::wait_for("a stats line with nothing new", || async {
-        proxy.log().lines().rev().find(|l| l.starts_with("stats: 0 open") && l.contains(", 0 failed;")).map(str::to_string)
+        proxy
+            .log()
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("stats: 0 open") && l.contains(", 0 failed;"))
+            .map(str::to_string)
     })
     .await;
     assert!(!later.contains("last failure"), "a failure is told once: {later}");

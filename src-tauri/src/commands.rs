@@ -96,8 +96,9 @@ pub fn reload_contexts(app: AppHandle) {
 
 /// What each connection's clients are doing now; changes arrive as `activity` events.
 #[tauri::command]
-pub fn activity(app: AppHandle) -> Vec<ConnectionActivity> {
-    app.state::<AppState>().host.current_activity()
+pub async fn activity(app: AppHandle) -> Result<Vec<ConnectionActivity>, String> {
+    let host = app.state::<AppState>().host.clone();
+    Ok(host.current_activity().await)
 }
 
 /// Closes client connection `client` of connection `id`: both sides are reset.

@@ -162,8 +162,8 @@ impl Host {
     }
 
     /// What every connection's clients are doing now.
-    pub fn current_activity(&self) -> Vec<ConnectionActivity> {
-        self.daemon.activity(None).unwrap_or_default()
+    pub async fn current_activity(&self) -> Vec<ConnectionActivity> {
+        self.daemon.activity(None).await.unwrap_or_default()
     }
 
     /// Closes one client connection of connection `id` (both sides reset).

@@ -430,7 +430,7 @@ def test_the_connections_view_shows_curls_download_and_its_close_button_resets_i
             timeout=20,
         )
         assert fields["asked"] == "productpage.default.svc.cluster.local:9080", fields
-        assert fields["destination"].startswith("default/productpage-v1-"), fields
+        assert re.fullmatch(r"default/productpage-v1-\S+:9080 on node-\S+", fields["destination"]), fields
         assert fields["state"] == "open", fields
         screenshot(driver, screenshot_path(connected, "-connections"))
         driver.execute_script(

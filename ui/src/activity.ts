@@ -35,9 +35,10 @@ export function programLabel(program: Program | null): string {
   return program ? `${program.name} (${program.pid})` : "unknown";
 }
 
-/** Where a connection went: its pod port once open, else what it resolved to, else nothing yet. */
+/** Where a connection went: its pod port (and node) once open, else what it resolved to, else nothing yet. */
 export function destination(c: OpenConnection): string {
-  return c.pod ?? c.reached ?? "…";
+  if (c.pod) return c.node ? `${c.pod} on ${c.node}` : c.pod;
+  return c.reached ?? "…";
 }
 
 /** Connections whose program, name, destination or state contain `text` (any case). */

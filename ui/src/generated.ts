@@ -172,6 +172,8 @@ export type OpenConnection = {
   reached: string | null,
   /** The pod port it is forwarded to (`shop/web-5d8f:8080`), once open. */
   pod: string | null,
+  /** The node that pod runs on, when the caches know it. */
+  node: string | null,
   /** The port-forward protocol it uses, once open. */
   protocol: Protocol | null,
   /** Bytes from the client to the cluster. */

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import {
   SPARK_SECONDS,
+  destination,
   filterFailures,
   filterOpen,
   programLabel,
@@ -21,6 +22,7 @@ const conn = (id: number, extra: Partial<OpenConnection> = {}): OpenConnection =
   asked: "web.shop:80",
   reached: "service shop/web:80",
   pod: "shop/web-1:8080",
+  node: null,
   protocol: "tunnel",
   bytes_up: 0,
   bytes_down: 0,
@@ -35,6 +37,8 @@ describe("the connections list", () => {
     expect(programLabel({ pid: 7, name: "chromium" })).toBe("chromium (7)");
     expect(programLabel(null)).toBe("unknown");
     expect(viaLabel("http_connect", true)).toBe("HTTP CONNECT (shared port)");
+    expect(destination(conn(1, { node: "node-a" }))).toBe("shop/web-1:8080 on node-a");
+    expect(destination(conn(1, { pod: null }))).toBe("service shop/web:80");
   });
 
   it("filters on program, name, pod and state, in any case", () => {

@@ -194,6 +194,7 @@ fn via_cell(via: Via, shared_port: bool) -> String {
 
 fn pod_cell(conn: &OpenConnection) -> String {
     match (&conn.pod, &conn.reached) {
+        (Some(pod), _) if let Some(node) = &conn.node => format!("{pod} on {node}"),
         (Some(pod), _) => pod.clone(),
         (None, Some(reached)) => reached.clone(),
         (None, None) => "-".to_string(),
@@ -218,12 +219,12 @@ fn now_ms() -> u64 {
 /// `proxy-out --stats SECONDS`: one line on stderr every `every`, until the
 /// process ends.
 pub(crate) async fn print_stats(engine: &Engine, every: Duration) {
-    let mut seen_failures = failures_seen(&engine.activity());
+    let mut seen_failures = failures_seen(&engine.activity().await);
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let activity = engine.activity();
+        let activity = engine.activity().await;
         let (line, seen) = stats_line(&activity, seen_failures, every);
         seen_failures = seen;
         eprintln!("{line}");
@@ -277,6 +278,7 @@ mod tests {
             asked: "web:80".into(),
             reached: None,
             pod: None,
+            node: None,
             protocol: None,
             bytes_up: 0,
             bytes_down: 0,

@@ -121,8 +121,12 @@ impl Engine {
     /// What its clients are doing: the connections open now, the latest
     /// failures and the traffic of the last minutes (whichever port they
     /// came through: its own or a gateway's).
-    pub fn activity(&self) -> ActivitySnapshot {
-        self.backend.activity.snapshot()
+    /// The programs behind connections listed for the first time are looked
+    /// up meanwhile, which takes a few milliseconds; the future holds no
+    /// borrow of the engine.
+    pub fn activity(&self) -> impl Future<Output = ActivitySnapshot> + Send + 'static {
+        let activity = self.backend.activity.clone();
+        async move { activity.snapshot().await }
     }
 
     /// Closes one open client connection, resetting both sides. False if

@@ -155,7 +155,7 @@ pub fn endpoints(json: &[u8]) {
                     continue;
                 };
                 let (Some(ns), Some(pod)) = (r.namespace.clone(), r.name.clone()) else { continue };
-                expected.push(Endpoint { namespace: ns, pod, port: pod_port });
+                expected.push(Endpoint::new(ns, pod, pod_port));
             }
         }
         expected.sort_by(|a, b| (&a.pod, a.port).cmp(&(&b.pod, b.port)));

@@ -129,6 +129,36 @@ impl Kept for Service {
     }
 }
 
+/// The one string of node `name`: a cluster has thousands of pods and
+/// endpoints on a few nodes, so each node's name is held once, however many
+/// refer to it. Names no one holds any more are swept when the table has
+/// doubled since the last sweep.
+pub(crate) fn node_name(name: &str) -> Arc<str> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, Weak};
+    struct Nodes {
+        by_name: HashMap<Box<str>, Weak<str>>,
+        swept_at: usize,
+    }
+    static NODES: Mutex<Option<Nodes>> = Mutex::new(None);
+    let mut nodes = NODES.lock().unwrap();
+    let nodes = nodes.get_or_insert_with(|| Nodes { by_name: HashMap::new(), swept_at: 0 });
+    if let Some(held) = nodes.by_name.get(name).and_then(Weak::upgrade) {
+        return held;
+    }
+    let held: Arc<str> = Arc::from(name);
+    nodes.by_name.insert(name.into(), Arc::downgrade(&held));
+    if nodes.by_name.len() >= 2 * nodes.swept_at.max(64) {
+        nodes.by_name.retain(|_, weak| weak.strong_count() > 0);
+        nodes.swept_at = nodes.by_name.len();
+    }
+    held
+}
+
+fn node<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<str>>, D::Error> {
+    Ok(Option::<Cow<'de, str>>::deserialize(deserializer)?.as_deref().map(node_name))
+}
+
 fn name_of(meta: &ObjectMeta) -> Arc<str> {
     meta.name.as_deref().unwrap_or_default().into()
 }
@@ -236,6 +266,9 @@ pub(crate) struct Endpoint {
     pub conditions: Option<EndpointConditions>,
     pub hostname: Option<String>,
     pub target_ref: Option<ObjectReference>,
+    /// The node its pod runs on (one string per node, shared: see [`node_name`]).
+    #[serde(default, deserialize_with = "node")]
+    pub node_name: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -292,6 +325,8 @@ pub(crate) struct Pod {
     pub deleting: bool,
     /// `status.podIPs` (those that parse).
     pub ips: Box<[IpAddr]>,
+    /// `spec.nodeName`, once scheduled (one string per node, shared: see [`node_name`]).
+    pub node: Option<Arc<str>>,
 }
 
 /// A pod's `status.phase`.
@@ -376,6 +411,7 @@ impl Kept for Pod {
             phase: Phase::parse(status.and_then(|s| s.phase.as_deref())),
             deleting: sent.metadata.deletion_timestamp.is_some(),
             ips: ips.iter().filter_map(|i| Some(i.ip.parse::<IpAddr>().ok()?.to_canonical())).collect(),
+            node: spec.and_then(|s| s.node_name.as_deref()).map(node_name),
         }
     }
     fn name(&self) -> &Arc<str> {
@@ -405,9 +441,11 @@ pub(crate) struct PodAsSent {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct PodSpec {
     pub hostname: Option<String>,
     pub subdomain: Option<String>,
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -510,9 +548,25 @@ mod tests {
         assert_eq!(slice.metadata.resource_version.as_deref(), Some("7"), "the watch resumes from it");
         let endpoint = &slice.endpoints.as_ref().unwrap()[0];
         assert_eq!(endpoint.target_ref.as_ref().unwrap().name.as_deref(), Some("web-1"));
+        assert_eq!(endpoint.node_name.as_deref(), Some("n1"));
         assert_eq!(slice.ports.as_ref().unwrap()[0].port, Some(8080));
         let kept = EndpointSlice::from(slice);
         assert_eq!((&*kept.namespace, &*kept.name, kept.service()), ("shop", "web-x", Some("web")));
+    }
+
+    #[test]
+    fn pods_and_endpoints_on_one_node_share_its_name() {
+        let on = |node: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "n"}, "spec": {"nodeName": node}}))
+                .unwrap()
+        };
+        let (a, b, c) = (on("node-shared-1"), on("node-shared-1"), on("node-other-1"));
+        assert!(Arc::ptr_eq(a.node.as_ref().unwrap(), b.node.as_ref().unwrap()));
+        assert_eq!(c.node.as_deref(), Some("node-other-1"));
+        let endpoint: Endpoint = serde_json::from_value(json!({"addresses": [], "nodeName": "node-shared-1"})).unwrap();
+        assert!(Arc::ptr_eq(a.node.as_ref().unwrap(), endpoint.node_name.as_ref().unwrap()));
+        let unscheduled: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "n"}})).unwrap();
+        assert_eq!(unscheduled.node, None);
     }
 
     #[test]

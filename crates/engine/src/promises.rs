@@ -189,7 +189,7 @@ async fn refused_connections_are_listed_with_the_program_that_asked_and_the_reas
         http(engine.http_addr().unwrap(), "GET http://nope.default.svc/ HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(status.contains(" 502 "), "{status}");
     let this = std::process::id();
-    let activity = engine.activity();
+    let activity = engine.activity().await;
     let seen: Vec<_> = activity.failures.iter().map(|f| (f.via, f.asked.as_str())).collect();
     assert_eq!(
         seen,
@@ -217,10 +217,10 @@ async fn a_connection_through_a_gateway_is_its_engines_and_says_it_came_through_
     routes.insert("lab", engine.route());
     let gateway = Gateway::start(GatewayConfig::new(Listen::exact(loopback(0))), routes).await.unwrap();
     assert_eq!(socks_connect(gateway.addr(), "web.default.lab", 81).await, 0x05);
-    let failures = engine.activity().failures;
+    let failures = engine.activity().await.failures;
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].asked, "web.default:81", "the name without its alias, as the engine reads it");
     assert!(failures[0].shared_port);
     assert_eq!(socks_connect(engine.socks_addr().unwrap(), "web.default", 81).await, 0x05);
-    assert!(!engine.activity().failures[0].shared_port, "its own port");
+    assert!(!engine.activity().await.failures[0].shared_port, "its own port");
 }

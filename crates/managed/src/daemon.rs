@@ -340,7 +340,7 @@ impl Daemon {
             Ok(outcome) => {
                 unmade.made();
                 self.route();
-                self.publish();
+                self.publish_status();
                 Ok(outcome)
             }
             Err(e) => {
@@ -486,7 +486,7 @@ impl Daemon {
         engine.stop_listening().await;
         self.inner.state.remove_connection(&record.id);
         self.route();
-        self.publish();
+        self.publish_status();
         let id = record.id.clone();
         self.inner.tasks.spawn(
             async move {
@@ -551,18 +551,25 @@ impl Daemon {
 
     /// What the clients of connection `id` (none: of every connection,
     /// oldest first) are doing.
-    pub fn activity(&self, id: Option<&str>) -> Result<Vec<ConnectionActivity>, DaemonError> {
-        let connections = self.inner.connections.lock().unwrap();
-        let mut picked: Vec<&Managed> = match id {
-            Some(id) => match connections.get(id) {
-                Some(managed) => vec![managed],
-                None if !is_valid_id(id) => return Err(DaemonError::MalformedId { id: id.to_string() }),
-                None => return Err(DaemonError::UnknownConnection { id: id.to_string() }),
-            },
-            None => connections.values().collect(),
+    pub async fn activity(&self, id: Option<&str>) -> Result<Vec<ConnectionActivity>, DaemonError> {
+        let pending: Vec<_> = {
+            let connections = self.inner.connections.lock().unwrap();
+            let mut picked: Vec<&Managed> = match id {
+                Some(id) => match connections.get(id) {
+                    Some(managed) => vec![managed],
+                    None if !is_valid_id(id) => return Err(DaemonError::MalformedId { id: id.to_string() }),
+                    None => return Err(DaemonError::UnknownConnection { id: id.to_string() }),
+                },
+                None => connections.values().collect(),
+            };
+            picked.sort_by_key(|m| m.seq);
+            picked.into_iter().map(|m| (m.record.id.clone(), m.record.context.clone(), m.engine.activity())).collect()
         };
-        picked.sort_by_key(|m| m.seq);
-        Ok(picked.into_iter().map(activity_of).collect())
+        let mut all = Vec::with_capacity(pending.len());
+        for (id, context, activity) in pending {
+            all.push(ConnectionActivity { id, context, activity: activity.await });
+        }
+        Ok(all)
     }
 
     /// Closes client connection `client` of connection `id`, resetting both sides.
@@ -655,7 +662,7 @@ impl Daemon {
                 connections: self.status(),
                 shared_port: self.shared_port(),
             },
-            Request::Activity { id } => match self.activity(id.as_deref()) {
+            Request::Activity { id } => match self.activity(id.as_deref()).await {
                 Ok(connections) => Response::Activity { connections },
                 Err(e) => e.response(&Redactor::default()),
             },
@@ -674,15 +681,21 @@ impl Daemon {
         }
     }
 
-    fn publish(&self) {
+    /// Pushes the connections' figures to watchers, if they changed.
+    fn publish_status(&self) {
         let now = self.status();
         self.inner.updates.send_if_modified(|current| {
             let changed = *current != now;
             *current = now;
             changed
         });
+    }
+
+    /// Pushes the figures and, while someone watches it, the activity.
+    async fn publish(&self) {
+        self.publish_status();
         if self.inner.activity.receiver_count() > 0 {
-            let now = self.activity(None).unwrap_or_default();
+            let now = self.activity(None).await.unwrap_or_default();
             self.inner.activity.send_if_modified(|current| {
                 let changed = *current != now;
                 *current = now;
@@ -697,7 +710,7 @@ impl Daemon {
         loop {
             tokio::select! {
                 _ = self.inner.stopping.cancelled() => return,
-                _ = interval.tick() => self.publish(),
+                _ = interval.tick() => self.publish().await,
             }
         }
     }
@@ -758,14 +771,6 @@ impl<'a> Claim<'a> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         self.inner.connecting.lock().unwrap().remove(&self.context);
-    }
-}
-
-fn activity_of(managed: &Managed) -> ConnectionActivity {
-    ConnectionActivity {
-        id: managed.record.id.clone(),
-        context: managed.record.context.clone(),
-        activity: managed.engine.activity(),
     }
 }
 

@@ -53,15 +53,21 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// A client accepted on a listener at `listener`: its program is looked up off this path.
+    /// A client accepted on a listener at `listener`: its program is looked
+    /// up when someone asks (see [`programs`]).
     pub(crate) fn accepted(addr: SocketAddr, listener: Option<SocketAddr>) -> Client {
         let program = match listener {
-            Some(listener) => programs::Programs::shared().look_up(programs::Socket { client: addr, listener }),
+            Some(listener) => Arc::new(ProgramSlot::of(programs::Socket { client: addr, listener })),
             None => Arc::default(),
         };
         Client { addr, program }
     }
 }
+
+/// How long a listing waits for the programs it asked for: lookups take a
+/// millisecond or so each, in batches; a first one, reading every process,
+/// some more.
+const LISTING_WAITS: Duration = Duration::from_millis(200);
 
 /// How a client asked for its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +136,8 @@ pub struct OpenConnection {
     pub reached: Option<String>,
     /// The pod port it is forwarded to (`shop/web-5d8f:8080`), once open.
     pub pod: Option<String>,
+    /// The node that pod runs on, when the caches know it.
+    pub node: Option<String>,
     /// The port-forward protocol it uses, once open.
     pub protocol: Option<Protocol>,
     /// Bytes from the client to the cluster.
@@ -239,6 +247,7 @@ pub(crate) struct Tracked {
 struct Reached {
     what: Option<String>,
     pod: Option<String>,
+    node: Option<Arc<str>>,
     protocol: Option<Protocol>,
 }
 
@@ -258,10 +267,12 @@ impl Tracked {
         self.set_state(ConnState::Opening);
     }
 
-    /// Its upstream is open: to `pod` over `protocol` (none for a direct connection).
-    pub(crate) fn opened(&self, pod: Option<String>, protocol: Option<Protocol>) {
+    /// Its upstream is open: to `pod` (on `node`) over `protocol`; none of
+    /// them for a direct connection.
+    pub(crate) fn opened(&self, pod: Option<String>, node: Option<Arc<str>>, protocol: Option<Protocol>) {
         let mut reached = self.reached.lock().unwrap();
         reached.pod = pod;
+        reached.node = node;
         reached.protocol = protocol;
     }
 
@@ -276,7 +287,7 @@ impl Tracked {
     }
 
     /// The program behind it, once found.
-    pub(crate) fn program(&self) -> &ProgramSlot {
+    pub(crate) fn program(&self) -> &Arc<ProgramSlot> {
         &self.program
     }
 
@@ -296,6 +307,7 @@ impl Tracked {
             asked: self.asked.clone(),
             reached: reached.what.clone(),
             pod: reached.pod.clone(),
+            node: reached.node.as_deref().map(str::to_string),
             protocol: reached.protocol,
             bytes_up: self.up.load(Ordering::Relaxed),
             bytes_down: self.down.load(Ordering::Relaxed),
@@ -405,12 +417,16 @@ impl Activity {
         }
     }
 
-    pub(crate) fn snapshot(&self) -> ActivitySnapshot {
+    /// What its clients are doing now. The programs of connections listed
+    /// for the first time are looked up meanwhile (up to [`LISTING_WAITS`]).
+    pub(crate) async fn snapshot(&self) -> ActivitySnapshot {
         let (open, open_count) = {
             let open = self.open.lock().unwrap();
             let listed: Vec<Arc<Tracked>> = open.values().rev().take(LISTED).cloned().collect();
             (listed, open.len() as u64)
         };
+        let lookups = open.iter().filter(|t| !t.program.looked_up()).map(|t| t.program.find(LISTING_WAITS));
+        futures::future::join_all(lookups).await;
         let failures: Vec<FailedConnection> = self
             .failures
             .lock()
@@ -479,20 +495,21 @@ mod tests {
         let client = client();
         let tracked = activity.add(7, asked(&client), "web.shop:80".into(), stats.clone());
         tracked.resolved("service shop/web:80");
-        tracked.opened(Some("shop/web-1:8080".into()), Some(Protocol::Tunnel));
+        tracked.opened(Some("shop/web-1:8080".into()), Some("node-a".into()), Some(Protocol::Tunnel));
         tracked.set_state(ConnState::Open);
         tracked.add_up(10);
         tracked.add_down(2000);
-        let listed = activity.snapshot().open;
+        let listed = activity.snapshot().await.open;
         assert_eq!(listed.len(), 1);
         let conn = &listed[0];
         assert_eq!((conn.id, conn.asked.as_str(), conn.state), (7, "web.shop:80", ConnState::Open));
         assert_eq!(conn.reached.as_deref(), Some("service shop/web:80"));
         assert_eq!(conn.pod.as_deref(), Some("shop/web-1:8080"));
+        assert_eq!(conn.node.as_deref(), Some("node-a"));
         assert_eq!((conn.bytes_up, conn.bytes_down), (10, 2000));
         assert_eq!(stats.totals().bytes_down, 2000, "the engine's totals count the bytes too");
         activity.remove(7);
-        assert!(activity.snapshot().open.is_empty());
+        assert!(activity.snapshot().await.open.is_empty());
     }
 
     #[tokio::test]
@@ -517,7 +534,7 @@ mod tests {
             activity.failed(&tracked, reason.into());
             activity.remove(i);
         }
-        let snapshot = activity.snapshot();
+        let snapshot = activity.snapshot().await;
         assert_eq!(snapshot.failures.len(), FAILURES);
         assert_eq!(snapshot.failures[0].id, 249);
         assert_eq!(snapshot.failures.last().unwrap().id, 50);
@@ -537,7 +554,7 @@ mod tests {
         let client = client();
         let held: Vec<_> =
             (0..600u64).map(|i| activity.add(i, asked(&client), "web:80".into(), stats.clone())).collect();
-        let snapshot = activity.snapshot();
+        let snapshot = activity.snapshot().await;
         assert_eq!(snapshot.open_count, 600);
         assert_eq!(snapshot.open.len(), LISTED);
         assert_eq!(snapshot.open[0].id, 599);
@@ -551,7 +568,11 @@ mod tests {
         let client = client();
         let tracked = activity.add(1, asked(&client), "productpage.default.svc.cluster.local:9080".into(), stats);
         tracked.resolved("service default/productpage:9080");
-        tracked.opened(Some("default/productpage-v1-6b746f74dc-9stvs:9080".into()), Some(Protocol::Tunnel));
+        tracked.opened(
+            Some("default/productpage-v1-6b746f74dc-9stvs:9080".into()),
+            Some(crate::objects::node_name("ip-10-0-12-34.eu-west-1.compute.internal")),
+            Some(Protocol::Tunnel),
+        );
         let bytes = activity.held_bytes_per_connection();
         println!("bytes held per open connection: {bytes}");
         assert!(bytes < 512, "{bytes} bytes per open connection");

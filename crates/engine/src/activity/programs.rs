@@ -3,14 +3,19 @@
 //! another machine, a process of another user (its `/proc/PID/fd` is not
 //! readable), or one gone by the time it is looked at, is "unknown".
 //!
-//! Looking costs a scan of `/proc`, so it never runs on a connection's
-//! path: [`Programs::look_up`] queues the socket and returns a
-//! [`ProgramSlot`] that one worker thread fills later. The worker takes what
-//! is queued as one batch (one read of the socket table for many sockets)
-//! and tries the processes that owned recent sockets first: a browser
-//! opening hundreds of connections is found in its own few descriptors, not
-//! in every process's. Platforms other than Linux can add a [`FindPrograms`]
-//! of their own.
+//! Looking costs a read of the kernel's socket table and a scan of
+//! `/proc`, so it never runs on a connection's path, and only when someone
+//! asks: a client's [`ProgramSlot`] holds its socket's addresses from the
+//! accept on, and [`ProgramSlot::find`] (when the connections are listed,
+//! or when one fails: before its client is told and goes) queues the lookup
+//! once, for one worker thread. Until someone looks, a connection costs
+//! nothing here; while the tray's window or `connections --watch` looks,
+//! the open connections are looked up once each, in batches. The worker
+//! takes what is queued as one batch (one read of the socket table for
+//! many sockets) and tries the processes that owned recent sockets first: a
+//! browser opening hundreds of connections is found in its own few
+//! descriptors, not in every process's. Platforms other than Linux can add
+//! a [`FindPrograms`] of their own.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,15 +34,47 @@ pub struct Program {
     pub name: String,
 }
 
-/// Where the program behind one client connection will be written once it
-/// is known; empty until then (and for good when it cannot be found).
+/// The program behind one client connection: where to look for it, and
+/// what was found once someone asked ([`ProgramSlot::find`]).
 #[derive(Debug, Default)]
 pub(crate) struct ProgramSlot {
+    /// None: nothing to look for (a client on another machine).
+    socket: Option<Socket>,
+    queued: std::sync::atomic::AtomicBool,
     program: OnceLock<Option<Program>>,
     set: tokio::sync::Notify,
 }
 
 impl ProgramSlot {
+    /// The slot of a client connection on `socket`. Only clients on this
+    /// machine are looked for.
+    pub(crate) fn of(socket: Socket) -> ProgramSlot {
+        let here = socket.client.ip().to_canonical().is_loopback();
+        ProgramSlot { socket: here.then_some(socket), ..ProgramSlot::default() }
+    }
+
+    /// Looks the program up (once: later calls wait for the same answer),
+    /// waiting up to `limit` for it.
+    pub(crate) async fn find(self: &Arc<Self>, limit: std::time::Duration) -> Option<Program> {
+        let set = self.set.notified();
+        if !self.looked_up() {
+            self.queue();
+            let _ = tokio::time::timeout(limit, set).await;
+        }
+        self.get()
+    }
+
+    /// Queues the lookup unless it is queued already.
+    fn queue(self: &Arc<Self>) {
+        if self.queued.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        match self.socket {
+            Some(socket) => Programs::shared().look_up(socket, self.clone()),
+            None => self.set(None),
+        }
+    }
+
     /// The program, once looked up and found.
     pub(crate) fn get(&self) -> Option<Program> {
         self.program.get().cloned().flatten()
@@ -46,15 +83,6 @@ impl ProgramSlot {
     /// Whether the lookup has ended (found or not).
     pub(crate) fn looked_up(&self) -> bool {
         self.program.get().is_some()
-    }
-
-    /// Waits up to `limit` for the lookup to end: a refused client closes
-    /// as soon as it is told, and its socket is gone for a lookup after.
-    pub(crate) async fn wait(&self, limit: std::time::Duration) {
-        let set = self.set.notified();
-        if !self.looked_up() {
-            let _ = tokio::time::timeout(limit, set).await;
-        }
     }
 
     fn set(&self, program: Option<Program>) {
@@ -102,19 +130,13 @@ impl Programs {
         Programs { queue }
     }
 
-    /// Queues a lookup of the program behind `socket`. Only clients on
-    /// this machine are looked up; the slot of any other stays empty.
-    pub(crate) fn look_up(&self, socket: Socket) -> Arc<ProgramSlot> {
-        let slot = Arc::new(ProgramSlot::default());
-        if !socket.client.ip().to_canonical().is_loopback() {
+    /// Queues a lookup of the program behind `socket`, its answer for `slot`.
+    fn look_up(&self, socket: Socket, slot: Arc<ProgramSlot>) {
+        if let Err(TrySendError::Full((_, slot)) | TrySendError::Disconnected((_, slot))) =
+            self.queue.try_send((socket, slot))
+        {
             slot.set(None);
-            return slot;
         }
-        match self.queue.try_send((socket, slot.clone())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => slot.set(None),
-        }
-        slot
     }
 }
 
@@ -338,13 +360,29 @@ mod tests {
         assert_eq!(found[1].as_ref().map(|p| p.pid), Some(std::process::id()));
     }
 
-    #[test]
-    fn a_client_on_another_machine_is_not_looked_up() {
-        let slot = Programs::shared().look_up(Socket {
+    #[tokio::test]
+    async fn a_client_on_another_machine_is_not_looked_up() {
+        let slot = Arc::new(ProgramSlot::of(Socket {
             client: "192.0.2.7:40000".parse().unwrap(),
             listener: "192.0.2.1:1080".parse().unwrap(),
-        });
-        assert!(slot.looked_up() && slot.get().is_none());
+        }));
+        assert!(!slot.looked_up(), "nothing is done before someone asks");
+        assert_eq!(slot.find(std::time::Duration::from_secs(5)).await, None);
+        assert!(slot.looked_up());
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_looked_up_once_asked_and_only_then() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let slot = Arc::new(ProgramSlot::of(Socket {
+            client: client.local_addr().unwrap(),
+            listener: listener.local_addr().unwrap(),
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!slot.looked_up() && slot.get().is_none());
+        let found = slot.find(std::time::Duration::from_secs(5)).await;
+        assert_eq!(found.map(|p| p.pid), Some(std::process::id()));
     }
 
     /// A finder that counts its batches.
@@ -363,7 +401,11 @@ mod tests {
         let programs = Programs::start(Counting(batches.clone()));
         let listener: SocketAddr = "127.0.0.1:1080".parse().unwrap();
         let slots: Vec<_> = (1..=50u16)
-            .map(|port| (port, programs.look_up(Socket { client: SocketAddr::from(([127, 0, 0, 1], port)), listener })))
+            .map(|port| {
+                let slot = Arc::new(ProgramSlot::default());
+                programs.look_up(Socket { client: SocketAddr::from(([127, 0, 0, 1], port)), listener }, slot.clone());
+                (port, slot)
+            })
             .collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while slots.iter().any(|(_, s)| !s.looked_up()) {

@@ -1134,7 +1134,7 @@ mod tests {
         let web = Query::read(&Host::parse("web.default"), &Rules::new("cluster.local", "default"));
         let snapshot = tokio::time::timeout(Duration::from_secs(2), cache.snapshot_for(&web)).await.unwrap().unwrap();
         let target = route::resolve(web, 80, &snapshot).expect("the name answers from GETs");
-        let endpoint = route::Endpoint { namespace: "default".into(), pod: "web-0".into(), port: 8080 };
+        let endpoint = route::Endpoint::new("default", "web-0", 8080);
         assert_eq!(target.endpoints, [endpoint]);
     }
 

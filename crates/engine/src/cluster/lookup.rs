@@ -119,6 +119,7 @@ pub(crate) fn slices_of(endpoints: &Endpoints) -> Vec<EndpointSlice> {
             namespace: r.namespace.clone(),
             name: r.name.clone(),
         }),
+        node_name: address.node_name.as_deref().map(crate::objects::node_name),
     };
     endpoints
         .subsets

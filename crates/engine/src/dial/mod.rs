@@ -236,7 +236,7 @@ impl Dialer {
                 let upstream = self.forward(&target.endpoints, conn.id).await?;
                 if let Upstream::Pod(pod) = &upstream {
                     let e = pod.endpoint();
-                    conn.opened(Some(format!("{}/{}:{}", e.namespace, e.pod, e.port)), self.protocol());
+                    conn.opened(Some(format!("{}/{}:{}", e.namespace, e.pod, e.port)), e.node.clone(), self.protocol());
                 }
                 Ok(Dialed { upstream, reached: target.what })
             }

@@ -65,7 +65,7 @@ mod tests {
     use super::*;
 
     fn port(pod: &str, port: u16) -> Endpoint {
-        Endpoint { namespace: "shop".into(), pod: pod.into(), port }
+        Endpoint::new("shop", pod, port)
     }
 
     #[test]

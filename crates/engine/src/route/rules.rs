@@ -26,11 +26,40 @@ pub(crate) trait ClusterView {
 }
 
 /// One pod port to port-forward to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
     pub namespace: String,
     pub pod: String,
     pub port: u16,
+    /// The node the pod runs on, when known: shown, not dialled (the API
+    /// server finds the pod's kubelet), so not part of what it is.
+    pub node: Option<Arc<str>>,
+}
+
+impl Endpoint {
+    /// Pod `namespace/pod`'s `port`.
+    pub(crate) fn new(namespace: impl Into<String>, pod: impl Into<String>, port: u16) -> Endpoint {
+        Endpoint { namespace: namespace.into(), pod: pod.into(), port, node: None }
+    }
+
+    /// The same, running on `node`.
+    pub(crate) fn on(self, node: Option<Arc<str>>) -> Endpoint {
+        Endpoint { node, ..self }
+    }
+}
+
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Endpoint) -> bool {
+        (&self.namespace, &self.pod, self.port) == (&other.namespace, &other.pod, other.port)
+    }
+}
+
+impl Eq for Endpoint {}
+
+impl std::hash::Hash for Endpoint {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.namespace, &self.pod, self.port).hash(state);
+    }
 }
 
 impl std::fmt::Display for Endpoint {
@@ -179,7 +208,7 @@ fn pod_target(pods: &[Arc<Pod>], port: u16, what: String) -> Result<Target, Refu
         let phase = if first.deleting { "Terminating" } else { first.phase.as_str() };
         return Err(Refusal::PodNotRunning { pod: first.full_name(), phase: phase.to_string() });
     };
-    let endpoint = Endpoint { namespace: pod.namespace.to_string(), pod: pod.name.to_string(), port };
+    let endpoint = Endpoint::new(&*pod.namespace, &*pod.name, port).on(pod.node.clone());
     Ok(Target { what: format!("{} ({what})", pod.full_name()), endpoints: vec![endpoint] })
 }
 
@@ -218,7 +247,7 @@ fn service_target(svc: &Service, port: u16, view: &impl ClusterView) -> Result<T
         };
         for ep in slice.endpoints.iter().flatten() {
             let Some(pod) = pod_of(ep) else { continue };
-            let endpoint = Endpoint { namespace: pod.0, pod: pod.1, port: pod_port };
+            let endpoint = Endpoint::new(pod.0, pod.1, pod_port).on(ep.node_name.clone());
             let c = ep.conditions.as_ref();
             // An unknown `ready` means ready, as the EndpointSlice API asks consumers to read it.
             if c.and_then(|c| c.ready).unwrap_or(true) {
