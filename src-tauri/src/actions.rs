@@ -7,9 +7,12 @@
 //! contexts, and the app's forwarding task (`app::forward`) pushes the new
 //! [`View`] to the window and the tray.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use kubesocks_engine::kubeconfig;
+use kubesocks_managed::control::ConnectionStatus;
 use tauri::{AppHandle, Manager as _};
 use tauri_plugin_autostart::ManagerExt as _;
 use tauri_plugin_clipboard_manager::ClipboardExt as _;
@@ -31,16 +34,25 @@ pub struct AppState {
     settings_path: Option<PathBuf>,
     /// The kubeconfig's contexts as read last; a change is pushed to the window and the tray.
     pub contexts: watch::Sender<Contexts>,
+    /// The connections (IDs) whose kubeconfig entry changed since they were
+    /// made, as found when the contexts were read last.
+    outdated: Mutex<BTreeSet<String>>,
 }
 
 impl AppState {
     pub fn new(host: Host, settings: Settings, settings_path: Option<PathBuf>) -> AppState {
-        AppState { host, settings: Mutex::new(settings), settings_path, contexts: watch::Sender::new(host::contexts()) }
+        AppState {
+            host,
+            settings: Mutex::new(settings),
+            settings_path,
+            contexts: watch::Sender::new(host::contexts()),
+            outdated: Mutex::default(),
+        }
     }
 
     /// What the window and the tray show now.
     pub fn view(&self) -> View {
-        view::build(&self.contexts.borrow(), &self.host.current(), view::unix_now())
+        view::build(&self.contexts.borrow(), &self.host.current(), &self.outdated.lock().unwrap(), view::unix_now())
     }
 
     pub fn settings(&self) -> Settings {
@@ -105,12 +117,33 @@ pub fn copy(app: &AppHandle, text: &str) -> Result<(), String> {
     app.clipboard().write_text(text).map_err(|e| e.to_string())
 }
 
-/// Re-reads the kubeconfig.
+/// Re-reads the kubeconfig, and checks each connection against the entry it
+/// was made from.
 pub fn refresh_contexts(app: &AppHandle) {
     // A second start can ask for the window while setup has not finished.
     if let Some(state) = app.try_state::<AppState>() {
+        *state.outdated.lock().unwrap() = outdated(&state.host.current().connections);
+        // Sent last: the view it triggers reads the connections checked above.
         state.contexts.send_replace(host::contexts());
     }
+}
+
+/// The connections whose kubeconfig entry changed since they were made: the
+/// entry in their own kubeconfig (written when they were made) against the
+/// same context in the files they were made from, read now. One whose
+/// context or files are gone or unreadable is not counted: reconnecting it
+/// could not pick up a change.
+fn outdated(connections: &[ConnectionStatus]) -> BTreeSet<String> {
+    let changed = |c: &ConnectionStatus| {
+        let entry = |files: &[PathBuf]| {
+            kubeconfig::read_files(files).and_then(|kc| kubeconfig::standalone(&kc, &c.record.context))
+        };
+        match (entry(std::slice::from_ref(&c.record.kubeconfig)), entry(&c.record.source_kubeconfigs)) {
+            (Ok(then), Ok(now)) => view::entry_changed(&then, &now),
+            _ => false,
+        }
+    };
+    connections.iter().filter(|c| changed(c)).map(|c| c.record.id.clone()).collect()
 }
 
 /// Checks and saves the settings (and the autostart entry) and opens the

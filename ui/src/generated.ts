@@ -136,6 +136,12 @@ export type Row = {
   connection: ConnectionStatus | null,
   /** Why it is failing or failed, while it is. */
   error: string | null,
+  /**
+   * "The kubeconfig entry changed since it was connected", when it did;
+   * the window then offers to reconnect it. None for a context this
+   * kubeconfig lacks, which it could not reconnect.
+   */
+  outdated: string | null,
   /** The socks5h:// URL to give clients; none without a SOCKS listener. */
   url: string | null,
   /** The PAC file's URL to give browsers. */
