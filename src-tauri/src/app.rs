@@ -8,6 +8,7 @@
 //! tray menu ──Action──▶ actions::perform ─┐
 //! window ──invoke──▶ commands ────────────┴─▶ actions (connect, disconnect, copy, ...)
 //! `kubesocks quit` ──▶ daemon.quit_requested ──▶ app exit ──▶ every proxy stopped
+//! start ──▶ actions::reconnect_remembered (the contexts left on at the last quit)
 //! ```
 
 use std::collections::BTreeSet;
@@ -117,7 +118,12 @@ fn setup(
             }
         });
     }
-    app.manage(AppState::new(host.clone(), saved, settings_path));
+    let reconnect = saved.reconnect_at_start;
+    app.manage(AppState::new(host.clone(), saved, settings_path, settings::remembered_path()));
+    if reconnect {
+        let handle = app.app_handle().clone();
+        tauri::async_runtime::spawn(async move { actions::reconnect_remembered(&handle).await });
+    }
 
     let window = WebviewWindowBuilder::new(app, WINDOW, WebviewUrl::App("index.html".into()))
         .title("kubesocks")

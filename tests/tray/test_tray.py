@@ -600,13 +600,44 @@ def test_dark_mode_follows_the_desktop(binaries, app_env, home, state):
     with app_session(binaries, env, home["root"] / "tauri-driver-dark.log") as dark:
         wait_for("the window to load", lambda: dark.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
         assert dark.execute_script("return matchMedia('(prefers-color-scheme: dark)').matches") is True
-        click_switch(dark, ADMIN)
-        wait_for("a connection", lambda: connected_state(dark, ADMIN), timeout=60)
+        switch_on(dark, ADMIN)
         background = dark.execute_script("return getComputedStyle(document.documentElement).backgroundColor")
         assert background == "rgb(26, 28, 32)", background
         screenshot(dark, screenshot_path(state, "-dark"))
         out = kubesocks(binaries, app_env, "quit")
         assert out.returncode == 0, out.stderr
+
+
+def test_contexts_left_on_come_back_on_at_the_next_start_and_those_switched_off_do_not(binaries, app_env, home):
+    socket_path = home["dirs"]["kubesocks-state"] / "control.sock"
+    # One instance only: the app of the window tests before goes first, if it still runs.
+    running = status_json(binaries, app_env).get("daemon")
+    if running:
+        assert kubesocks(binaries, app_env, "quit").returncode == 0
+        wait_for("the running app to exit", lambda: not alive(running["pid"]), timeout=20)
+    with app_session(binaries, app_env, home["root"] / "tauri-driver-first.log") as first:
+        wait_for("the window to load", lambda: first.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
+        first.find_element(By.ID, "open-settings").click()
+        assert first.find_element(By.ID, "reconnect-at-start").is_selected(), "on by default"
+        first.find_element(By.ID, "close-settings").click()
+        switch_on(first, ADMIN)
+        switch_on(first, RESTRICTED)
+        click_switch(first, RESTRICTED)
+        wait_for("the row to switch off", lambda: "state-off" in row_classes(first, RESTRICTED), timeout=15)
+        out = kubesocks(binaries, app_env, "quit")
+        assert out.returncode == 0, out.stderr
+        wait_for("the app to quit", lambda: not socket_path.exists(), timeout=20)
+
+    with app_session(binaries, app_env, home["root"] / "tauri-driver-second.log") as second:
+        wait_for("the window to load", lambda: second.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
+        # Nothing here switches it on: the app does at start.
+        wait_for("the context left on to be connected again", lambda: connected_state(second, ADMIN), timeout=60)
+        assert "state-off" in row_classes(second, RESTRICTED), "the one switched off stays off"
+        contexts = [c["context"] for c in status_json(binaries, app_env)["connections"]]
+        assert ADMIN in contexts and RESTRICTED not in contexts, contexts
+        out = kubesocks(binaries, app_env, "quit")
+        assert out.returncode == 0, out.stderr
+        wait_for("the app to quit", lambda: not socket_path.exists(), timeout=20)
 
 
 # --- helpers ---------------------------------------------------------------------

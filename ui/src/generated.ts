@@ -156,7 +156,7 @@ export type Row = {
 /** Where a context stands. */
 export type RowState = "off" | "connecting" | "on" | "failing" | "reconnecting" | "degraded" | "failed";
 
-/** What new connections listen on and resolve with, and whether the app starts at login. */
+/** What new connections listen on and resolve with, and what the app does at login and at start. */
 export type Settings = {
   /** First SOCKS port tried; the next free one is taken when it is busy. */
   socks_port: number,
@@ -182,6 +182,8 @@ export type Settings = {
   aliases: { [key in string]: string },
   /** Start the app in the tray at login. */
   start_at_login: boolean,
+  /** Connect at start the contexts that were switched on in the app when it quit. */
+  reconnect_at_start: boolean,
 };
 
 /** The shared port as `status` shows it. */
