@@ -3,26 +3,34 @@
 //!
 //! ```text
 //! daemon ──watch──▶ Host (connections + the app's connect attempts) ─┐
-//! kubeconfig ──actions::refresh_contexts──▶ AppState.contexts ───────┴─▶ forward:
+//! kubeconfig files (polled) ──actions::refresh_contexts──▶ AppState ─┴─▶ forward:
 //!     view::build ──▶ events::VIEW to the window, tray redraw; alerts ──▶ notifications
 //! tray menu ──Action──▶ actions::perform ─┐
 //! daemon ──watch_activity──▶ forward_activity ──▶ events::ACTIVITY to the window
 //! window ──invoke──▶ commands ────────────┴─▶ actions (connect, disconnect, copy, ...)
 //! `kubesocks quit` ──▶ daemon.quit_requested ──▶ app exit ──▶ every proxy stopped
+//! start ──▶ actions::reconnect_remembered (the contexts left on at the last quit)
 //! ```
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use kubesocks_engine::kubeconfig::KubeSettings;
 use tauri::{AppHandle, Manager as _, RunEvent, WebviewUrl, WebviewWindowBuilder, WindowEvent};
 use tauri_plugin_autostart::{MacosLauncher, ManagerExt as _};
 use tokio::sync::mpsc;
 
 use crate::actions::{self, Action, AppState, WINDOW};
-use crate::host::Host;
+use crate::host::{Host, Live};
 use crate::view::{self, View};
 use crate::{alerts, commands, events, hints, launch, path_env, settings, tray};
+
+/// How often the kubeconfig files are looked at for a change.
+const KUBECONFIG_EVERY: Duration = Duration::from_secs(2);
 
 /// The tray item, once it is on the bus; `None` without a session bus.
 struct TrayItem(Mutex<Option<tray::Handle>>);
@@ -111,7 +119,12 @@ fn setup(
             }
         });
     }
-    app.manage(AppState::new(host.clone(), saved, settings_path));
+    let reconnect = saved.reconnect_at_start;
+    app.manage(AppState::new(host.clone(), saved, settings_path, settings::remembered_path()));
+    if reconnect {
+        let handle = app.app_handle().clone();
+        tauri::async_runtime::spawn(async move { actions::reconnect_remembered(&handle).await });
+    }
 
     let window = WebviewWindowBuilder::new(app, WINDOW, WebviewUrl::App("index.html".into()))
         .title("kubesocks")
@@ -128,6 +141,7 @@ fn setup(
 
     tauri::async_runtime::spawn(forward(app.clone()));
     tauri::async_runtime::spawn(forward_activity(app.clone()));
+    tauri::async_runtime::spawn(follow_kubeconfig(app.clone()));
     tauri::async_runtime::spawn(handle_clicks(app.clone(), click_rx));
     if let Some(signals) = signals {
         tauri::async_runtime::spawn(exit_on_signals(app.clone(), signals));
@@ -231,6 +245,60 @@ async fn forward_activity(app: AppHandle) {
         if let Err(e) = events::ACTIVITY.emit(&app, &now) {
             tracing::warn!(error = %e, "cannot send the connections' activity to the window");
         }
+    }
+}
+
+/// Reads the kubeconfig again when one of its files changes (edited,
+/// replaced, created or deleted), so the window follows edits without a
+/// restart, and when the connections change, so each new one is checked
+/// against its entry. Polls the files' metadata: a few `stat`s every two
+/// seconds cost nothing, need no dependency, and see a file that does not
+/// exist yet, or one replaced by a rename (how editors and kubectl save),
+/// which a watch on the file would lose.
+async fn follow_kubeconfig(app: AppHandle) {
+    let state = app.state::<AppState>();
+    let mut every = tokio::time::interval(KUBECONFIG_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = None;
+    loop {
+        every.tick().await;
+        let stamp = KubeconfigStamp::now(&state.host.current());
+        // The first look only sets the mark: the contexts were read at start.
+        if seen.as_ref().is_some_and(|seen| *seen != stamp) {
+            actions::refresh_contexts(&app);
+        }
+        seen = Some(stamp);
+    }
+}
+
+/// What differs when the kubeconfig is worth reading again.
+#[derive(Debug, PartialEq, Eq)]
+struct KubeconfigStamp {
+    /// Each file (the app's, and those the connections were made from);
+    /// none while it does not exist.
+    files: Vec<(PathBuf, Option<FileStamp>)>,
+    /// The connections' IDs.
+    connections: BTreeSet<String>,
+}
+
+/// A file's device, inode, size, and modification and change times (s, ns).
+type FileStamp = (u64, u64, u64, i64, i64, i64, i64);
+
+impl KubeconfigStamp {
+    fn now(live: &Live) -> KubeconfigStamp {
+        let mut paths: BTreeSet<PathBuf> = KubeSettings::default().sources().unwrap_or_default().into_iter().collect();
+        paths.extend(live.connections.iter().flat_map(|c| c.record.source_kubeconfigs.iter().cloned()));
+        let files = paths
+            .into_iter()
+            .map(|path| {
+                // The change time too: it moves even when a copy keeps the modification time.
+                let meta = std::fs::metadata(&path)
+                    .ok()
+                    .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()));
+                (path, meta)
+            })
+            .collect();
+        KubeconfigStamp { files, connections: live.connections.iter().map(|c| c.record.id.clone()).collect() }
     }
 }
 

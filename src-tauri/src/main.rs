@@ -14,8 +14,8 @@
 //! * `commands` (what the window invokes) and `tray` (the tray item and its
 //!   menu) are the two ways in; both call `actions`.
 //! * `actions`: what the user can do (connect, disconnect, copy, reload the
-//!   contexts, save the settings, open the logs, show the window, quit) and
-//!   the state it acts on.
+//!   contexts, save the settings, open the logs, show the window, quit), the
+//!   reconnecting of the contexts left on, and the state it acts on.
 //! * `alerts`: which changes become notifications.
 //! * `view`: what the user sees, computed once for the window and the tray:
 //!   the rows, whether a context is failing and why, the headline, the icon.

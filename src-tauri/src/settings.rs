@@ -1,7 +1,8 @@
-//! The tray's settings: what new connections listen on and resolve with, and
-//! whether the app starts at login. Kept as JSON in the config directory.
-//! Every default is the engine's ([`ProxyConfig`]'s constants), so the CLI,
-//! the daemon, the tray and the window agree on them.
+//! The tray's settings: what new connections listen on and resolve with,
+//! whether the app starts at login and connects again what was left on.
+//! Kept as JSON in the config directory, beside the contexts left on
+//! ([`Remembered`]). Every default is the engine's ([`ProxyConfig`]'s
+//! constants), so the CLI, the daemon, the tray and the window agree on them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use kubesocks_engine::ProxyConfig;
 use serde::{Deserialize, Serialize};
 
-/// What new connections listen on and resolve with, and whether the app starts at login.
+/// What new connections listen on and resolve with, and what the app does at login and at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
@@ -34,6 +35,8 @@ pub struct Settings {
     pub aliases: BTreeMap<String, String>,
     /// Start the app in the tray at login.
     pub start_at_login: bool,
+    /// Connect at start the contexts that were switched on in the app when it quit.
+    pub reconnect_at_start: bool,
 }
 
 impl Default for Settings {
@@ -49,6 +52,7 @@ impl Default for Settings {
             default_context: None,
             aliases: BTreeMap::new(),
             start_at_login: false,
+            reconnect_at_start: true,
         }
     }
 }
@@ -170,13 +174,78 @@ pub fn load(path: &Path) -> Settings {
 
 /// Writes the settings, replacing the file at once.
 pub fn save(path: &Path, settings: &Settings) -> std::io::Result<()> {
+    replace(path, &serde_json::to_vec_pretty(settings).expect("settings serialize"))
+}
+
+/// Writes `bytes` to `path`, creating its directory.
+fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     // Write then rename, so a crash never leaves half a file.
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(settings).expect("settings serialize"))?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// The contexts switched on in the app (its window or tray menu) and not
+/// switched off since, in the order they were switched on: what the app
+/// connects again at its next start when [`Settings::reconnect_at_start`]
+/// says so.
+///
+/// A file of its own beside the settings, not a field of them: it changes
+/// with every switch, on the app's side, while the settings page saves the
+/// settings whole as it read them when it opened, which would put back the
+/// list of that moment. It is the user's choice, so neither a failure nor
+/// quitting (which stops every proxy) changes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Remembered {
+    pub contexts: Vec<String>,
+}
+
+impl Remembered {
+    /// Adds `context` (last); false when it was there already.
+    pub fn switched_on(&mut self, context: &str) -> bool {
+        if self.contexts.iter().any(|c| c == context) {
+            return false;
+        }
+        self.contexts.push(context.to_string());
+        true
+    }
+
+    /// Removes `context`; false when it was not there.
+    pub fn switched_off(&mut self, context: &str) -> bool {
+        let before = self.contexts.len();
+        self.contexts.retain(|c| c != context);
+        self.contexts.len() != before
+    }
+}
+
+/// Where the contexts left on live: `<config dir>/kubesocks/remembered-contexts.json`.
+pub fn remembered_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "kubesocks").map(|d| d.config_dir().join("remembered-contexts.json"))
+}
+
+/// The contexts left on; none when the file is missing or unreadable (then
+/// the reason is logged: nothing comes back on, which is safe).
+pub fn load_remembered(path: &Path) -> Remembered {
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Remembered::default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the contexts left on");
+            Remembered::default()
+        }
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable list of the contexts left on");
+            Remembered::default()
+        }),
+    }
+}
+
+/// Writes the contexts left on, replacing the file at once.
+pub fn save_remembered(path: &Path, remembered: &Remembered) -> std::io::Result<()> {
+    replace(path, &serde_json::to_vec_pretty(remembered).expect("the list serializes"))
 }
 
 #[cfg(test)]
@@ -184,12 +253,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_the_engines_socks_only_and_no_autostart() {
+    fn defaults_are_the_engines_socks_only_no_autostart_and_reconnecting_what_was_left_on() {
         let s = Settings::default();
         assert_eq!(
             (s.socks_port, s.http_port, s.cluster_domain.as_str(), s.passthrough, s.start_at_login),
             (ProxyConfig::DEFAULT_SOCKS_PORT, None, ProxyConfig::DEFAULT_CLUSTER_DOMAIN, false, false)
         );
+        assert!(s.reconnect_at_start);
         let offered = Defaults::default();
         assert_eq!(offered.http_port, ProxyConfig::DEFAULT_HTTP_PORT, "the port offered when HTTP is switched on");
         assert_eq!((offered.socks_port, offered.cluster_domain), (s.socks_port, s.cluster_domain));
@@ -243,6 +313,7 @@ mod tests {
             default_context: Some("prod".into()),
             aliases: BTreeMap::from([("arn:aws:eks:eu:1:cluster/prod".into(), "prod".into())]),
             start_at_login: true,
+            reconnect_at_start: false,
         };
         save(&path, &s).unwrap();
         assert_eq!(load(&path), s);
@@ -250,6 +321,31 @@ mod tests {
         assert_eq!(load(&path), Settings::default());
         std::fs::write(&path, br#"{"socks_port": 2000}"#).unwrap();
         assert_eq!(load(&path).socks_port, 2000, "missing fields take defaults");
+        assert!(load(&path).reconnect_at_start, "saved before the setting existed: on");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_contexts_left_on_keep_their_order_and_their_file() {
+        let mut on = Remembered::default();
+        assert!(on.switched_on("prod") && on.switched_on("dev"));
+        assert!(!on.switched_on("prod"), "once each");
+        assert_eq!(on.contexts, ["prod", "dev"], "in the order they were switched on");
+        assert!(on.switched_off("prod") && !on.switched_off("prod"));
+        assert!(on.switched_on("prod"));
+        assert_eq!(on.contexts, ["dev", "prod"]);
+
+        let dir = std::env::temp_dir().join(format!("kubesocks-remembered-{}", std::process::id()));
+        let path = dir.join("nested/remembered-contexts.json");
+        assert_eq!(load_remembered(&path), Remembered::default(), "missing file: none");
+        save_remembered(&path, &on).unwrap();
+        assert_eq!(load_remembered(&path), on);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(&path).unwrap()).unwrap(),
+            serde_json::json!({"contexts": ["dev", "prod"]})
+        );
+        std::fs::write(&path, b"[not the list").unwrap();
+        assert_eq!(load_remembered(&path), Remembered::default(), "unreadable: none come back");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

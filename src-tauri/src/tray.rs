@@ -270,7 +270,7 @@ mod tests {
             ],
             ..Live::default()
         };
-        let view = crate::view::build(&contexts, &live, 0);
+        let view = crate::view::build(&contexts, &live, &Default::default(), 0);
         let tray = Tray {
             summary: summary(&view.rows),
             rows: view.rows,
@@ -308,10 +308,13 @@ mod tests {
     #[test]
     fn the_summary_names_the_connected_contexts() {
         let contexts = Contexts { contexts: vec![ctx("dev")], ..Contexts::default() };
-        assert_eq!(summary(&crate::view::build(&contexts, &Live::default(), 0).rows), "Not connected");
+        assert_eq!(
+            summary(&crate::view::build(&contexts, &Live::default(), &Default::default(), 0).rows),
+            "Not connected"
+        );
         let one =
             Live { connections: vec![sample_connection("00000001", "dev", 1081)], attempts: vec![], ..Live::default() };
-        assert_eq!(summary(&crate::view::build(&contexts, &one, 0).rows), "Connected: dev");
+        assert_eq!(summary(&crate::view::build(&contexts, &one, &Default::default(), 0).rows), "Connected: dev");
     }
 
     #[test]

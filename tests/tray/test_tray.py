@@ -25,6 +25,7 @@ ADMIN = "kubesocks-test"
 RESTRICTED = "kubesocks-test-restricted"
 UNREACHABLE = "kubesocks-unreachable"
 RELAYED = "kubesocks-relayed"
+ADDED = "kubesocks-added"
 DEMO_URL = "http://productpage.default.svc.cluster.local:9080/"
 
 
@@ -256,6 +257,30 @@ def row_classes(driver, context):
 
 def connected_state(driver, context):
     return "state-on" in row_classes(driver, context)
+
+
+def switch_on(driver, context):
+    """Connects `context` unless it is on or on its way (a context left on
+    comes back on when the app starts)."""
+    wait_for(f"the row of {context}", lambda: row_classes(driver, context), timeout=30)
+    if re.search(r"\bstate-(off|failed)\b", row_classes(driver, context)):
+        click_switch(driver, context)
+    wait_for(f"{context} to connect", lambda: connected_state(driver, context), timeout=60)
+
+
+def names(driver):
+    """The contexts the window lists, in its order, read in one script (see `field`)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('.row [data-field=\"name\"]'), e => e.textContent)"
+    )
+
+
+def outdated_notice(driver, context):
+    """The row's notice that its kubeconfig entry changed, or None."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : null",
+        f'.row[data-context="{context}"] [data-field="outdated"]',
+    )
 
 
 def test_the_window_lists_every_context_of_the_kubeconfig(driver, cluster):
@@ -629,6 +654,54 @@ def test_an_api_server_out_of_reach_shows_as_reconnecting_in_the_window_and_the_
     wait_for("the row to switch off", lambda: "state-off" in row_classes(driver, RELAYED), timeout=15)
 
 
+def test_a_context_added_to_the_kubeconfig_shows_without_a_restart(driver, home):
+    wait_for("the window to load", lambda: driver.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
+    kubeconfig = home["dirs"]["home"] / ".kube" / "relayed.kubeconfig"
+    original = kubeconfig.read_text()
+    added = f"contexts:\n- name: {ADDED}\n  context:\n    cluster: {RELAYED}\n    user: {RELAYED}\n    namespace: shop\n"
+    try:
+        kubeconfig.write_text(original.replace("contexts:\n", added, 1))
+        # Nothing here reloads: the app notices the file changed.
+        wait_for("the added context in the window", lambda: ADDED in names(driver), timeout=10)
+        assert names(driver) == [ADMIN, RESTRICTED, UNREACHABLE, ADDED, RELAYED]
+        assert field(driver, ADDED, "namespace") == "shop"
+        assert "state-off" in row_classes(driver, ADDED)
+    finally:
+        kubeconfig.write_text(original)
+    wait_for("the removed context to go", lambda: names(driver) == [ADMIN, RESTRICTED, UNREACHABLE, RELAYED], timeout=10)
+
+
+def test_a_changed_entry_of_a_connected_context_is_shown_and_reconnect_takes_it(driver, binaries, app_env, home, configured):
+    switch_on(driver, RELAYED)
+    old_id = field(driver, RELAYED, "id")
+    assert outdated_notice(driver, RELAYED) is None, "nothing changed yet"
+    kubeconfig = home["dirs"]["home"] / ".kube" / "relayed.kubeconfig"
+    original = kubeconfig.read_text()
+    assert "    namespace: default\n" in original, original
+    try:
+        kubeconfig.write_text(original.replace("    namespace: default\n", "    namespace: shop\n", 1))
+        notice = wait_for("the row to say its entry changed", lambda: outdated_notice(driver, RELAYED), timeout=10)
+        assert "The kubeconfig entry changed since it was connected" in notice, notice
+        assert connected_state(driver, RELAYED), "still connected, not failing"
+        [conn] = [c for c in status_json(binaries, app_env)["connections"] if c["context"] == RELAYED]
+        assert conn["namespace"] == "default", "the connection keeps its entry until reconnected"
+
+        row(driver, RELAYED).find_element(By.CSS_SELECTOR, '[data-action="reconnect"]').click()
+        new_id = wait_for(
+            "a new connection",
+            lambda: connected_state(driver, RELAYED) and (i := field(driver, RELAYED, "id")) != old_id and i,
+            timeout=60,
+        )
+        wait_for("the notice to go", lambda: outdated_notice(driver, RELAYED) is None, timeout=10)
+        [conn] = [c for c in status_json(binaries, app_env)["connections"] if c["context"] == RELAYED]
+        assert (conn["id"], conn["namespace"]) == (new_id, "shop"), conn
+    finally:
+        kubeconfig.write_text(original)
+    wait_for("the entry put back to be noticed", lambda: outdated_notice(driver, RELAYED), timeout=10)
+    click_switch(driver, RELAYED)
+    wait_for("the row to switch off", lambda: "state-off" in row_classes(driver, RELAYED), timeout=15)
+
+
 def test_switching_it_off_frees_the_port(driver, binaries, app_env, connected):
     state = connected
     click_switch(driver, ADMIN)
@@ -656,8 +729,7 @@ def test_dark_mode_follows_the_desktop(binaries, app_env, home, state):
     with app_session(binaries, env, home["root"] / "tauri-driver-dark.log") as dark:
         wait_for("the window to load", lambda: dark.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
         assert dark.execute_script("return matchMedia('(prefers-color-scheme: dark)').matches") is True
-        click_switch(dark, ADMIN)
-        wait_for("a connection", lambda: connected_state(dark, ADMIN), timeout=60)
+        switch_on(dark, ADMIN)
         background = dark.execute_script("return getComputedStyle(document.documentElement).backgroundColor")
         assert background == "rgb(26, 28, 32)", background
         screenshot(dark, screenshot_path(state, "-dark"))
@@ -671,6 +743,38 @@ def test_dark_mode_follows_the_desktop(binaries, app_env, home, state):
             download.kill()
         out = kubesocks(binaries, app_env, "quit")
         assert out.returncode == 0, out.stderr
+
+
+def test_contexts_left_on_come_back_on_at_the_next_start_and_those_switched_off_do_not(binaries, app_env, home):
+    socket_path = home["dirs"]["kubesocks-state"] / "control.sock"
+    # One instance only: the app of the window tests before goes first, if it still runs.
+    running = status_json(binaries, app_env).get("daemon")
+    if running:
+        assert kubesocks(binaries, app_env, "quit").returncode == 0
+        wait_for("the running app to exit", lambda: not alive(running["pid"]), timeout=20)
+    with app_session(binaries, app_env, home["root"] / "tauri-driver-first.log") as first:
+        wait_for("the window to load", lambda: first.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
+        first.find_element(By.ID, "open-settings").click()
+        assert first.find_element(By.ID, "reconnect-at-start").is_selected(), "on by default"
+        first.find_element(By.ID, "close-settings").click()
+        switch_on(first, ADMIN)
+        switch_on(first, RESTRICTED)
+        click_switch(first, RESTRICTED)
+        wait_for("the row to switch off", lambda: "state-off" in row_classes(first, RESTRICTED), timeout=15)
+        out = kubesocks(binaries, app_env, "quit")
+        assert out.returncode == 0, out.stderr
+        wait_for("the app to quit", lambda: not socket_path.exists(), timeout=20)
+
+    with app_session(binaries, app_env, home["root"] / "tauri-driver-second.log") as second:
+        wait_for("the window to load", lambda: second.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
+        # Nothing here switches it on: the app does at start.
+        wait_for("the context left on to be connected again", lambda: connected_state(second, ADMIN), timeout=60)
+        assert "state-off" in row_classes(second, RESTRICTED), "the one switched off stays off"
+        contexts = [c["context"] for c in status_json(binaries, app_env)["connections"]]
+        assert ADMIN in contexts and RESTRICTED not in contexts, contexts
+        out = kubesocks(binaries, app_env, "quit")
+        assert out.returncode == 0, out.stderr
+        wait_for("the app to quit", lambda: not socket_path.exists(), timeout=20)
 
 
 # --- helpers ---------------------------------------------------------------------

@@ -230,6 +230,12 @@ export type Row = {
   connection: ConnectionStatus | null,
   /** Why it is failing or failed, while it is. */
   error: string | null,
+  /**
+   * "The kubeconfig entry changed since it was connected", when it did;
+   * the window then offers to reconnect it. None for a context this
+   * kubeconfig lacks, which it could not reconnect.
+   */
+  outdated: string | null,
   /** The socks5h:// URL to give clients; none without a SOCKS listener. */
   url: string | null,
   /** The PAC file's URL to give browsers. */
@@ -244,7 +250,7 @@ export type Row = {
 /** Where a context stands. */
 export type RowState = "off" | "connecting" | "on" | "failing" | "reconnecting" | "degraded" | "failed";
 
-/** What new connections listen on and resolve with, and whether the app starts at login. */
+/** What new connections listen on and resolve with, and what the app does at login and at start. */
 export type Settings = {
   /** First SOCKS port tried; the next free one is taken when it is busy. */
   socks_port: number,
@@ -270,6 +276,8 @@ export type Settings = {
   aliases: { [key in string]: string },
   /** Start the app in the tray at login. */
   start_at_login: boolean,
+  /** Connect at start the contexts that were switched on in the app when it quit. */
+  reconnect_at_start: boolean,
 };
 
 /** The shared port as `status` shows it. */

@@ -2,7 +2,9 @@
 // A row is redrawn only when its shape changed; counters are updated in
 // place, so a switch is never replaced under the pointer.
 
+import * as api from "./generated";
 import { h, icon } from "./dom";
+import { reason, toast } from "./feedback";
 import type { ErrorReport, Row, RowState } from "./generated";
 import { counterFields, rowShapeKey, uptime } from "./model";
 
@@ -123,8 +125,27 @@ function drawRow(row: Row, actions: RowActions, now: number): HTMLElement {
       ),
     );
   }
+  if (row.outdated) {
+    const button = h("button", { class: "button", "data-action": "reconnect" }, "Reconnect");
+    button.addEventListener("click", () => {
+      button.disabled = true;
+      reconnect(row);
+    });
+    el.append(
+      h("div", { class: "row-error past", "data-field": "outdated" }, icon("warning"), h("span", {}, row.outdated), button),
+    );
+  }
   el.dataset.startedAt = c ? String(c.started_at) : "";
   return el;
+}
+
+// Switching off and on again: the new connection is made from the kubeconfig
+// as it is now. The app pushes each step as a new view.
+function reconnect(row: Row): void {
+  api
+    .disconnect(row.name)
+    .then(() => api.connect(row.name))
+    .catch((e) => toast(`${row.name}: ${reason(e)}`, "error"));
 }
 
 function time(report: ErrorReport): HTMLElement | null {

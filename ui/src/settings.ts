@@ -1,7 +1,7 @@
 // The settings page: what new connections get (ports, cluster domain,
-// passthrough, the DNS helper, the shared port and its aliases), and start
-// at login. It reads the settings when it opens and saves them through the
-// app, which checks them.
+// passthrough, the DNS helper, the shared port and its aliases), start at
+// login and reconnecting at start. It reads the settings when it opens and
+// saves them through the app, which checks them.
 
 import * as api from "./generated";
 import { byId, h } from "./dom";
@@ -30,6 +30,7 @@ export function settingsPage(state: SettingsState): void {
   const sharedPort = byId<HTMLInputElement>("shared-port-number");
   const defaultContext = byId<HTMLInputElement>("default-context");
   const startAtLogin = byId<HTMLInputElement>("start-at-login");
+  const reconnectAtStart = byId<HTMLInputElement>("reconnect-at-start");
 
   function fillSettings(s: Settings, d: Defaults, rows: Row[]): void {
     socksPort.value = String(s.socks_port);
@@ -53,6 +54,7 @@ export function settingsPage(state: SettingsState): void {
     defaultContext.value = s.default_context ?? "";
     fillAliases(s, rows);
     startAtLogin.checked = s.start_at_login;
+    reconnectAtStart.checked = s.reconnect_at_start;
   }
 
   // One alias field per context the window lists.
@@ -115,6 +117,7 @@ export function settingsPage(state: SettingsState): void {
       default_context: defaultContext.value.trim() || null,
       aliases: askedAliases(),
       start_at_login: startAtLogin.checked,
+      reconnect_at_start: reconnectAtStart.checked,
     };
     api
       .saveSettings(asked)

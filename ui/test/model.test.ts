@@ -47,6 +47,7 @@ const row = (connection: ConnectionStatus): Row => ({
   switched_on: true,
   connection,
   error: null,
+  outdated: null,
   url: connection.socks_url,
   pac_url: connection.pac_url,
   default_alias: "prod",
@@ -101,5 +102,7 @@ describe("rows as drawn", () => {
     expect(rowShapeKey(moved)).not.toBe(rowShapeKey(quiet));
     const failing = { ...quiet, state: "failing" as const, error: "refused" };
     expect(rowShapeKey(failing)).not.toBe(rowShapeKey(quiet));
+    const outdated = { ...quiet, outdated: "The kubeconfig entry changed since it was connected" };
+    expect(rowShapeKey(outdated)).not.toBe(rowShapeKey(quiet));
   });
 });
