@@ -67,7 +67,11 @@ def wait_for(what: str, check, timeout: float = 30.0, every: float = 0.2):
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on the port now. Like servers (and
+    kubesocks) it sets SO_REUSEADDR: connections the proxy closed first
+    linger in TIME_WAIT on the port, and keep no listener out."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -94,7 +94,7 @@ export function decorateRows(rows: HTMLElement): void {
     }
     const rate = recentRate(a.traffic, 5);
     line.querySelector("polyline")?.setAttribute("points", sparkPoints(a.traffic, SPARK_WIDTH, SPARK_HEIGHT));
-    setText(line, "rate", `${formatBytes(rate)}/s`);
+    setText(line, "rate", `${formatBytes(Math.round(rate))}/s`);
     setText(line, "open-count", `${a.open_count} open`);
     setText(line, "failure-count", a.failures.length > 0 ? `${a.failures.length} failed` : "");
   }

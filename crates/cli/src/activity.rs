@@ -99,45 +99,36 @@ fn print_open(contexts: &[ConnectionActivity]) {
         say!("no background proxies; start one with `kubesocks connect`");
         return;
     }
-    say!(
-        "{:<9} {:<16} {:>6} {:<20} {:<12} {:<36} {:<40} {:<11} {:>9} {:>9} {:>7}",
-        "ID",
-        "CONTEXT",
-        "CONN",
-        "PROGRAM",
-        "VIA",
-        "ASKED",
-        "POD",
-        "STATE",
-        "UP",
-        "DOWN",
-        "AGE"
-    );
+    let mut rows = Vec::new();
     for c in contexts {
         for conn in &c.activity.open {
-            say!(
-                "{:<9} {:<16} {:>6} {:<20} {:<12} {:<36} {:<40} {:<11} {:>9} {:>9} {:>7}",
-                c.id,
-                c.context,
-                conn.id,
+            rows.push(vec![
+                c.id.clone(),
+                c.context.clone(),
+                conn.id.to_string(),
                 program_cell(conn.program.as_ref()),
                 via_cell(conn.via, conn.shared_port),
-                conn.asked,
-                pod_cell(conn),
-                state_cell(conn.state),
+                conn.asked.clone(),
+                state_cell(conn.state).to_string(),
                 human_bytes(conn.bytes_up),
                 human_bytes(conn.bytes_down),
-                human_duration(conn.age_ms / 1000)
-            );
-        }
-        let unlisted = c.activity.open_count.saturating_sub(c.activity.open.len() as u64);
-        if unlisted > 0 {
-            say!("{:<9} {:<16} … and {unlisted} more open (the newest are listed)", c.id, c.context);
+                human_duration(conn.age_ms / 1000),
+                pod_cell(conn),
+            ]);
         }
     }
     let open: u64 = contexts.iter().map(|c| c.activity.open_count).sum();
     if open == 0 {
         say!("no client connections open");
+        return;
+    }
+    let head = ["ID", "CONTEXT", "CONN", "PROGRAM", "VIA", "ASKED", "STATE", "UP", "DOWN", "AGE", "POD"];
+    print_columns(&head, &[2, 7, 8, 9], &rows);
+    for c in contexts {
+        let unlisted = c.activity.open_count.saturating_sub(c.activity.open.len() as u64);
+        if unlisted > 0 {
+            say!("{} ({}): {unlisted} more open; the newest are listed", c.id, c.context);
+        }
     }
 }
 
@@ -148,21 +139,23 @@ fn print_failures(contexts: &[ConnectionActivity]) {
         say!("no failed client connections");
         return;
     }
-    all.sort_by_key(|(_, f)| std::cmp::Reverse(f.at_ms));
+    all.sort_by_key(|(_, f)| std::cmp::Reverse((f.at_ms, f.id)));
     let now_ms = now_ms();
-    say!("{:<8} {:<9} {:<16} {:>6} {:<20} {:<36}  REASON", "AGO", "ID", "CONTEXT", "CONN", "PROGRAM", "ASKED");
-    for (c, f) in &all {
-        say!(
-            "{:<8} {:<9} {:<16} {:>6} {:<20} {:<36}  {}",
-            human_duration(now_ms.saturating_sub(f.at_ms) / 1000),
-            c.id,
-            c.context,
-            f.id,
-            program_cell(f.program.as_ref()),
-            f.asked,
-            f.reason
-        );
-    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|(c, f)| {
+            vec![
+                human_duration(now_ms.saturating_sub(f.at_ms) / 1000),
+                c.id.clone(),
+                c.context.clone(),
+                f.id.to_string(),
+                program_cell(f.program.as_ref()),
+                f.asked.clone(),
+                f.reason.clone(),
+            ]
+        })
+        .collect();
+    print_columns(&["AGO", "ID", "CONTEXT", "CONN", "PROGRAM", "ASKED", "REASON"], &[0, 3], &rows);
     // The reasons over every proxy listed, the most common first.
     let mut reasons: BTreeMap<&str, u32> = BTreeMap::new();
     for c in contexts {
@@ -173,9 +166,37 @@ fn print_failures(contexts: &[ConnectionActivity]) {
     let mut reasons: Vec<_> = reasons.into_iter().collect();
     reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     say!("");
-    say!("{:>6}  REASON", "COUNT");
-    for (reason, count) in reasons {
-        say!("{count:>6}  {reason}");
+    let rows: Vec<Vec<String>> = reasons.into_iter().map(|(r, n)| vec![n.to_string(), r.to_string()]).collect();
+    print_columns(&["COUNT", "REASON"], &[0], &rows);
+}
+
+/// Prints a table whose columns are as wide as their widest cell (the last
+/// one as it is); the columns in `right` are aligned right.
+fn print_columns(head: &[&str], right: &[usize], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i == last {
+                out.push_str(cell);
+            } else if right.contains(&i) {
+                out.push_str(&format!("{}{cell}  ", " ".repeat(pad)));
+            } else {
+                out.push_str(&format!("{cell}{}  ", " ".repeat(pad)));
+            }
+        }
+        out
+    };
+    say!("{}", line(head.to_vec()));
+    for row in rows {
+        say!("{}", line(row.iter().map(String::as_str).collect()));
     }
 }
 
