@@ -496,6 +496,7 @@ def test_a_refused_name_shows_in_the_failures_with_its_reason(driver, connected)
         assert failure["program"].startswith("curl ("), failure
         reasons = driver.find_element(By.ID, "failure-reasons").text
         assert "no service nope in namespace default" in reasons, reasons
+        screenshot(driver, screenshot_path(connected, "-failures"))
     finally:
         close_connections_view(driver)
         # The refusal is the connection's last error for a minute: the tests
@@ -781,6 +782,41 @@ def test_contexts_left_on_come_back_on_at_the_next_start_and_those_switched_off_
         out = kubesocks(binaries, app_env, "quit")
         assert out.returncode == 0, out.stderr
         wait_for("the app to quit", lambda: not socket_path.exists(), timeout=20)
+
+
+def window_text(driver, element_id):
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e && !e.hidden ? e.innerText : null", element_id
+    )
+
+
+@pytest.mark.parametrize("kubeconfig", ["missing", "no-contexts"])
+def test_the_window_says_what_is_missing_and_offers_nothing_that_does_not_exist(binaries, app_env, home, tmp_path, kubeconfig):
+    running = status_json(binaries, app_env).get("daemon")
+    if running:
+        assert kubesocks(binaries, app_env, "quit").returncode == 0
+        wait_for("the running app to exit", lambda: not alive(running["pid"]), timeout=20)
+    path = tmp_path / "kubeconfig"
+    if kubeconfig == "no-contexts":
+        path.write_text("apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n")
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    env = dict(app_env, KUBECONFIG=str(path), KUBESOCKS_STATE_DIR=str(state_dir), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    with app_session(binaries, env, tmp_path / "tauri-driver.log") as empty:
+        wait_for("the window to load", lambda: empty.find_element(By.CSS_SELECTOR, "body[data-ready=true]"), timeout=60)
+        assert empty.find_elements(By.CSS_SELECTOR, ".row") == [], "no context rows"
+        # No shared port is open: neither its URL bar nor its copy buttons show.
+        assert window_text(empty, "shared-port") is None
+        assert not empty.find_element(By.ID, "copy-shared-url").is_displayed()
+        assert empty.find_element(By.ID, "headline").text == "Not connected"
+        if kubeconfig == "missing":
+            banner = window_text(empty, "banner")
+            assert banner and str(path) in banner, f"the banner names the file it could not read: {banner!r}"
+        else:
+            assert window_text(empty, "banner") is None, "a kubeconfig without contexts is no error"
+            assert empty.find_element(By.CSS_SELECTOR, "#contexts .empty").text == "The kubeconfig has no contexts."
+        out = kubesocks(binaries, env, "quit")
+        assert out.returncode == 0, out.stderr
 
 
 # --- helpers ---------------------------------------------------------------------
