@@ -808,7 +808,7 @@ def test_the_window_says_what_is_missing_and_offers_nothing_that_does_not_exist(
         # No shared port is open: neither its URL bar nor its copy buttons show.
         assert window_text(empty, "shared-port") is None
         assert not empty.find_element(By.ID, "copy-shared-url").is_displayed()
-        assert empty.find_element(By.ID, "headline").text == "Not connected"
+        assert empty.find_element(By.ID, "headline").text == "No kube contexts"
         if kubeconfig == "missing":
             banner = window_text(empty, "banner")
             assert banner and str(path) in banner, f"the banner names the file it could not read: {banner!r}"

@@ -291,6 +291,11 @@ impl Tracked {
         &self.program
     }
 
+    /// Whether it was closed from the list.
+    pub(crate) fn was_closed(&self) -> bool {
+        self.close.is_cancelled()
+    }
+
     /// Resolves when the connection is closed from the list.
     pub(crate) async fn closed(&self) {
         self.close.cancelled().await

@@ -53,8 +53,13 @@ impl ClientConn {
     /// Logs a connection that broke after it was made (the client is reset),
     /// and keeps it among its engine's failures.
     pub(crate) fn broke(&self, e: &std::io::Error) {
-        tracing::info!(conn = self.id, error = %e, "connection broke; resetting the client");
-        self.activity.failed(&self.tracked, format!("the connection broke: {e}"));
+        if self.tracked.was_closed() {
+            tracing::info!(conn = self.id, "closed from the connections list; resetting both sides");
+            self.activity.failed(&self.tracked, "closed from the connections list".into());
+        } else {
+            tracing::info!(conn = self.id, error = %e, "connection broke; resetting the client");
+            self.activity.failed(&self.tracked, format!("the connection broke: {e}"));
+        }
     }
 }
 
