@@ -66,6 +66,9 @@ pub(crate) async fn serve(stream: TcpStream, client: Client, port: Port, shared:
         // request; clients reconnect, as they do for any server's idle timeout.
         .timer(TokioTimer::new())
         .header_read_timeout(shared_timeout)
+        // A client that shuts its side once its request is sent still gets
+        // the answer (a refusal waits a moment for its program to be found).
+        .half_close(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     match conn.await {
