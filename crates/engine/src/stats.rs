@@ -71,9 +71,9 @@ impl Stats {
         *self.last_error.lock().unwrap() = Some(ErrorReport { message, at });
     }
 
-    /// The running totals the traffic ring is filled from.
-    pub(crate) fn totals(&self) -> crate::activity::traffic::Totals {
-        crate::activity::traffic::Totals {
+    /// The running totals (the activity's traffic ring is filled from them).
+    pub(crate) fn totals(&self) -> Totals {
+        Totals {
             bytes_up: self.bytes_up.load(Ordering::Relaxed),
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
             opened: self.total.load(Ordering::Relaxed),
@@ -91,6 +91,15 @@ impl Stats {
             health: HealthState::Connected,
         }
     }
+}
+
+/// An engine's running totals at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Client connections opened.
+    pub opened: u64,
 }
 
 /// One active connection; dropping it ends the count.

@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::Totals;
+
 /// How many seconds are kept: five minutes.
 pub(crate) const SECONDS: usize = 300;
 
@@ -22,14 +24,6 @@ pub struct TrafficSecond {
     pub bytes_down: u64,
     /// Client connections opened.
     pub opened: u32,
-}
-
-/// Running totals at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Totals {
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    pub opened: u64,
 }
 
 /// The ring of seconds, and the totals it last saw.
