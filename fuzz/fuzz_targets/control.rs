@@ -58,6 +58,13 @@ fn handle(request: Request) -> Response {
         },
         Request::Quit => Response::Quitting { connections: Vec::new() },
         Request::SharedPort(_) => Response::SharedPort { shared_port: None },
+        Request::Activity { id: None } => Response::Activity { connections: Vec::new() },
+        Request::Activity { id: Some(id) } | Request::CloseClient { id, .. } if !control::is_valid_id(&id) => {
+            Response::Error { kind: ErrorKind::BadRequest, message: format!("not a connection ID: {id:?}") }
+        }
+        Request::Activity { .. } | Request::CloseClient { .. } => {
+            Response::Error { kind: ErrorKind::UnknownConnection, message: "no such connection".into() }
+        }
     }
 }
 

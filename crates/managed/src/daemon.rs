@@ -574,6 +574,9 @@ impl Daemon {
 
     /// Closes client connection `client` of connection `id`, resetting both sides.
     pub fn close_client(&self, id: &str, client: u64) -> Result<(), DaemonError> {
+        if !is_valid_id(id) {
+            return Err(DaemonError::MalformedId { id: id.to_string() });
+        }
         let connections = self.inner.connections.lock().unwrap();
         let Some(managed) = connections.get(id) else {
             return Err(DaemonError::UnknownConnection { id: id.to_string() });
