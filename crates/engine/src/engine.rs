@@ -121,6 +121,7 @@ impl Engine {
     /// What its clients are doing: the connections open now, the latest
     /// failures and the traffic of the last minutes (whichever port they
     /// came through: its own or a gateway's).
+    ///
     /// The programs behind connections listed for the first time are looked
     /// up meanwhile, which takes a few milliseconds; the future holds no
     /// borrow of the engine.

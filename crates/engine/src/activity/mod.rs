@@ -208,16 +208,12 @@ pub(crate) struct Activity {
     traffic: Mutex<traffic::Ring>,
 }
 
-/// A failure as kept: its program is read when listed (the lookup may end later).
+/// A failure as kept: the connection itself (its program is read when
+/// listed: the lookup may end later), when and why.
 #[derive(Debug)]
 struct Failed {
     at_ms: u64,
-    id: u64,
-    client: SocketAddr,
-    program: Arc<ProgramSlot>,
-    via: Via,
-    shared_port: bool,
-    asked: String,
+    conn: Arc<Tracked>,
     reason: String,
 }
 
@@ -392,17 +388,8 @@ impl Activity {
     }
 
     /// Keeps a refused or failed connection among the newest [`FAILURES`].
-    pub(crate) fn failed(&self, tracked: &Tracked, reason: String) {
-        let failed = Failed {
-            at_ms: now_ms(),
-            id: tracked.id,
-            client: tracked.client,
-            program: tracked.program.clone(),
-            via: tracked.via,
-            shared_port: tracked.shared_port,
-            asked: tracked.asked.clone(),
-            reason,
-        };
+    pub(crate) fn failed(&self, tracked: &Arc<Tracked>, reason: String) {
+        let failed = Failed { at_ms: now_ms(), conn: tracked.clone(), reason };
         let mut failures = self.failures.lock().unwrap();
         if failures.len() == FAILURES {
             failures.pop_back();
@@ -439,12 +426,12 @@ impl Activity {
             .iter()
             .map(|f| FailedConnection {
                 at_ms: f.at_ms,
-                id: f.id,
-                program: f.program.get(),
-                client: f.client.to_string(),
-                via: f.via,
-                shared_port: f.shared_port,
-                asked: f.asked.clone(),
+                id: f.conn.id,
+                program: f.conn.program.get(),
+                client: f.conn.client.to_string(),
+                via: f.conn.via,
+                shared_port: f.conn.shared_port,
+                asked: f.conn.asked.clone(),
                 reason: f.reason.clone(),
             })
             .collect();

@@ -210,7 +210,8 @@ fn socket_inodes(sockets: &[Socket]) -> Vec<Option<u64>> {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(table) else { continue };
-        for (local, remote, inode) in text.lines().skip(1).filter_map(parse_tcp_line) {
+        // The header line parses as no socket.
+        for (local, remote, inode) in text.lines().filter_map(parse_tcp_line) {
             by_socket.insert(Socket { client: local, listener: remote }, inode);
         }
     }

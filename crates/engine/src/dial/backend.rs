@@ -115,7 +115,7 @@ impl Backend {
             Err(e) => {
                 // Before the client is told and leaves: its program is listed with the failure.
                 conn.tracked.program().find(PROGRAM_WAIT).await;
-                conn.failed(&target.clone(), &e);
+                conn.failed(target, &e);
                 Err(e)
             }
         }

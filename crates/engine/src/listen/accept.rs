@@ -45,7 +45,7 @@ impl Listeners {
                 let for_task = shared.clone();
                 match shared.admit() {
                     Admission::Served(slot) => shared.spawn_tracked(async move {
-                        // Its program is looked up while it is served.
+                        // Who it is; its program is looked up only if someone asks.
                         let client = Client::accepted(peer, stream.local_addr().ok());
                         match Speaks::sniff(kind, &stream, &for_task).await {
                             Some(Speaks::Socks) => socks::serve(stream, client, for_task, slot).await,
